@@ -1,0 +1,244 @@
+//! One typed configuration, read from the environment (DESIGN.md "Configuration") and validated at
+//! start: a wrong value stops the process with a message that names the variable.
+
+use crate::cost::DEFAULT_MODEL;
+use crate::domain::{Money, RefUrlPolicy};
+use crate::limits::Limits;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    File(PathBuf),
+    Memory,
+    Gcs { bucket: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueUrl {
+    Local,
+    PubSub { project: String, topic: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Trust `X-Assetgen-User` (or `dev@localhost`): local only, logged loudly.
+    Dev,
+    Oidc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiBackend {
+    Developer,
+    Vertex,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub store: StoreUrl,
+    pub queue: QueueUrl,
+    pub gemini_backend: GeminiBackend,
+    /// Never logged: `Debug` of this struct redacts it.
+    pub gemini_api_key: Option<Secret>,
+    pub gemini_base_url: Option<url::Url>,
+    pub gemini_model: String,
+    pub limits: Limits,
+    pub daily_limit: Money,
+    pub auth: AuthMode,
+    pub allowed: Vec<String>,
+    pub allow_private_refs: bool,
+    pub public_url: Option<url::Url>,
+}
+
+/// A secret value whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+/// Where the defaults differ: a laptop (`assetgen serve`) or a cloud function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Local,
+    Cloud,
+}
+
+impl Config {
+    pub fn from_env(profile: Profile) -> Result<Self, ConfigError> {
+        Self::from_lookup(profile, |k| std::env::var(k).ok())
+    }
+
+    /// Reads through `lookup` so tests need not touch the process environment.
+    pub fn from_lookup(profile: Profile, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let err = |variable, problem: String| ConfigError { variable, problem };
+
+        let port = match get("PORT") {
+            Some(p) => p.parse().map_err(|_| err("PORT", format!("{p:?} is not a port number")))?,
+            None => 8080,
+        };
+        let store = match get("ASSETGEN_STORE") {
+            Some(s) => parse_store(&s).map_err(|p| err("ASSETGEN_STORE", p))?,
+            None if profile == Profile::Local => StoreUrl::File(PathBuf::from("./.data")),
+            None => return Err(err("ASSETGEN_STORE", "not set; use gs://BUCKET".into())),
+        };
+        let queue = match get("ASSETGEN_QUEUE").as_deref() {
+            None | Some("local") => QueueUrl::Local,
+            Some(q) => parse_pubsub(q).map_err(|p| err("ASSETGEN_QUEUE", p))?,
+        };
+        let gemini_backend = match get("GEMINI_BACKEND").as_deref() {
+            None | Some("developer") => GeminiBackend::Developer,
+            Some("vertex") => GeminiBackend::Vertex,
+            Some(other) => return Err(err("GEMINI_BACKEND", format!("{other:?} is not developer or vertex"))),
+        };
+        let gemini_base_url = get("GEMINI_BASE_URL")
+            .map(|u| url::Url::parse(&u).map_err(|e| err("GEMINI_BASE_URL", format!("not a URL: {e}"))))
+            .transpose()?;
+        let max_rows = match get("ASSETGEN_MAX_ROWS") {
+            Some(n) => n.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| err("ASSETGEN_MAX_ROWS", format!("{n:?} is not a number from 1 to 1000")))?,
+            None => Limits::default().max_rows,
+        };
+        let daily_limit = match get("ASSETGEN_DAILY_LIMIT_USD") {
+            Some(v) => parse_usd(&v).ok_or_else(|| err("ASSETGEN_DAILY_LIMIT_USD", format!("{v:?} is not an amount of dollars")))?,
+            None => Money::from_micros(10_000_000),
+        };
+        let auth = match get("ASSETGEN_AUTH").as_deref() {
+            Some("dev") => AuthMode::Dev,
+            Some("oidc") => AuthMode::Oidc,
+            None if profile == Profile::Local => AuthMode::Dev,
+            None => AuthMode::Oidc,
+            Some(other) => return Err(err("ASSETGEN_AUTH", format!("{other:?} is not oidc or dev"))),
+        };
+        let allow_private_refs = match get("ASSETGEN_ALLOW_PRIVATE_REFS").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => return Err(err("ASSETGEN_ALLOW_PRIVATE_REFS", format!("{other:?} is not true or false"))),
+        };
+        let public_url = get("ASSETGEN_PUBLIC_URL")
+            .map(|u| url::Url::parse(&u).map_err(|e| err("ASSETGEN_PUBLIC_URL", format!("not a URL: {e}"))))
+            .transpose()?;
+        Ok(Self {
+            port,
+            store,
+            queue,
+            gemini_backend,
+            gemini_api_key: get("GEMINI_API_KEY").map(Secret),
+            gemini_base_url,
+            gemini_model: get("GEMINI_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+            limits: Limits { max_rows, ..Limits::default() },
+            daily_limit,
+            auth,
+            allowed: get("ASSETGEN_ALLOWED")
+                .map(|a| a.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_ascii_lowercase).collect())
+                .unwrap_or_default(),
+            allow_private_refs,
+            public_url,
+        })
+    }
+
+    pub fn ref_policy(&self, profile: Profile) -> RefUrlPolicy {
+        RefUrlPolicy { allow_private: self.allow_private_refs, allow_local_files: profile == Profile::Local }
+    }
+}
+
+fn parse_store(s: &str) -> Result<StoreUrl, String> {
+    if let Some(path) = s.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err("file:// needs a path, e.g. file://./.data".into());
+        }
+        Ok(StoreUrl::File(PathBuf::from(path)))
+    } else if s == "mem://" {
+        Ok(StoreUrl::Memory)
+    } else if let Some(bucket) = s.strip_prefix("gs://") {
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(format!("{s:?} must be gs://BUCKET"));
+        }
+        Ok(StoreUrl::Gcs { bucket: bucket.to_owned() })
+    } else {
+        Err(format!("{s:?} is not file://PATH, mem:// or gs://BUCKET"))
+    }
+}
+
+fn parse_pubsub(s: &str) -> Result<QueueUrl, String> {
+    let rest = s.strip_prefix("pubsub://").ok_or_else(|| format!("{s:?} is not local or pubsub://projects/P/topics/T"))?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", project, "topics", topic] if !project.is_empty() && !topic.is_empty() => {
+            Ok(QueueUrl::PubSub { project: (*project).to_owned(), topic: (*topic).to_owned() })
+        }
+        _ => Err(format!("{s:?} is not pubsub://projects/P/topics/T")),
+    }
+}
+
+/// "10", "10.5", "$7.25" → micro-dollars, exactly (no float on the way).
+fn parse_usd(s: &str) -> Option<Money> {
+    let s = s.trim().trim_start_matches('$');
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !whole.chars().all(|c| c.is_ascii_digit()) || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let frac: i64 = format!("{frac:0<6}").parse().ok()?;
+    Some(Money::from_micros(whole.checked_mul(1_000_000)?.checked_add(frac)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(profile: Profile, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(profile, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn local_defaults_need_nothing() {
+        let c = config(Profile::Local, &[]).expect("defaults");
+        assert_eq!((c.port, c.store.clone(), c.queue.clone(), c.auth), (8080, StoreUrl::File("./.data".into()), QueueUrl::Local, AuthMode::Dev));
+        assert_eq!(c.daily_limit, Money::from_micros(10_000_000));
+        assert_eq!(c.limits.max_rows, 10);
+    }
+
+    #[test]
+    fn cloud_requires_a_bucket_and_defaults_to_oidc() {
+        assert_eq!(config(Profile::Cloud, &[]).expect_err("no store").variable, "ASSETGEN_STORE");
+        let c = config(Profile::Cloud, &[("ASSETGEN_STORE", "gs://b"), ("ASSETGEN_QUEUE", "pubsub://projects/p/topics/rows")]).expect("ok");
+        assert_eq!(c.auth, AuthMode::Oidc);
+        assert_eq!(c.queue, QueueUrl::PubSub { project: "p".into(), topic: "rows".into() });
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (var, value) in [("PORT", "http"), ("ASSETGEN_STORE", "s3://x"), ("ASSETGEN_QUEUE", "pubsub://x"), ("ASSETGEN_MAX_ROWS", "0"), ("ASSETGEN_DAILY_LIMIT_USD", "ten"), ("ASSETGEN_AUTH", "none")] {
+            assert_eq!(config(Profile::Local, &[(var, value)]).expect_err(value).variable, var);
+        }
+    }
+
+    #[test]
+    fn dollars_parse_exactly_and_keys_stay_secret() {
+        assert_eq!(parse_usd("7.25"), Some(Money::from_micros(7_250_000)));
+        assert_eq!(parse_usd("$0.039"), Some(Money::from_micros(39_000)));
+        assert_eq!(parse_usd("1.0000001"), None);
+        let c = config(Profile::Local, &[("GEMINI_API_KEY", "AIza-very-secret")]).expect("ok");
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert_eq!(c.gemini_api_key.as_ref().map(Secret::expose), Some("AIza-very-secret"));
+    }
+}

@@ -1,0 +1,348 @@
+//! Generating one row: what a push delivery of a [`RowMessage`] does. The generate function's
+//! handlers are a thin layer over [`RowWorker`].
+//!
+//! Pub/Sub delivers at least once, so every step is safe to repeat: the row is leased by
+//! compare-and-swap on its state object, a finished row is acknowledged without work, a variant
+//! whose image is stored is never generated again (also when a crash came between storing the image
+//! and recording it), and every state update checks that this delivery still holds the lease.
+
+use crate::api::RowStatus;
+use crate::batch_spec::RowSpec;
+use crate::batch_view::{load_manifest, store_problem};
+use crate::cost::PriceTable;
+use crate::domain::RunMode;
+use crate::layout;
+use crate::model::{ImageModel, ImageRequest, ModelError};
+use crate::problem::{ErrorCode, Problem};
+use crate::queue::RowMessage;
+use crate::refs::fetch::RefFetcher;
+use crate::refs::merge::merge_refs;
+use crate::state::{Lease, Manifest, RowError, RowState, StoredVariant};
+use crate::store::{ObjectStore, Precondition, StoreError, update_json, write_json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// What became of one delivery; decides ack (2xx) or nack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The row ended (succeeded, or failed for good): ack.
+    Finished(RowStatus),
+    /// The row had already ended, or another delivery owns it now: ack, nothing to do.
+    AlreadyHandled,
+    /// The message names no batch or row we know: ack, so it is not redelivered for ever.
+    Dropped(String),
+    /// Another delivery is working on the row right now: nack, so this one comes back later.
+    Busy,
+    /// A passing failure (rate limit, model or reference host unavailable): nack and retry.
+    Retry { code: ErrorCode, detail: String, retry_after: Option<Duration> },
+}
+
+impl Delivery {
+    pub fn ack(&self) -> bool {
+        matches!(self, Self::Finished(_) | Self::AlreadyHandled | Self::Dropped(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RowWorker {
+    pub store: Arc<dyn ObjectStore>,
+    pub dry_run: Arc<dyn ImageModel>,
+    /// `None` where no live model is configured: live rows then fail with `LIVE_NOT_CONFIGURED`.
+    pub live: Option<Arc<dyn ImageModel>>,
+    pub fetcher: RefFetcher,
+    pub prices: PriceTable,
+    pub max_refs: usize,
+    /// How long a lease holds without renewal; renewed after every variant.
+    pub lease_ttl: Duration,
+}
+
+/// Why an update of the row state was not made.
+enum Stop {
+    /// Another delivery holds the row, or it ended meanwhile.
+    LostLease,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+enum Take {
+    Taken(RowState),
+    Ended,
+    Busy,
+}
+
+impl RowWorker {
+    pub async fn process(&self, message: &RowMessage) -> Result<Delivery, Problem> {
+        let manifest = match load_manifest(self.store.as_ref(), &message.batch_id).await {
+            Ok(m) => m,
+            Err(p) if p.code == ErrorCode::BatchNotFound => return Ok(Delivery::Dropped(p.detail)),
+            Err(p) => return Err(p),
+        };
+        let Some(spec) = manifest.spec.row(message.row).cloned() else {
+            return Ok(Delivery::Dropped(format!("batch {} has no row {}", message.batch_id, message.row)));
+        };
+        let holder = uuid::Uuid::now_v7().to_string();
+        let state = match self.take_lease(&manifest, &spec, &holder).await.map_err(store_problem)? {
+            Take::Taken(state) => state,
+            Take::Ended => return Ok(Delivery::AlreadyHandled),
+            Take::Busy => return Ok(Delivery::Busy),
+        };
+        match self.generate(&manifest, &spec, &holder, state).await {
+            Ok(delivery) => Ok(delivery),
+            Err(Stop::LostLease) => Ok(Delivery::AlreadyHandled),
+            Err(Stop::Store(e)) => {
+                // Leave the lease to expire rather than risk another write against a failing store;
+                // the redelivery after it will find the row where this one stopped.
+                Err(store_problem(e))
+            }
+        }
+    }
+
+    /// The dead-letter handler: the row failed on every delivery. Marks it failed unless it ended
+    /// meanwhile; waits (nack) while a live delivery still holds it.
+    pub async fn dead_letter(&self, message: &RowMessage, deliveries: Option<u32>) -> Result<Delivery, Problem> {
+        let name = layout::row_state(&message.batch_id, message.row);
+        let now = OffsetDateTime::now_utc();
+        let mut busy = false;
+        let result = update_json::<RowState, StoreError, _>(self.store.as_ref(), &name, |s| {
+            busy = s.leased_by_other("", now);
+            if s.status.is_terminal() || busy {
+                return Ok(None);
+            }
+            let last = s.error.as_ref().map(|e| format!("; last error {}: {}", e.code, e.detail)).unwrap_or_default();
+            let tries = deliveries.map(|n| format!(" after {n} deliveries")).unwrap_or_default();
+            let mut next = s.clone();
+            next.status = RowStatus::Failed;
+            next.lease = None;
+            next.error = Some(RowError { code: ErrorCode::DeadLettered, detail: format!("gave up{tries}{last}") });
+            next.updated_at = now;
+            Ok(Some(next))
+        })
+        .await;
+        match result {
+            Ok(_) if busy => Ok(Delivery::Busy),
+            Ok(stored) => Ok(Delivery::Finished(stored.value.status)),
+            Err(StoreError::NotFound(_)) => Ok(Delivery::Dropped(format!("{name} does not exist"))),
+            Err(e) => Err(store_problem(e)),
+        }
+    }
+
+    async fn take_lease(&self, manifest: &Manifest, spec: &RowSpec, holder: &str) -> Result<Take, StoreError> {
+        let name = layout::row_state(&manifest.batch_id, spec.row);
+        let now = OffsetDateTime::now_utc();
+        let until = now + self.lease_ttl;
+        let mut outcome = Take::Busy;
+        let attempt = update_json::<RowState, StoreError, _>(self.store.as_ref(), &name, |s| {
+            if s.status.is_terminal() {
+                outcome = Take::Ended;
+                return Ok(None);
+            }
+            if s.leased_by_other(holder, now) {
+                outcome = Take::Busy;
+                return Ok(None);
+            }
+            let mut next = s.clone();
+            next.status = RowStatus::Running;
+            next.attempts += 1;
+            next.lease = Some(Lease { holder: holder.to_owned(), until });
+            next.updated_at = now;
+            outcome = Take::Taken(next.clone());
+            Ok(Some(next))
+        })
+        .await;
+        match attempt {
+            Ok(_) => Ok(outcome),
+            Err(StoreError::NotFound(_)) => {
+                // Submit wrote the manifest but died before this row's state: create it, then lease.
+                let queued = RowState::queued(manifest.batch_id.clone(), spec.row, spec.scene_id.clone(), now);
+                match write_json(self.store.as_ref(), &name, &queued, Precondition::DoesNotExist).await {
+                    Ok(_) | Err(StoreError::PreconditionFailed(_)) => Box::pin(self.take_lease(manifest, spec, holder)).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `change` to the row state if this delivery still holds the lease, renewing it.
+    async fn update(
+        &self,
+        manifest: &Manifest,
+        row: u32,
+        holder: &str,
+        change: impl Fn(&mut RowState),
+    ) -> Result<RowState, Stop> {
+        let name = layout::row_state(&manifest.batch_id, row);
+        let until = OffsetDateTime::now_utc() + self.lease_ttl;
+        update_json::<RowState, Stop, _>(self.store.as_ref(), &name, |s| {
+            let ours = s.status == RowStatus::Running && s.lease.as_ref().is_some_and(|l| l.holder == holder);
+            if !ours {
+                return Err(Stop::LostLease);
+            }
+            let mut next = s.clone();
+            change(&mut next);
+            if next.status == RowStatus::Running {
+                next.lease = Some(Lease { holder: holder.to_owned(), until });
+            } else {
+                next.lease = None;
+            }
+            next.updated_at = OffsetDateTime::now_utc();
+            Ok(Some(next))
+        })
+        .await
+        .map(|o| o.value)
+    }
+
+    async fn generate(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, mut state: RowState) -> Result<Delivery, Stop> {
+        let model = match (manifest.spec.run_mode, &self.live) {
+            (RunMode::DryRun, _) => self.dry_run.clone(),
+            (RunMode::Live, Some(live)) => live.clone(),
+            (RunMode::Live, None) => {
+                let detail = "this deployment has no live image model configured".to_owned();
+                return self.fail(manifest, spec, holder, ErrorCode::LiveNotConfigured, detail).await;
+            }
+        };
+        state = self.adopt_stored_images(manifest, spec, holder, state).await?;
+        if spec.variants.numbers().all(|n| state.has_variant(n)) {
+            return self.succeed(manifest, spec, holder).await;
+        }
+
+        let merged = match merge_refs(&self.fetcher, &spec.refs, &manifest.spec.global_refs, self.max_refs).await {
+            Ok(merged) => merged,
+            Err(e) if e.is_retryable() => return self.retry(manifest, spec, holder, e.code(), e.to_string(), None).await,
+            Err(e) => return self.fail(manifest, spec, holder, e.code(), e.to_string()).await,
+        };
+        let report = merged.report.clone();
+        self.update(manifest, spec.row, holder, |s| s.refs = report.clone()).await?;
+
+        let prompt = if merged.images.is_empty() {
+            spec.prompt.as_str().to_owned()
+        } else {
+            format!("{}\n\n{}", spec.prompt.as_str(), spec.ref_mode.instruction())
+        };
+        for variant in spec.variants.numbers() {
+            if state.has_variant(variant) {
+                continue;
+            }
+            let request = ImageRequest {
+                model: manifest.spec.model.clone(),
+                scene_id: spec.scene_id.to_string(),
+                variant,
+                prompt: prompt.clone(),
+                aspect_ratio: spec.aspect_ratio,
+                refs: merged.images.clone(),
+            };
+            let image = match model.generate(&request).await {
+                Ok(image) => image,
+                Err(ModelError::Retryable { code, detail, retry_after }) => {
+                    return self.retry(manifest, spec, holder, code, detail, retry_after).await;
+                }
+                Err(ModelError::Permanent { code, detail }) => return self.fail(manifest, spec, holder, code, detail).await,
+            };
+            let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
+            let stored = StoredVariant {
+                variant,
+                object: object.clone(),
+                sha256: hex::encode(Sha256::digest(&image.bytes)),
+                bytes: image.bytes.len() as u64,
+                model: manifest.spec.model.clone(),
+                cost: self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1),
+            };
+            self.store.put(&object, image.bytes, &image.mime_type, Precondition::None).await?;
+            // The money issue writes the variant's ledger event here (create-only, named from
+            // batch, row, variant and kind), before the state records it.
+            state = self
+                .update(manifest, spec.row, holder, |s| {
+                    if !s.has_variant(variant) {
+                        s.variants.push(stored.clone());
+                    }
+                })
+                .await?;
+        }
+        self.succeed(manifest, spec, holder).await
+    }
+
+    /// Records images a crashed delivery stored but did not get to record, so they are not
+    /// generated (and paid for) twice.
+    async fn adopt_stored_images(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, state: RowState) -> Result<RowState, Stop> {
+        let missing: Vec<u8> = spec.variants.numbers().filter(|n| !state.has_variant(*n)).collect();
+        if missing.is_empty() {
+            return Ok(state);
+        }
+        let prefix = format!("images/{}/{}-v", manifest.batch_id, spec.scene_id);
+        let listed = self.store.list(&prefix).await?;
+        let mut adopted = Vec::new();
+        for variant in missing {
+            let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
+            if !listed.iter().any(|m| m.name == object) {
+                continue;
+            }
+            let stored = self.store.get(&object).await?;
+            tracing::warn!(%object, "adopting an image stored by an interrupted delivery");
+            adopted.push(StoredVariant {
+                variant,
+                object,
+                sha256: hex::encode(Sha256::digest(&stored.body)),
+                bytes: stored.body.len() as u64,
+                model: manifest.spec.model.clone(),
+                cost: self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1),
+            });
+        }
+        if adopted.is_empty() {
+            return Ok(state);
+        }
+        self.update(manifest, spec.row, holder, |s| {
+            for v in &adopted {
+                if !s.has_variant(v.variant) {
+                    s.variants.push(v.clone());
+                }
+            }
+        })
+        .await
+    }
+
+    async fn succeed(&self, manifest: &Manifest, spec: &RowSpec, holder: &str) -> Result<Delivery, Stop> {
+        self.update(manifest, spec.row, holder, |s| {
+            s.status = RowStatus::Succeeded;
+            s.error = None;
+        })
+        .await?;
+        Ok(Delivery::Finished(RowStatus::Succeeded))
+    }
+
+    async fn fail(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, code: ErrorCode, detail: String) -> Result<Delivery, Stop> {
+        tracing::warn!(batch_id = %manifest.batch_id, row = spec.row, %code, %detail, "row failed");
+        self.update(manifest, spec.row, holder, |s| {
+            s.status = RowStatus::Failed;
+            s.error = Some(RowError { code, detail: detail.clone() });
+        })
+        .await?;
+        // The money issue releases the row's unspent reservation here.
+        Ok(Delivery::Finished(RowStatus::Failed))
+    }
+
+    /// Gives the row back to the queue: the next delivery continues where this one stopped.
+    async fn retry(
+        &self,
+        manifest: &Manifest,
+        spec: &RowSpec,
+        holder: &str,
+        code: ErrorCode,
+        detail: String,
+        retry_after: Option<Duration>,
+    ) -> Result<Delivery, Stop> {
+        tracing::info!(batch_id = %manifest.batch_id, row = spec.row, %code, %detail, "row will be retried");
+        self.update(manifest, spec.row, holder, |s| {
+            s.status = RowStatus::Queued;
+            s.error = Some(RowError { code, detail: detail.clone() });
+        })
+        .await?;
+        Ok(Delivery::Retry { code, detail, retry_after })
+    }
+}

@@ -1,0 +1,208 @@
+//! An in-process queue that behaves like a Pub/Sub push subscription: it POSTs the same envelope
+//! over HTTP to the generate handler, treats 2xx as ack and anything else (or a time-out) as nack,
+//! redelivers with exponential backoff, and after `max_delivery_attempts` sends the message to the
+//! dead-letter endpoint with Pub/Sub's dead-letter attributes. So `assetgen serve` exercises the
+//! same handler code, over the same wire format, as the cloud.
+
+use super::{DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, PushEnvelope, QueueError, RowMessage, RowQueue};
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+#[derive(Debug, Clone)]
+pub struct LocalPushConfig {
+    /// `http://host:port/pubsub/rows`
+    pub push_endpoint: url::Url,
+    /// `http://host:port/pubsub/dead-letter`
+    pub dead_letter_endpoint: url::Url,
+    /// Deliveries before a message is dead-lettered (Pub/Sub's minimum is 5).
+    pub max_delivery_attempts: u32,
+    /// Retry policy, as Pub/Sub's `minimumBackoff`/`maximumBackoff` (there 10 s / 600 s).
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long a push may take before it counts as a nack (Pub/Sub's ack deadline).
+    pub ack_deadline: Duration,
+    /// Pushes in flight at once (Pub/Sub's push flow control).
+    pub max_outstanding: usize,
+    pub subscription: String,
+}
+
+impl LocalPushConfig {
+    pub fn for_base(base: &url::Url) -> Result<Self, url::ParseError> {
+        Ok(Self {
+            push_endpoint: base.join("/pubsub/rows")?,
+            dead_letter_endpoint: base.join("/pubsub/dead-letter")?,
+            max_delivery_attempts: 5,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            ack_deadline: Duration::from_secs(600),
+            max_outstanding: 8,
+            subscription: "projects/local/subscriptions/rows-push".to_owned(),
+        })
+    }
+}
+
+/// Counters for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub published: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub acked: AtomicU64,
+    pub nacked: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl QueueStats {
+    /// Messages published and not yet acknowledged (by generate or by the dead-letter handler).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalPushQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LocalPushConfig,
+    client: reqwest::Client,
+    outstanding: Semaphore,
+    stats: QueueStats,
+    next_id: AtomicU64,
+    idle: Notify,
+}
+
+impl LocalPushQueue {
+    pub fn new(config: LocalPushConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(config.ack_deadline)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        let outstanding = Semaphore::new(config.max_outstanding.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                outstanding,
+                stats: QueueStats::default(),
+                next_id: AtomicU64::new(1),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &QueueStats {
+        &self.inner.stats
+    }
+
+    /// Waits until every published message has been acknowledged or dead-lettered.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.stats.pending() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait]
+impl RowQueue for LocalPushQueue {
+    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
+        let publish_time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        for message in messages {
+            let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst).to_string();
+            let envelope = PushEnvelope::new(&self.inner.config.subscription, &id, message, publish_time.clone());
+            self.inner.stats.published.fetch_add(1, Ordering::SeqCst);
+            self.inner.stats.pending.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(self.inner.clone().deliver(envelope));
+        }
+        Ok(())
+    }
+}
+
+enum Outcome {
+    Ack,
+    Nack(String),
+}
+
+impl Inner {
+    async fn push(&self, endpoint: &url::Url, envelope: &PushEnvelope) -> Outcome {
+        let _permit = self.outstanding.acquire().await;
+        self.stats.deliveries.fetch_add(1, Ordering::SeqCst);
+        match self.client.post(endpoint.clone()).json(envelope).send().await {
+            Ok(r) if r.status().is_success() => Outcome::Ack,
+            Ok(r) => Outcome::Nack(format!("HTTP {}", r.status())),
+            Err(e) if e.is_timeout() => Outcome::Nack("ack deadline exceeded".to_owned()),
+            Err(e) => Outcome::Nack(format!("push failed: {e}")),
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    async fn deliver(self: Arc<Self>, mut envelope: PushEnvelope) {
+        let mut delays = self.backoff();
+        let mut attempt = 0;
+        let acked = loop {
+            attempt += 1;
+            envelope.delivery_attempt = Some(attempt);
+            match self.push(&self.config.push_endpoint, &envelope).await {
+                Outcome::Ack => break true,
+                Outcome::Nack(why) => {
+                    self.stats.nacked.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!(message_id = %envelope.message.id(), attempt, %why, "nacked; will redeliver");
+                }
+            }
+            if attempt >= self.config.max_delivery_attempts {
+                break false;
+            }
+            tokio::time::sleep(delays.next().unwrap_or(self.config.max_backoff)).await;
+        };
+        if acked {
+            self.stats.acked.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.dead_letter(envelope, attempt).await;
+        }
+        self.stats.pending.fetch_sub(1, Ordering::SeqCst);
+        self.idle.notify_waiters();
+    }
+
+    /// Pushes the dead-lettered copy until the dead-letter handler takes it: a dead-letter
+    /// subscription retries forever, and losing it would leave the row running for ever.
+    async fn dead_letter(&self, mut envelope: PushEnvelope, attempts: u32) {
+        envelope.delivery_attempt = None;
+        envelope.message.attributes.insert(DEAD_LETTER_DELIVERY_COUNT.to_owned(), attempts.to_string());
+        envelope.message.attributes.insert(DEAD_LETTER_SUBSCRIPTION.to_owned(), self.config.subscription.clone());
+        envelope.subscription = format!("{}-dead-letter", self.config.subscription);
+        let mut delays = self.backoff();
+        loop {
+            match self.push(&self.config.dead_letter_endpoint, &envelope).await {
+                Outcome::Ack => break,
+                Outcome::Nack(why) => {
+                    tracing::warn!(message_id = %envelope.message.id(), %why, "dead-letter push nacked; retrying");
+                }
+            }
+            tokio::time::sleep(delays.next().unwrap_or(self.config.max_backoff)).await;
+        }
+        self.stats.dead_lettered.fetch_add(1, Ordering::SeqCst);
+        tracing::warn!(message_id = %envelope.message.id(), attempts, "message dead-lettered");
+    }
+}

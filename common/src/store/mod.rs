@@ -1,0 +1,89 @@
+//! The object-store port: every byte of state lives behind it (DESIGN.md "State in the object
+//! store"). Adapters: [`FileStore`] (local disk), [`MemoryStore`] (tests), GCS (cloud).
+//!
+//! Like GCS, every object has a *generation* that changes on every write, and writes can carry a
+//! precondition: create-only (`ifGenerationMatch=0`) or compare-and-swap on a generation. All
+//! concurrency control in assetgen is built on these two.
+
+mod file;
+mod json;
+mod memory;
+pub mod contract;
+
+pub use file::FileStore;
+pub use json::{JsonObject, read_json, update_json, write_json};
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// An object's generation. Monotonic per store: a later write has a larger generation.
+pub type Generation = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there.
+    None,
+    /// Create-only: fail if the object exists (GCS `ifGenerationMatch=0`).
+    DoesNotExist,
+    /// Compare-and-swap: fail unless the object is at this generation.
+    GenerationMatch(Generation),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub generation: Generation,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub meta: ObjectMeta,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("precondition failed on {0}")]
+    PreconditionFailed(String),
+    #[error("invalid object name {0:?}")]
+    InvalidName(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Worth trying again as is (the same request may succeed later).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    async fn get(&self, name: &str) -> Result<Object, StoreError>;
+
+    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError>;
+
+    /// Every object whose name starts with `prefix`, sorted by name, with generations, so a
+    /// tailer can read only what changed.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deleting what is not there is `NotFound`.
+    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError>;
+}
+
+/// Object names are `/`-separated relative paths with no empty, `.` or `..` segments, so every
+/// adapter (a disk included) maps them one-to-one.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 1024
+        && !name.contains('\\')
+        && !name.chars().any(char::is_control)
+        && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok { Ok(()) } else { Err(StoreError::InvalidName(name.to_owned())) }
+}

@@ -1,0 +1,111 @@
+use crate::GenerateState;
+use assetgen_common::generation::Delivery;
+use assetgen_common::problem::{ErrorCode, Problem};
+use assetgen_common::queue::{PushEnvelope, RowMessage};
+use assetgen_common::request::read_body;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Push bodies are small JSON envelopes; anything larger is not from Pub/Sub.
+const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// The answer to an acknowledged push (Pub/Sub only looks at the status; people read the body).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Acked {
+    pub outcome: String,
+}
+
+/// Reads a push: the Pub/Sub envelope, or the same body sent by an Eventarc trigger as a binary-mode
+/// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`).
+async fn envelope(state: &GenerateState, headers: &HeaderMap, body: Body) -> Result<(PushEnvelope, RowMessage), Problem> {
+    state.auth.authenticate(headers).await?;
+    let bytes = read_body(body, MAX_ENVELOPE_BYTES).await?;
+    let envelope = PushEnvelope::parse(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))?;
+    let message = envelope.row_message().map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))?;
+    if let Some(ce_id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
+        tracing::debug!(ce_id, "push arrived as a CloudEvent");
+    }
+    Ok((envelope, message))
+}
+
+fn answer(delivery: Delivery) -> Response {
+    match delivery {
+        Delivery::Finished(status) => Json(Acked { outcome: format!("{status:?}").to_lowercase() }).into_response(),
+        Delivery::AlreadyHandled => Json(Acked { outcome: "already_handled".into() }).into_response(),
+        Delivery::Dropped(why) => {
+            tracing::warn!(%why, "acknowledged a message that names nothing we know");
+            Json(Acked { outcome: "dropped".into() }).into_response()
+        }
+        Delivery::Busy => {
+            Problem::new(ErrorCode::RowInProgress, "another delivery is generating this row").into_response()
+        }
+        Delivery::Retry { code, detail, retry_after } => {
+            let mut response = Problem::new(code, detail).into_response();
+            if !matches!(response.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            if let Some(after) = retry_after.and_then(|d| HeaderValue::from_str(&d.as_secs().max(1).to_string()).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, after);
+            }
+            response
+        }
+    }
+}
+
+/// A row to generate, pushed by Pub/Sub (or the local queue). 2xx acks; 429/503 nacks.
+#[utoipa::path(post, path = "/pubsub/rows", tag = "generate",
+    request_body(content = Object, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
+    responses(
+        (status = 200, description = "Acknowledged", body = Acked),
+        (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited: redeliver later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Busy or unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
+    let (envelope, message) = match envelope(&state, &headers, body).await {
+        Ok(parsed) => parsed,
+        Err(mut p) => {
+            if p.code == ErrorCode::InvalidJson {
+                // Not something Pub/Sub sends: a client error, not a reason to redeliver faster.
+                p.status = StatusCode::BAD_REQUEST.as_u16();
+            }
+            return p.into_response();
+        }
+    };
+    tracing::info!(batch_id = %message.batch_id, row = message.row, message_id = %envelope.message.id(), attempt = envelope.delivery_attempt(), "row delivered");
+    match state.worker.process(&message).await {
+        Ok(delivery) => answer(delivery),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// A row that failed on every delivery: marked failed with `DEAD_LETTERED`.
+#[utoipa::path(post, path = "/pubsub/dead-letter", tag = "generate",
+    request_body(content = Object, description = "Pub/Sub push envelope of the dead-letter subscription"),
+    responses(
+        (status = 200, description = "Acknowledged", body = Acked),
+        (status = 503, description = "Row still held by a delivery: redeliver later", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
+    let (envelope, message) = match envelope(&state, &headers, body).await {
+        Ok(parsed) => parsed,
+        Err(p) if p.code == ErrorCode::InvalidJson => {
+            // A dead-letter subscription redelivers for ever; an unreadable message can only be
+            // dropped, loudly.
+            tracing::error!(detail = %p.detail, "dropped an unreadable dead-lettered message");
+            return Json(Acked { outcome: "dropped".into() }).into_response();
+        }
+        Err(p) => return p.into_response(),
+    };
+    tracing::warn!(batch_id = %message.batch_id, row = message.row, deliveries = envelope.delivery_attempt(), "row dead-lettered");
+    match state.worker.dead_letter(&message, envelope.delivery_attempt()).await {
+        Ok(delivery) => answer(delivery),
+        Err(p) => p.into_response(),
+    }
+}

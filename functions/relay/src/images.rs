@@ -1,0 +1,43 @@
+use crate::RelayState;
+use assetgen_common::domain::{BatchId, SceneId};
+use assetgen_common::layout;
+use assetgen_common::problem::{ErrorCode, Problem};
+use assetgen_common::store::StoreError;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// One image of a row. Locally the bytes themselves; links stay valid as long as the store does.
+#[utoipa::path(get, path = "/v1/images/{batch}/{scene_id}/{variant}", tag = "relay",
+    params(
+        ("batch" = String, Path, description = "Batch id"),
+        ("scene_id" = String, Path),
+        ("variant" = u8, Path, description = "1-based variant number"),
+    ),
+    responses(
+        (status = 200, description = "The image", content_type = "image/png", body = Vec<u8>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn image(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    Path((batch, scene, variant)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    state.auth.authenticate(&headers).await?;
+    let not_found = || Problem::new(ErrorCode::NotFound, format!("no image {batch}/{scene}/{variant}"));
+    let batch_id = BatchId::parse(&batch).map_err(|_| not_found())?;
+    let scene_id = SceneId::parse(&scene).map_err(|_| not_found())?;
+    let variant: u8 = variant.parse().map_err(|_| not_found())?;
+    let object = match state.store.get(&layout::image(&batch_id, &scene_id, variant)).await {
+        Ok(object) => object,
+        Err(StoreError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(assetgen_common::batch_view::store_problem(e)),
+    };
+    let content_type = HeaderValue::from_str(&object.content_type).unwrap_or(HeaderValue::from_static("image/png"));
+    let mut response = object.body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    // An image object is written once per variant and never changes.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    Ok(response)
+}

@@ -1,0 +1,29 @@
+//! The submit function: accepts batches from the Sheet and the CLI. Handlers are thin; the work
+//! is in [`assetgen_common::submission::Submitter`].
+
+mod handlers;
+
+use assetgen_common::auth::Authenticator;
+use assetgen_common::store::ObjectStore;
+use assetgen_common::submission::Submitter;
+use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(Debug)]
+pub struct SubmitState {
+    pub submitter: Submitter,
+    pub store: Arc<dyn ObjectStore>,
+    pub auth: Arc<dyn Authenticator>,
+    pub public_url: Option<url::Url>,
+}
+
+/// `POST /v1/batches`, `POST /v1/estimate`, `GET /v1/batches/{id}`, `GET /v1/budget`.
+pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(handlers::create_batch))
+        .routes(routes!(handlers::estimate))
+        .routes(routes!(handlers::get_batch))
+        .routes(routes!(handlers::get_budget))
+        .with_state(state)
+}
