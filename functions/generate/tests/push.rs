@@ -1,0 +1,142 @@
+//! The generate router, called in-process with the push envelopes Pub/Sub sends.
+
+use assetgen_common::api::{BatchRequest, RowRequest};
+use assetgen_common::auth::{DevAuth, Identity};
+use assetgen_common::budget::Unmetered;
+use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
+use assetgen_common::domain::{Money, RefUrlPolicy, UserId};
+use assetgen_common::generation::RowWorker;
+use assetgen_common::limits::Limits;
+use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
+use assetgen_common::problem::ErrorCode;
+use assetgen_common::queue::{PushEnvelope, QueueError, RowMessage, RowQueue};
+use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
+use assetgen_common::store::{MemoryStore, ObjectStore};
+use assetgen_common::submission::Submitter;
+use assetgen_generate::{GenerateState, router};
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+#[derive(Debug, Default)]
+struct Recorded(Mutex<Vec<RowMessage>>);
+
+#[async_trait]
+impl RowQueue for Recorded {
+    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
+        self.0.lock().expect("lock").extend_from_slice(messages);
+        Ok(())
+    }
+}
+
+/// A model that is always rate limited, as Gemini answers with a 429 and `RetryInfo`.
+#[derive(Debug)]
+struct RateLimited;
+
+#[async_trait]
+impl ImageModel for RateLimited {
+    fn is_live(&self) -> bool {
+        false
+    }
+    async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ModelError> {
+        Err(ModelError::Retryable { code: ErrorCode::ModelRateLimited, detail: "quota per minute".into(), retry_after: Some(Duration::from_secs(17)) })
+    }
+}
+
+async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let queue = Arc::new(Recorded::default());
+    let submitter = Submitter {
+        store: store.clone(),
+        queue: queue.clone(),
+        budget: Arc::new(Unmetered { limit: Money::from_micros(1) }),
+        prices: PriceTable::default(),
+        limits: Limits::default(),
+        ref_policy: RefUrlPolicy::default(),
+        default_model: DEFAULT_MODEL.into(),
+        live_available: false,
+    };
+    let rows = vec![RowRequest { scene_id: "A".into(), prompt: "p".into(), variants: Some(2), ..Default::default() }];
+    submitter.submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
+    let state = GenerateState {
+        worker: RowWorker {
+            store: store.clone(),
+            dry_run: model,
+            live: None,
+            fetcher: RefFetcher::new(FetchPolicy::default(), store.clone()),
+            prices: PriceTable::default(),
+            max_refs: 6,
+            lease_ttl: Duration::from_secs(60),
+        },
+        auth: Arc::new(DevAuth),
+    };
+    let (router, _) = router(Arc::new(state)).split_for_parts();
+    let messages = queue.0.lock().expect("lock").clone();
+    (router, messages, store)
+}
+
+async fn push(router: &axum::Router, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (StatusCode, Option<String>, Value) {
+    let mut request = Request::builder().method("POST").uri(path).header("content-type", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = router.clone().oneshot(request.body(Body::from(body)).expect("request")).await.expect("infallible");
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_owned());
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, retry_after, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn envelope(message: &RowMessage) -> Vec<u8> {
+    serde_json::to_vec(&PushEnvelope::new("projects/p/subscriptions/rows-push", "1", message, "2026-11-23T00:00:00Z".into())).expect("json")
+}
+
+#[tokio::test]
+async fn a_push_is_acked_once_done_and_a_redelivery_is_acked_without_work() {
+    let (router, messages, store) = app(Arc::new(DryRunModel)).await;
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("succeeded")));
+    assert_eq!(store.list("images/").await.expect("list").len(), 2);
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("already_handled")));
+}
+
+#[tokio::test]
+async fn the_same_body_as_an_eventarc_cloudevent_is_accepted() {
+    let (router, messages, _) = app(Arc::new(DryRunModel)).await;
+    let ce = [("ce-id", "1"), ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished"), ("ce-specversion", "1.0"), ("ce-source", "//pubsub.googleapis.com/projects/p/topics/rows")];
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &ce).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("succeeded")));
+}
+
+#[tokio::test]
+async fn a_rate_limited_model_nacks_with_429_and_the_retry_delay() {
+    let (router, messages, _) = app(Arc::new(RateLimited)).await;
+    let (status, retry_after, problem) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, retry_after.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("17")));
+    assert_eq!(problem["code"], "MODEL_RATE_LIMITED");
+    // After the last delivery Pub/Sub dead-letters it: the row fails, naming the last error.
+    let (status, _, body) = push(&router, "/pubsub/dead-letter", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("failed")));
+}
+
+#[tokio::test]
+async fn what_is_not_a_row_message_is_refused_or_dropped() {
+    let (router, _, _) = app(Arc::new(DryRunModel)).await;
+    let (status, _, problem) = push(&router, "/pubsub/rows", b"{not json".to_vec(), &[]).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_JSON")));
+    // The emulator's own fixture: a real envelope, but its data is not one of our row messages.
+    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/tests/fixtures/pubsub-push-envelope.json")).expect("fixture");
+    let (status, _, _) = push(&router, "/pubsub/rows", fixture.clone(), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, body) = push(&router, "/pubsub/dead-letter", fixture, &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")), "dead letters are never redelivered for ever");
+    let stray = RowMessage { batch_id: assetgen_common::domain::BatchId::new(), row: 0 };
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&stray), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")));
+}
