@@ -16,7 +16,6 @@ submit:
 
 ## Formatting and lints, then every unit, contract and end-to-end test.
 test: toolchain lint
-	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 lint:

@@ -104,7 +104,11 @@ impl Acceptance<'_> {
         }
         let model = request.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or(self.default_model);
         if !self.prices.knows(model) {
-            errors.batch(ErrorCode::UnknownModel, "model", format!("model {model:?} is not one this deployment prices"));
+            errors.batch(
+                ErrorCode::UnknownModel,
+                "model",
+                format!("model {model:?} is not one this deployment prices"),
+            );
         }
         let global_refs = self.refs(&request.global_refs, "global_refs", None, &mut errors);
         if global_refs.len() > self.limits.max_refs {
@@ -142,7 +146,8 @@ impl Acceptance<'_> {
         let mut field_error = |code, field: &str, e: ParseError| {
             errors.row(code, i, scene.clone(), format!("rows[{i}].{field}"), e.0);
         };
-        let scene_id = SceneId::parse(&raw.scene_id).map_err(|e| field_error(ErrorCode::InvalidSceneId, "scene_id", e)).ok();
+        let scene_id =
+            SceneId::parse(&raw.scene_id).map_err(|e| field_error(ErrorCode::InvalidSceneId, "scene_id", e)).ok();
         let prompt = Prompt::parse(&raw.prompt, self.limits.max_prompt_chars)
             .map_err(|e| field_error(ErrorCode::InvalidPrompt, "prompt", e))
             .ok();
@@ -154,7 +159,9 @@ impl Acceptance<'_> {
             .ok();
         let aspect_ratio = match raw.aspect_ratio.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
             None => Some(AspectRatio::default()),
-            Some(a) => AspectRatio::parse(a).map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e)).ok(),
+            Some(a) => {
+                AspectRatio::parse(a).map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e)).ok()
+            }
         };
         let refs = self.refs(&raw.refs, &format!("rows[{i}].refs"), Some((i, scene.clone())), errors);
         let merged: HashSet<&str> = refs.iter().chain(global_refs).map(RefUrl::as_str).collect();
@@ -198,7 +205,13 @@ impl Acceptance<'_> {
         })
     }
 
-    fn refs(&self, raw: &[String], field: &str, row: Option<(usize, Option<String>)>, errors: &mut Errors) -> Vec<RefUrl> {
+    fn refs(
+        &self,
+        raw: &[String],
+        field: &str,
+        row: Option<(usize, Option<String>)>,
+        errors: &mut Errors,
+    ) -> Vec<RefUrl> {
         let mut out: Vec<RefUrl> = Vec::new();
         for (j, url) in raw.iter().enumerate() {
             if url.trim().is_empty() {
@@ -329,7 +342,12 @@ mod tests {
         let rows = (0..11).map(|i| row(&format!("R{i}"))).collect();
         let big = acceptance(&prices).validate(&BatchRequest { rows, ..Default::default() }).expect_err("11");
         assert_eq!((big.code, big.status), (ErrorCode::TooManyRows, 413));
-        let live = BatchRequest { rows: vec![row("A")], run_mode: Some("live".into()), model: Some("dall-e".into()), ..Default::default() };
+        let live = BatchRequest {
+            rows: vec![row("A")],
+            run_mode: Some("live".into()),
+            model: Some("dall-e".into()),
+            ..Default::default()
+        };
         let p = acceptance(&prices).validate(&live).expect_err("live without a model");
         let codes: Vec<_> = p.errors.iter().map(|e| e.code).collect();
         assert_eq!(codes, vec![ErrorCode::LiveNotConfigured, ErrorCode::UnknownModel]);
@@ -337,8 +355,9 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_path_and_unknown_fields_are_refused() {
-        let p = parse_request(br#"{"rows":[{"scene_id":"A","prompt":"p"},{"scene_id":"B","prompt":"p","colour":"red"}]}"#)
-            .expect_err("unknown field");
+        let p =
+            parse_request(br#"{"rows":[{"scene_id":"A","prompt":"p"},{"scene_id":"B","prompt":"p","colour":"red"}]}"#)
+                .expect_err("unknown field");
         assert_eq!(p.code, ErrorCode::UnknownField);
         assert_eq!(p.errors[0].row, Some(1));
         let p = parse_request(br#"{"rows":[{"scene_id":"A","prompt":"p","variants":"two"}]}"#).expect_err("type");

@@ -23,7 +23,9 @@ pub struct StoredBatch {
 pub async fn load_manifest(store: &dyn ObjectStore, batch: &BatchId) -> Result<Manifest, Problem> {
     match read_json(store, &layout::manifest(batch)).await {
         Ok(m) => Ok(m.value),
-        Err(StoreError::NotFound(_)) => Err(Problem::new(ErrorCode::BatchNotFound, format!("batch {batch} does not exist"))),
+        Err(StoreError::NotFound(_)) => {
+            Err(Problem::new(ErrorCode::BatchNotFound, format!("batch {batch} does not exist")))
+        }
         Err(e) => Err(store_problem(e)),
     }
 }
@@ -38,7 +40,10 @@ pub async fn load(store: &dyn ObjectStore, batch: &BatchId) -> Result<StoredBatc
 
 /// Reads the named row-state objects (a tailer passes only the ones that changed). A row deleted
 /// between list and read is skipped.
-pub async fn read_rows(store: &dyn ObjectStore, names: Vec<String>) -> Result<BTreeMap<u32, (Generation, RowState)>, Problem> {
+pub async fn read_rows(
+    store: &dyn ObjectStore,
+    names: Vec<String>,
+) -> Result<BTreeMap<u32, (Generation, RowState)>, Problem> {
     futures::stream::iter(names)
         .map(|name| async move {
             match read_json::<RowState>(store, &name).await {
@@ -87,7 +92,10 @@ impl Presenter {
                 detail: e.detail.clone(),
                 advice: e.code.advice().to_owned(),
             }),
-            images: stored.iter().map(|v| self.image_link(&state.batch_id, state.scene_id.as_str(), v.variant)).collect(),
+            images: stored
+                .iter()
+                .map(|v| self.image_link(&state.batch_id, state.scene_id.as_str(), v.variant))
+                .collect(),
             objects: stored.iter().map(|v| v.object.clone()).collect(),
             refs: state.refs.clone(),
             cost_usd: state.cost().usd(),
@@ -125,7 +133,12 @@ impl Presenter {
 
 impl BatchView {
     pub fn progress(&self) -> BatchProgress {
-        BatchProgress { batch_id: self.batch_id.clone(), status: self.status, totals: self.totals, cost_usd: self.cost_usd }
+        BatchProgress {
+            batch_id: self.batch_id.clone(),
+            status: self.status,
+            totals: self.totals,
+            cost_usd: self.cost_usd,
+        }
     }
 }
 

@@ -112,11 +112,16 @@ impl Config {
             .map(|u| url::Url::parse(&u).map_err(|e| err("GEMINI_BASE_URL", format!("not a URL: {e}"))))
             .transpose()?;
         let max_rows = match get("ASSETGEN_MAX_ROWS") {
-            Some(n) => n.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| err("ASSETGEN_MAX_ROWS", format!("{n:?} is not a number from 1 to 1000")))?,
+            Some(n) => n
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| err("ASSETGEN_MAX_ROWS", format!("{n:?} is not a number from 1 to 1000")))?,
             None => Limits::default().max_rows,
         };
         let daily_limit = match get("ASSETGEN_DAILY_LIMIT_USD") {
-            Some(v) => parse_usd(&v).ok_or_else(|| err("ASSETGEN_DAILY_LIMIT_USD", format!("{v:?} is not an amount of dollars")))?,
+            Some(v) => parse_usd(&v)
+                .ok_or_else(|| err("ASSETGEN_DAILY_LIMIT_USD", format!("{v:?} is not an amount of dollars")))?,
             None => Money::from_micros(10_000_000),
         };
         let auth = match get("ASSETGEN_AUTH").as_deref() {
@@ -178,7 +183,8 @@ fn parse_store(s: &str) -> Result<StoreUrl, String> {
 }
 
 fn parse_pubsub(s: &str) -> Result<QueueUrl, String> {
-    let rest = s.strip_prefix("pubsub://").ok_or_else(|| format!("{s:?} is not local or pubsub://projects/P/topics/T"))?;
+    let rest =
+        s.strip_prefix("pubsub://").ok_or_else(|| format!("{s:?} is not local or pubsub://projects/P/topics/T"))?;
     match rest.split('/').collect::<Vec<_>>().as_slice() {
         ["projects", project, "topics", topic] if !project.is_empty() && !topic.is_empty() => {
             Ok(QueueUrl::PubSub { project: (*project).to_owned(), topic: (*topic).to_owned() })
@@ -191,7 +197,11 @@ fn parse_pubsub(s: &str) -> Result<QueueUrl, String> {
 fn parse_usd(s: &str) -> Option<Money> {
     let s = s.trim().trim_start_matches('$');
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    if whole.is_empty() || !whole.chars().all(|c| c.is_ascii_digit()) || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > 6
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let whole: i64 = whole.parse().ok()?;
@@ -212,7 +222,10 @@ mod tests {
     #[test]
     fn local_defaults_need_nothing() {
         let c = config(Profile::Local, &[]).expect("defaults");
-        assert_eq!((c.port, c.store.clone(), c.queue.clone(), c.auth), (8080, StoreUrl::File("./.data".into()), QueueUrl::Local, AuthMode::Dev));
+        assert_eq!(
+            (c.port, c.store.clone(), c.queue.clone(), c.auth),
+            (8080, StoreUrl::File("./.data".into()), QueueUrl::Local, AuthMode::Dev)
+        );
         assert_eq!(c.daily_limit, Money::from_micros(10_000_000));
         assert_eq!(c.limits.max_rows, 10);
     }
@@ -220,14 +233,25 @@ mod tests {
     #[test]
     fn cloud_requires_a_bucket_and_defaults_to_oidc() {
         assert_eq!(config(Profile::Cloud, &[]).expect_err("no store").variable, "ASSETGEN_STORE");
-        let c = config(Profile::Cloud, &[("ASSETGEN_STORE", "gs://b"), ("ASSETGEN_QUEUE", "pubsub://projects/p/topics/rows")]).expect("ok");
+        let c = config(
+            Profile::Cloud,
+            &[("ASSETGEN_STORE", "gs://b"), ("ASSETGEN_QUEUE", "pubsub://projects/p/topics/rows")],
+        )
+        .expect("ok");
         assert_eq!(c.auth, AuthMode::Oidc);
         assert_eq!(c.queue, QueueUrl::PubSub { project: "p".into(), topic: "rows".into() });
     }
 
     #[test]
     fn errors_name_the_variable() {
-        for (var, value) in [("PORT", "http"), ("ASSETGEN_STORE", "s3://x"), ("ASSETGEN_QUEUE", "pubsub://x"), ("ASSETGEN_MAX_ROWS", "0"), ("ASSETGEN_DAILY_LIMIT_USD", "ten"), ("ASSETGEN_AUTH", "none")] {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("ASSETGEN_STORE", "s3://x"),
+            ("ASSETGEN_QUEUE", "pubsub://x"),
+            ("ASSETGEN_MAX_ROWS", "0"),
+            ("ASSETGEN_DAILY_LIMIT_USD", "ten"),
+            ("ASSETGEN_AUTH", "none"),
+        ] {
             assert_eq!(config(Profile::Local, &[(var, value)]).expect_err(value).variable, var);
         }
     }

@@ -162,7 +162,9 @@ impl RowWorker {
                 // Submit wrote the manifest but died before this row's state: create it, then lease.
                 let queued = RowState::queued(manifest.batch_id.clone(), spec.row, spec.scene_id.clone(), now);
                 match write_json(self.store.as_ref(), &name, &queued, Precondition::DoesNotExist).await {
-                    Ok(_) | Err(StoreError::PreconditionFailed(_)) => Box::pin(self.take_lease(manifest, spec, holder)).await,
+                    Ok(_) | Err(StoreError::PreconditionFailed(_)) => {
+                        Box::pin(self.take_lease(manifest, spec, holder)).await
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -199,7 +201,13 @@ impl RowWorker {
         .map(|o| o.value)
     }
 
-    async fn generate(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, mut state: RowState) -> Result<Delivery, Stop> {
+    async fn generate(
+        &self,
+        manifest: &Manifest,
+        spec: &RowSpec,
+        holder: &str,
+        mut state: RowState,
+    ) -> Result<Delivery, Stop> {
         let model = match (manifest.spec.run_mode, &self.live) {
             (RunMode::DryRun, _) => self.dry_run.clone(),
             (RunMode::Live, Some(live)) => live.clone(),
@@ -215,7 +223,9 @@ impl RowWorker {
 
         let merged = match merge_refs(&self.fetcher, &spec.refs, &manifest.spec.global_refs, self.max_refs).await {
             Ok(merged) => merged,
-            Err(e) if e.is_retryable() => return self.retry(manifest, spec, holder, e.code(), e.to_string(), None).await,
+            Err(e) if e.is_retryable() => {
+                return self.retry(manifest, spec, holder, e.code(), e.to_string(), None).await;
+            }
             Err(e) => return self.fail(manifest, spec, holder, e.code(), e.to_string()).await,
         };
         let report = merged.report.clone();
@@ -243,7 +253,9 @@ impl RowWorker {
                 Err(ModelError::Retryable { code, detail, retry_after }) => {
                     return self.retry(manifest, spec, holder, code, detail, retry_after).await;
                 }
-                Err(ModelError::Permanent { code, detail }) => return self.fail(manifest, spec, holder, code, detail).await,
+                Err(ModelError::Permanent { code, detail }) => {
+                    return self.fail(manifest, spec, holder, code, detail).await;
+                }
             };
             let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
             let stored = StoredVariant {
@@ -270,7 +282,13 @@ impl RowWorker {
 
     /// Records images a crashed delivery stored but did not get to record, so they are not
     /// generated (and paid for) twice.
-    async fn adopt_stored_images(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, state: RowState) -> Result<RowState, Stop> {
+    async fn adopt_stored_images(
+        &self,
+        manifest: &Manifest,
+        spec: &RowSpec,
+        holder: &str,
+        state: RowState,
+    ) -> Result<RowState, Stop> {
         let missing: Vec<u8> = spec.variants.numbers().filter(|n| !state.has_variant(*n)).collect();
         if missing.is_empty() {
             return Ok(state);
@@ -316,7 +334,14 @@ impl RowWorker {
         Ok(Delivery::Finished(RowStatus::Succeeded))
     }
 
-    async fn fail(&self, manifest: &Manifest, spec: &RowSpec, holder: &str, code: ErrorCode, detail: String) -> Result<Delivery, Stop> {
+    async fn fail(
+        &self,
+        manifest: &Manifest,
+        spec: &RowSpec,
+        holder: &str,
+        code: ErrorCode,
+        detail: String,
+    ) -> Result<Delivery, Stop> {
         tracing::warn!(batch_id = %manifest.batch_id, row = spec.row, %code, %detail, "row failed");
         self.update(manifest, spec.row, holder, |s| {
             s.status = RowStatus::Failed;

@@ -58,9 +58,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | BatchEmpty | DuplicateSceneId | InvalidSceneId | InvalidPrompt
-            | InvalidVariants | TooManyRefs | InvalidRefUrl | InvalidRefMode | InvalidAspectRatio
-            | InvalidRunMode | UnknownModel | UnknownField => StatusCode::UNPROCESSABLE_ENTITY,
+            InvalidJson | BatchEmpty | DuplicateSceneId | InvalidSceneId | InvalidPrompt | InvalidVariants
+            | TooManyRefs | InvalidRefUrl | InvalidRefMode | InvalidAspectRatio | InvalidRunMode | UnknownModel
+            | UnknownField => StatusCode::UNPROCESSABLE_ENTITY,
             TooManyRows | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LiveNotConfigured => StatusCode::CONFLICT,
             Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -69,8 +69,8 @@ impl ErrorCode {
             BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
             ModelRateLimited => StatusCode::TOO_MANY_REQUESTS,
             StoreUnavailable | QueueUnavailable | ModelUnavailable | RowInProgress => StatusCode::SERVICE_UNAVAILABLE,
-            RefFetchFailed | RefNotImage | RefTooLarge | ModelRejected | QuotaExhausted
-            | ContentBlocked | DeadLettered => StatusCode::UNPROCESSABLE_ENTITY,
+            RefFetchFailed | RefNotImage | RefTooLarge | ModelRejected | QuotaExhausted | ContentBlocked
+            | DeadLettered => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -254,9 +254,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(&self)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         response
     }
 }

@@ -9,8 +9,7 @@ use bytes::Bytes;
 /// Reads a request body up to `limit` bytes; a larger one is `PAYLOAD_TOO_LARGE`, not a cut.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if too_large {
             Problem::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
@@ -31,7 +30,8 @@ pub fn base_url(public_url: Option<&url::Url>, headers: &HeaderMap) -> String {
     let proto = header("x-forwarded-proto").unwrap_or("http");
     let proto = if proto == "https" { "https" } else { "http" };
     // A Host header is client-controlled: keep only characters a host[:port] can have.
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')).collect();
+    let host: String =
+        host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')).collect();
     format!("{proto}://{host}")
 }
 

@@ -67,7 +67,8 @@ impl Submitter {
         let budget = self.budget.reserve(&who.user, &batch_id, reserved).await?;
 
         let now = time::OffsetDateTime::now_utc();
-        let manifest = Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at: now, spec, estimate, reserved };
+        let manifest =
+            Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at: now, spec, estimate, reserved };
         write_json(self.store.as_ref(), &layout::manifest(&batch_id), &manifest, Precondition::DoesNotExist)
             .await
             .map_err(store_problem)?;
@@ -96,12 +97,7 @@ impl Submitter {
         })?;
         tracing::info!(batch_id = %batch_id, user = %who.user, rows = messages.len(), images, "batch accepted");
 
-        Ok(SubmitResponse {
-            links: links(base, &batch_id),
-            batch_id: batch_id.to_string(),
-            estimate,
-            budget,
-        })
+        Ok(SubmitResponse { links: links(base, &batch_id), batch_id: batch_id.to_string(), estimate, budget })
     }
 }
 

@@ -73,7 +73,8 @@ impl BatchTail {
             }
             Some(from) => {
                 tail.cursor = from;
-                let (seen, missed): (BTreeMap<_, _>, BTreeMap<_, _>) = rows.into_iter().partition(|(_, (g, _))| *g <= from.0);
+                let (seen, missed): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    rows.into_iter().partition(|(_, (g, _))| *g <= from.0);
                 tail.batch.rows = seen;
                 events.extend(tail.apply(missed));
             }

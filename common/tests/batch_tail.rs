@@ -43,9 +43,12 @@ async fn batch(rows: usize) -> (Arc<dyn ObjectStore>, BatchId, RowWorker, Vec<Ro
         default_model: DEFAULT_MODEL.into(),
         live_available: false,
     };
-    let rows = (0..rows).map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), variants: Some(2), ..Default::default() }).collect();
+    let rows = (0..rows)
+        .map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), variants: Some(2), ..Default::default() })
+        .collect();
     let who = Identity { user: UserId::new("a@b.test") };
-    let accepted = submitter.submit(&who, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
+    let accepted =
+        submitter.submit(&who, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
     let worker = RowWorker {
         store: store.clone(),
         dry_run: Arc::new(DryRunModel),
@@ -93,7 +96,10 @@ async fn a_stream_starts_with_a_snapshot_and_ends_with_done() {
     let Some((_, BatchEvent::Done(done))) = all.last() else { panic!("the last event is done: {all:?}") };
     assert_eq!((done.status, done.totals.images_done), (BatchStatus::Succeeded, 6));
     assert!(tail.is_done());
-    assert!(all.iter().any(|(_, e)| matches!(e, BatchEvent::Batch(p) if p.totals.succeeded == 1)), "batch progress events");
+    assert!(
+        all.iter().any(|(_, e)| matches!(e, BatchEvent::Batch(p) if p.totals.succeeded == 1)),
+        "batch progress events"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +117,13 @@ async fn resuming_from_any_event_loses_and_repeats_nothing() {
         let (_, resumed) = BatchTail::open(store.clone(), &id, presenter(), Some(*cursor)).await.expect("resume");
         let replayed = row_events(&resumed);
         assert!(replayed.iter().all(|r| r.2 == RowStatus::Succeeded), "a resume sends current states");
-        let newer: Vec<u32> = reference.iter().filter(|r| r.0 > *cursor).map(|r| r.1).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let newer: Vec<u32> = reference
+            .iter()
+            .filter(|r| r.0 > *cursor)
+            .map(|r| r.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut replayed_rows: Vec<u32> = replayed.iter().map(|r| r.1).collect();
         replayed_rows.sort_unstable();
         assert_eq!(replayed_rows, newer, "after event {k} the resume sends exactly the rows that changed since");

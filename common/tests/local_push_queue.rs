@@ -1,7 +1,9 @@
 //! The in-process queue behaves like a Pub/Sub push subscription, over real HTTP on loopback.
 
 use assetgen_common::domain::BatchId;
-use assetgen_common::queue::{DEAD_LETTER_DELIVERY_COUNT, LocalPushConfig, LocalPushQueue, PushEnvelope, RowMessage, RowQueue};
+use assetgen_common::queue::{
+    DEAD_LETTER_DELIVERY_COUNT, LocalPushConfig, LocalPushQueue, PushEnvelope, RowMessage, RowQueue,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -43,7 +45,11 @@ async fn rows(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     e.in_flight.fetch_sub(1, Ordering::SeqCst);
-    if seen <= e.refuse.get(&row).copied().unwrap_or(0) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::NO_CONTENT }
+    if seen <= e.refuse.get(&row).copied().unwrap_or(0) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::NO_CONTENT
+    }
 }
 
 async fn dead(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
@@ -52,7 +58,8 @@ async fn dead(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
 }
 
 async fn spawn(endpoint: Arc<Endpoint>, tune: impl FnOnce(&mut LocalPushConfig)) -> LocalPushQueue {
-    let app = Router::new().route("/pubsub/rows", post(rows)).route("/pubsub/dead-letter", post(dead)).with_state(endpoint);
+    let app =
+        Router::new().route("/pubsub/rows", post(rows)).route("/pubsub/dead-letter", post(dead)).with_state(endpoint);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = url::Url::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -63,7 +63,8 @@ impl ImageModel for Scripted {
         let key = (request.scene_id.clone(), request.variant);
         *self.calls.lock().expect("lock").entry(key.clone()).or_default() += 1;
         tokio::time::sleep(self.delay).await;
-        let next_failure = self.failures.lock().expect("lock").get_mut(&key).and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
+        let next_failure =
+            self.failures.lock().expect("lock").get_mut(&key).and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
         match next_failure {
             Some(e) => Err(e),
             None => DryRunModel.generate(request).await,
@@ -79,7 +80,12 @@ struct Rig {
 }
 
 fn row(scene: &str, variants: i64) -> RowRequest {
-    RowRequest { scene_id: scene.into(), prompt: format!("prompt of {scene}"), variants: Some(variants), ..Default::default() }
+    RowRequest {
+        scene_id: scene.into(),
+        prompt: format!("prompt of {scene}"),
+        variants: Some(variants),
+        ..Default::default()
+    }
 }
 
 async fn rig(rows: Vec<RowRequest>, model: Scripted, run_mode: &str) -> Rig {
@@ -123,7 +129,11 @@ impl Rig {
 }
 
 fn retryable() -> ModelError {
-    ModelError::Retryable { code: ErrorCode::ModelRateLimited, detail: "429".into(), retry_after: Some(Duration::from_secs(17)) }
+    ModelError::Retryable {
+        code: ErrorCode::ModelRateLimited,
+        detail: "429".into(),
+        retry_after: Some(Duration::from_secs(17)),
+    }
 }
 
 #[tokio::test]
@@ -160,7 +170,10 @@ async fn a_passing_failure_is_nacked_and_the_next_delivery_resumes_without_regen
     let model = Scripted::default().fail("A", 2, vec![retryable()]);
     let r = rig(vec![row("A", 3)], model, "dry_run").await;
     let first = r.deliver(0).await;
-    assert!(matches!(&first, Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after: Some(d), .. } if d.as_secs() == 17), "{first:?}");
+    assert!(
+        matches!(&first, Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after: Some(d), .. } if d.as_secs() == 17),
+        "{first:?}"
+    );
     assert!(!first.ack());
     let queued = r.state(0).await;
     assert_eq!((queued.status, queued.variants.len()), (RowStatus::Queued, 1), "variant 1 is kept");
@@ -189,7 +202,10 @@ async fn an_image_stored_before_a_crash_is_adopted_not_generated_again() {
     let scene = assetgen_common::domain::SceneId::parse("A").expect("scene");
     // A delivery that crashed after storing variant 1 and before recording it.
     let object = layout::image(&m.batch_id, &scene, 1);
-    r.store.put(&object, bytes::Bytes::from_static(b"\x89PNG from the crashed delivery"), "image/png", Precondition::None).await.expect("put");
+    r.store
+        .put(&object, bytes::Bytes::from_static(b"\x89PNG from the crashed delivery"), "image/png", Precondition::None)
+        .await
+        .expect("put");
     assert_eq!(r.deliver(0).await, Delivery::Finished(RowStatus::Succeeded));
     assert_eq!((r.model.calls("A", 1), r.model.calls("A", 2)), (0, 1));
     assert_eq!(r.state(0).await.variants.iter().map(|v| v.variant).collect::<Vec<_>>(), vec![1, 2]);
@@ -203,17 +219,27 @@ async fn dead_letters_fail_open_rows_keep_finished_ones_and_wait_for_live_leases
     assert_eq!(r.worker.dead_letter(&r.messages[0], Some(5)).await.expect("dl"), Delivery::Finished(RowStatus::Failed));
     let a = r.state(0).await;
     assert_eq!(a.error.as_ref().map(|e| e.code), Some(ErrorCode::DeadLettered));
-    assert!(a.error.as_ref().is_some_and(|e| e.detail.contains("after 5 deliveries") && e.detail.contains("MODEL_RATE_LIMITED")), "{a:?}");
+    assert!(
+        a.error
+            .as_ref()
+            .is_some_and(|e| e.detail.contains("after 5 deliveries") && e.detail.contains("MODEL_RATE_LIMITED")),
+        "{a:?}"
+    );
     assert_eq!(r.deliver(1).await, Delivery::Finished(RowStatus::Succeeded));
     r.worker.dead_letter(&r.messages[1], Some(5)).await.expect("dl");
     assert_eq!(r.state(1).await.status, RowStatus::Succeeded, "a late dead letter does not undo a success");
 
-    let slow = rig(vec![row("C", 1)], Scripted { delay: Duration::from_millis(300), ..Scripted::default() }, "dry_run").await;
+    let slow =
+        rig(vec![row("C", 1)], Scripted { delay: Duration::from_millis(300), ..Scripted::default() }, "dry_run").await;
     let (working, dead) = tokio::join!(slow.deliver(0), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         slow.worker.dead_letter(&slow.messages[0], Some(5)).await.expect("dl")
     });
-    assert_eq!((working, dead), (Delivery::Finished(RowStatus::Succeeded), Delivery::Busy), "a dead letter waits while a delivery holds the row");
+    assert_eq!(
+        (working, dead),
+        (Delivery::Finished(RowStatus::Succeeded), Delivery::Busy),
+        "a dead letter waits while a delivery holds the row"
+    );
 }
 
 #[tokio::test]

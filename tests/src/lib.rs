@@ -12,13 +12,14 @@ use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The `assetgen` binary cargo built next to this test binary (`target/<profile>/assetgen`).
-pub fn assetgen_binary() -> anyhow::Result<PathBuf> {
+/// The release `assetgen` binary, for the load driver (`make bench` builds it first). Tests use
+/// `env!("CARGO_BIN_EXE_assetgen")` instead, which cargo keeps fresh.
+pub fn release_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(FsPath::parent).context("test binary has no target dir")?;
+    let profile_dir = exe.parent().context("load driver has no directory")?;
     let bin = profile_dir.join(format!("assetgen{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
-        bail!("{} is missing: run `cargo build -p assetgen-local` first (make test does)", bin.display());
+        bail!("{} is missing: run `make bench`, which builds it", bin.display());
     }
     Ok(bin)
 }
@@ -36,9 +37,9 @@ impl Drop for Server {
     }
 }
 
-/// Starts `assetgen serve --port 0` in `dir` with `env`, and waits for the line that names its URL.
-pub fn spawn_serve(dir: &FsPath, env: &[(&str, &str)]) -> anyhow::Result<Server> {
-    let mut command = Command::new(assetgen_binary()?);
+/// Starts `binary serve --port 0` in `dir` with `env`, and waits for the line that names its URL.
+pub fn spawn_serve(binary: &FsPath, dir: &FsPath, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+    let mut command = Command::new(binary);
     command
         .args(["serve", "--port", "0"])
         .current_dir(dir)

@@ -12,9 +12,7 @@ impl BatchId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        uuid::Uuid::try_parse(raw.trim())
-            .map(Self)
-            .map_err(|_| ParseError(format!("{raw:?} is not a batch id")))
+        uuid::Uuid::try_parse(raw.trim()).map(Self).map_err(|_| ParseError(format!("{raw:?} is not a batch id")))
     }
 }
 

@@ -44,7 +44,9 @@ impl RefUrl {
                 return Ok(Self(url.into()));
             }
             "file" if policy.allow_local_files => return Ok(Self(url.into())),
-            "file" => return Err(ParseError(format!("reference {s:?} is a local file; upload it and use its https:// URL"))),
+            "file" => {
+                return Err(ParseError(format!("reference {s:?} is a local file; upload it and use its https:// URL")));
+            }
             other => return Err(ParseError(format!("reference {s:?} has scheme {other:?}; use https:// or gs://"))),
         }
         let host = url.host().ok_or_else(|| ParseError(format!("reference {s:?} has no host")))?;

@@ -25,8 +25,14 @@ impl ImageModel for DryRunModel {
         let request = request.clone();
         let png = tokio::task::spawn_blocking(move || placeholder_png(&request))
             .await
-            .map_err(|e| ModelError::Permanent { code: ErrorCode::Internal, detail: format!("placeholder task failed: {e}") })?
-            .map_err(|e| ModelError::Permanent { code: ErrorCode::Internal, detail: format!("placeholder encoding failed: {e}") })?;
+            .map_err(|e| ModelError::Permanent {
+                code: ErrorCode::Internal,
+                detail: format!("placeholder task failed: {e}"),
+            })?
+            .map_err(|e| ModelError::Permanent {
+                code: ErrorCode::Internal,
+                detail: format!("placeholder encoding failed: {e}"),
+            })?;
         Ok(GeneratedImage { mime_type: "image/png".to_owned(), bytes: Bytes::from(png) })
     }
 }

@@ -104,9 +104,9 @@ impl PushEnvelope {
     }
 
     pub fn delivery_attempt(&self) -> Option<u32> {
-        self.delivery_attempt.or(self.message.delivery_attempt).or_else(|| {
-            self.message.attributes.get(DEAD_LETTER_DELIVERY_COUNT).and_then(|n| n.parse().ok())
-        })
+        self.delivery_attempt
+            .or(self.message.delivery_attempt)
+            .or_else(|| self.message.attributes.get(DEAD_LETTER_DELIVERY_COUNT).and_then(|n| n.parse().ok()))
     }
 }
 
@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn parses_the_emulator_fixture() {
-        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pubsub-push-envelope.json")).expect("fixture");
+        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pubsub-push-envelope.json"))
+            .expect("fixture");
         let envelope = PushEnvelope::parse(&body).expect("envelope");
         assert_eq!(envelope.message.id(), "1");
         assert_eq!(envelope.message.publish_time, "2026-11-23T13:38:02.054Z");

@@ -117,9 +117,8 @@ impl LocalPushQueue {
 #[async_trait]
 impl RowQueue for LocalPushQueue {
     async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        let publish_time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let publish_time =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         for message in messages {
             let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst).to_string();
             let envelope = PushEnvelope::new(&self.inner.config.subscription, &id, message, publish_time.clone());

@@ -21,7 +21,9 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::CloudJson => builder.event_format(CloudJson { project: std::env::var("GOOGLE_CLOUD_PROJECT").ok() }).try_init(),
+        LogFormat::CloudJson => {
+            builder.event_format(CloudJson { project: std::env::var("GOOGLE_CLOUD_PROJECT").ok() }).try_init()
+        }
     };
 }
 

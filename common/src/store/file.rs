@@ -22,7 +22,8 @@ pub struct FileStore {
 }
 
 const TMP_DIR: &str = ".tmp";
-const CONTENT_TYPES: &str = ".content-types";
+/// Content types that the name's extension does not already say, mirrored by object name.
+const META_DIR: &str = ".meta";
 
 impl FileStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -46,7 +47,13 @@ impl FileStore {
         *last
     }
 
-    fn put_blocking(&self, name: &str, body: &[u8], content_type: &str, when: Precondition) -> Result<Generation, StoreError> {
+    fn put_blocking(
+        &self,
+        name: &str,
+        body: &[u8],
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError> {
         let path = self.path(name);
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| unavailable(dir, e))?;
@@ -60,30 +67,31 @@ impl FileStore {
         check(current, when, name)?;
         let generation = Self::next_generation(&mut last);
         tmp.as_file().set_modified(time_of(generation)).map_err(|e| unavailable(&path, e))?;
-        if content_type != "application/octet-stream" {
-            self.set_content_type(name, content_type)?;
-        }
+        self.set_content_type(name, content_type)?;
         tmp.persist(&path).map_err(|e| unavailable(&path, e.error))?;
         Ok(generation)
     }
 
-    /// Content types other than the default are kept in a side file per directory; they are
-    /// advisory (the bytes are authoritative), so they need not be atomic with the object.
+    /// The content type is what the extension says (`.png`, `.json`…); only a different one is
+    /// recorded, under `.meta/`, so the user's folders hold nothing but their objects. It is
+    /// advisory (the bytes are authoritative), so it need not be atomic with the object.
     fn set_content_type(&self, name: &str, content_type: &str) -> Result<(), StoreError> {
-        let path = self.path(name);
-        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let side = path.with_file_name(format!("{CONTENT_TYPES}.{file_name}"));
-        if std::fs::read_to_string(&side).ok().as_deref() == Some(content_type) {
-            return Ok(());
+        let side = self.root.join(META_DIR).join(name);
+        if content_type == derived_content_type(name) {
+            return match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(unavailable(&side, e)),
+                _ => Ok(()),
+            };
+        }
+        if let Some(dir) = side.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(dir, e))?;
         }
         std::fs::write(&side, content_type).map_err(|e| unavailable(&side, e))
     }
 
     fn content_type(&self, name: &str) -> String {
-        let path = self.path(name);
-        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        std::fs::read_to_string(path.with_file_name(format!("{CONTENT_TYPES}.{file_name}")))
-            .unwrap_or_else(|_| "application/octet-stream".to_owned())
+        std::fs::read_to_string(self.root.join(META_DIR).join(name))
+            .unwrap_or_else(|_| derived_content_type(name).to_owned())
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -102,7 +110,7 @@ impl FileStore {
                 let entry = entry.map_err(|e| unavailable(&dir, e))?;
                 let file_name = entry.file_name();
                 let file_name = file_name.to_string_lossy();
-                if file_name.starts_with(CONTENT_TYPES) || (dir == self.root && file_name == TMP_DIR) {
+                if dir == self.root && (file_name == TMP_DIR || file_name == META_DIR) {
                     continue;
                 }
                 let path = entry.path();
@@ -140,6 +148,21 @@ fn check(current: Option<Generation>, when: Precondition, name: &str) -> Result<
     if ok { Ok(()) } else { Err(StoreError::PreconditionFailed(name.to_owned())) }
 }
 
+/// The content type an object name's extension implies.
+fn derived_content_type(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "json" => "application/json",
+        "jsonl" => "application/jsonl",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
 fn time_of(generation: Generation) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(generation).unwrap_or_default())
 }
@@ -162,7 +185,9 @@ fn unavailable(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("{}: {e}", path.display()))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
 }
 
@@ -197,7 +222,13 @@ impl ObjectStore for FileStore {
         .await
     }
 
-    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError> {
+    async fn put(
+        &self,
+        name: &str,
+        body: Bytes,
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError> {
         check_name(name)?;
         let (this, name, content_type) = (self.clone(), name.to_owned(), content_type.to_owned());
         blocking(move || this.put_blocking(&name, &body, &content_type, when)).await
@@ -230,13 +261,41 @@ mod tests {
     async fn generations_survive_a_restart_and_keep_increasing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = FileStore::open(dir.path()).expect("open");
-        let g1 = first.put("a/b.json", Bytes::from_static(b"1"), "application/json", Precondition::None).await.expect("put");
+        let g1 =
+            first.put("a/b.json", Bytes::from_static(b"1"), "application/json", Precondition::None).await.expect("put");
         let again = FileStore::open(dir.path()).expect("reopen");
         let read = again.get("a/b.json").await.expect("get");
         assert_eq!(read.meta.generation, g1);
         assert_eq!(read.content_type, "application/json");
-        let g2 = again.put("a/b.json", Bytes::from_static(b"2"), "application/json", Precondition::GenerationMatch(g1)).await.expect("cas");
+        let g2 = again
+            .put("a/b.json", Bytes::from_static(b"2"), "application/json", Precondition::GenerationMatch(g1))
+            .await
+            .expect("cas");
         assert!(g2 > g1);
         assert_eq!(std::fs::read(dir.path().join("a/b.json")).expect("plain file"), b"2");
+    }
+
+    #[tokio::test]
+    async fn folders_hold_only_objects_and_unusual_content_types_are_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("open");
+        store.put("images/b/A-v1.png", Bytes::from_static(b"png"), "image/png", Precondition::None).await.expect("put");
+        store.put("refs/abc", Bytes::from_static(b"jpg"), "image/jpeg", Precondition::None).await.expect("put");
+        let images: Vec<_> =
+            std::fs::read_dir(dir.path().join("images/b")).expect("dir").filter_map(Result::ok).collect();
+        assert_eq!(images.len(), 1, "no side files beside the images");
+        assert_eq!(store.get("images/b/A-v1.png").await.expect("get").content_type, "image/png");
+        assert_eq!(store.get("refs/abc").await.expect("get").content_type, "image/jpeg");
+        let all: Vec<String> = store.list("").await.expect("list").into_iter().map(|m| m.name).collect();
+        assert_eq!(all, vec!["images/b/A-v1.png", "refs/abc"], "store internals are not listed");
+        store
+            .put("refs/abc", Bytes::from_static(b"bin"), "application/octet-stream", Precondition::None)
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get("refs/abc").await.expect("get").content_type,
+            "application/octet-stream",
+            "a stale record is removed"
+        );
     }
 }

@@ -19,8 +19,14 @@ pub async fn read_json<T: DeserializeOwned>(store: &dyn ObjectStore, name: &str)
     Ok(JsonObject { value, generation: object.meta.generation })
 }
 
-pub async fn write_json<T: Serialize>(store: &dyn ObjectStore, name: &str, value: &T, when: Precondition) -> Result<Generation, StoreError> {
-    let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Unavailable(format!("cannot encode {name}: {e}")))?;
+pub async fn write_json<T: Serialize>(
+    store: &dyn ObjectStore,
+    name: &str,
+    value: &T,
+    when: Precondition,
+) -> Result<Generation, StoreError> {
+    let body =
+        serde_json::to_vec_pretty(value).map_err(|e| StoreError::Unavailable(format!("cannot encode {name}: {e}")))?;
     store.put(name, Bytes::from(body), "application/json", when).await
 }
 

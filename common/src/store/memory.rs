@@ -51,7 +51,13 @@ impl ObjectStore for MemoryStore {
         Ok(Object { meta: meta(name, *generation, body), content_type: content_type.clone(), body: body.clone() })
     }
 
-    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError> {
+    async fn put(
+        &self,
+        name: &str,
+        body: Bytes,
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError> {
         check_name(name)?;
         let mut inner = self.lock();
         check(inner.objects.get(name).map(|o| o.0), when, name)?;

@@ -5,10 +5,10 @@
 //! precondition: create-only (`ifGenerationMatch=0`) or compare-and-swap on a generation. All
 //! concurrency control in assetgen is built on these two.
 
+pub mod contract;
 mod file;
 mod json;
 mod memory;
-pub mod contract;
 
 pub use file::FileStore;
 pub use json::{JsonObject, read_json, update_json, write_json};
@@ -67,7 +67,13 @@ impl StoreError {
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, name: &str) -> Result<Object, StoreError>;
 
-    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError>;
+    async fn put(
+        &self,
+        name: &str,
+        body: Bytes,
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError>;
 
     /// Every object whose name starts with `prefix`, sorted by name, with generations, so a
     /// tailer can read only what changed.

@@ -23,7 +23,11 @@ pub struct Acked {
 
 /// Reads a push: the Pub/Sub envelope, or the same body sent by an Eventarc trigger as a binary-mode
 /// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`).
-async fn envelope(state: &GenerateState, headers: &HeaderMap, body: Body) -> Result<(PushEnvelope, RowMessage), Problem> {
+async fn envelope(
+    state: &GenerateState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(PushEnvelope, RowMessage), Problem> {
     state.auth.authenticate(headers).await?;
     let bytes = read_body(body, MAX_ENVELOPE_BYTES).await?;
     let envelope = PushEnvelope::parse(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))?;

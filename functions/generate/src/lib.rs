@@ -19,8 +19,5 @@ pub struct GenerateState {
 
 /// `POST /pubsub/rows`, `POST /pubsub/dead-letter`.
 pub fn router(state: Arc<GenerateState>) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .routes(routes!(handlers::push_row))
-        .routes(routes!(handlers::dead_letter))
-        .with_state(state)
+    OpenApiRouter::new().routes(routes!(handlers::push_row)).routes(routes!(handlers::dead_letter)).with_state(state)
 }

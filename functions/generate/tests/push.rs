@@ -44,7 +44,11 @@ impl ImageModel for RateLimited {
         false
     }
     async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ModelError> {
-        Err(ModelError::Retryable { code: ErrorCode::ModelRateLimited, detail: "quota per minute".into(), retry_after: Some(Duration::from_secs(17)) })
+        Err(ModelError::Retryable {
+            code: ErrorCode::ModelRateLimited,
+            detail: "quota per minute".into(),
+            retry_after: Some(Duration::from_secs(17)),
+        })
     }
 }
 
@@ -62,7 +66,10 @@ async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<
         live_available: false,
     };
     let rows = vec![RowRequest { scene_id: "A".into(), prompt: "p".into(), variants: Some(2), ..Default::default() }];
-    submitter.submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
+    submitter
+        .submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t")
+        .await
+        .expect("submit");
     let state = GenerateState {
         worker: RowWorker {
             store: store.clone(),
@@ -80,7 +87,12 @@ async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<
     (router, messages, store)
 }
 
-async fn push(router: &axum::Router, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (StatusCode, Option<String>, Value) {
+async fn push(
+    router: &axum::Router,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, Value) {
     let mut request = Request::builder().method("POST").uri(path).header("content-type", "application/json");
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -93,7 +105,13 @@ async fn push(router: &axum::Router, path: &str, body: Vec<u8>, headers: &[(&str
 }
 
 fn envelope(message: &RowMessage) -> Vec<u8> {
-    serde_json::to_vec(&PushEnvelope::new("projects/p/subscriptions/rows-push", "1", message, "2026-11-23T00:00:00Z".into())).expect("json")
+    serde_json::to_vec(&PushEnvelope::new(
+        "projects/p/subscriptions/rows-push",
+        "1",
+        message,
+        "2026-11-23T00:00:00Z".into(),
+    ))
+    .expect("json")
 }
 
 #[tokio::test]
@@ -109,7 +127,12 @@ async fn a_push_is_acked_once_done_and_a_redelivery_is_acked_without_work() {
 #[tokio::test]
 async fn the_same_body_as_an_eventarc_cloudevent_is_accepted() {
     let (router, messages, _) = app(Arc::new(DryRunModel)).await;
-    let ce = [("ce-id", "1"), ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished"), ("ce-specversion", "1.0"), ("ce-source", "//pubsub.googleapis.com/projects/p/topics/rows")];
+    let ce = [
+        ("ce-id", "1"),
+        ("ce-type", "google.cloud.pubsub.topic.v1.messagePublished"),
+        ("ce-specversion", "1.0"),
+        ("ce-source", "//pubsub.googleapis.com/projects/p/topics/rows"),
+    ];
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &ce).await;
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("succeeded")));
 }
@@ -131,11 +154,17 @@ async fn what_is_not_a_row_message_is_refused_or_dropped() {
     let (status, _, problem) = push(&router, "/pubsub/rows", b"{not json".to_vec(), &[]).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_JSON")));
     // The emulator's own fixture: a real envelope, but its data is not one of our row messages.
-    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/tests/fixtures/pubsub-push-envelope.json")).expect("fixture");
+    let fixture =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/tests/fixtures/pubsub-push-envelope.json"))
+            .expect("fixture");
     let (status, _, _) = push(&router, "/pubsub/rows", fixture.clone(), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, body) = push(&router, "/pubsub/dead-letter", fixture, &[]).await;
-    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")), "dead letters are never redelivered for ever");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("dropped")),
+        "dead letters are never redelivered for ever"
+    );
     let stray = RowMessage { batch_id: assetgen_common::domain::BatchId::new(), row: 0 };
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&stray), &[]).await;
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")));

@@ -47,7 +47,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn ObjectStore> = match &config.store {
         StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Gcs { .. } => anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; `serve` uses file:// or mem://"),
+        StoreUrl::Gcs { .. } => {
+            anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; `serve` uses file:// or mem://")
+        }
     };
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -90,7 +92,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         auth: auth.clone(),
     };
-    let relay = RelayState { store: store.clone(), auth, public_url: config.public_url.clone(), config: RelayConfig::default() };
+    let relay = RelayState {
+        store: store.clone(),
+        auth,
+        public_url: config.public_url.clone(),
+        config: RelayConfig::default(),
+    };
     let app = app(submit, generate, relay, store.clone());
 
     println!("assetgen is listening on {base}");
@@ -102,7 +109,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The one-process app: the three functions' routers, `/openapi.json`, health, problems.
-pub fn app(submit: SubmitState, generate: GenerateState, relay: RelayState, store: Arc<dyn ObjectStore>) -> axum::Router {
+pub fn app(
+    submit: SubmitState,
+    generate: GenerateState,
+    relay: RelayState,
+    store: Arc<dyn ObjectStore>,
+) -> axum::Router {
     let (router, mut api) = OpenApiRouter::new()
         .merge(assetgen_submit::router(Arc::new(submit)))
         .merge(assetgen_generate::router(Arc::new(generate)))

@@ -50,7 +50,8 @@ pub async fn batch_events(
         .and_then(|raw| Cursor::parse(&raw));
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
     let (tail, initial) = BatchTail::open(state.store.clone(), &batch_id, presenter, resume).await?;
-    let sse = Sse::new(stream(state.clone(), tail, initial)).keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
+    let sse = Sse::new(stream(state.clone(), tail, initial))
+        .keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
     // Nginx-style proxies (and Cloud Run's front end) must not buffer the stream.
     response.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
@@ -69,7 +70,11 @@ fn to_sse((cursor, event): &Sequenced) -> Event {
     Event::default().event(event.name()).id(cursor.to_string()).data(event.data_json())
 }
 
-fn stream(state: Arc<RelayState>, tail: BatchTail, initial: Vec<Sequenced>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn stream(
+    state: Arc<RelayState>,
+    tail: BatchTail,
+    initial: Vec<Sequenced>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let deadline = Instant::now() + state.config.max_stream;
     let follow = Follow { state, tail, pending: initial.into(), deadline, closing: false };
     futures::stream::unfold(follow, |mut f| async move {

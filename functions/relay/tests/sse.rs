@@ -52,8 +52,12 @@ async fn rig(rows: usize) -> Rig {
         default_model: DEFAULT_MODEL.into(),
         live_available: false,
     };
-    let rows = (0..rows).map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), ..Default::default() }).collect();
-    let accepted = submitter.submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
+    let rows =
+        (0..rows).map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), ..Default::default() }).collect();
+    let accepted = submitter
+        .submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t")
+        .await
+        .expect("submit");
     let worker = RowWorker {
         store: store.clone(),
         dry_run: Arc::new(DryRunModel),
@@ -77,7 +81,12 @@ fn fast() -> RelayConfig {
 }
 
 /// Reads frames until the stream ends or `limit` passes; returns the text.
-async fn read(app: axum::Router, uri: &str, last_event_id: Option<&str>, limit: Duration) -> (StatusCode, Option<String>, String) {
+async fn read(
+    app: axum::Router,
+    uri: &str,
+    last_event_id: Option<&str>,
+    limit: Duration,
+) -> (StatusCode, Option<String>, String) {
     let mut request = Request::builder().uri(uri);
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
@@ -152,7 +161,9 @@ async fn an_idle_stream_sends_heartbeats_then_closes_itself_with_a_retry_hint() 
         retry_base: Duration::from_millis(1000),
         retry_jitter: Duration::from_millis(500),
     };
-    let (_, _, text) = read(app(r.store.clone(), config), &format!("/v1/batches/{}/events", r.batch_id), None, Duration::from_secs(5)).await;
+    let (_, _, text) =
+        read(app(r.store.clone(), config), &format!("/v1/batches/{}/events", r.batch_id), None, Duration::from_secs(5))
+            .await;
     assert!(text.matches(": heartbeat").count() >= 2, "{text}");
     let retry: u64 = text.lines().find_map(|l| l.strip_prefix("retry: ")).expect("a retry hint").parse().expect("ms");
     assert!((1000..=1500).contains(&retry), "retry {retry} ms is the base plus jitter");
@@ -162,7 +173,13 @@ async fn an_idle_stream_sends_heartbeats_then_closes_itself_with_a_retry_hint() 
 #[tokio::test]
 async fn unknown_batches_are_a_problem_not_an_empty_stream() {
     let r = rig(1).await;
-    let (status, _, text) = read(app(r.store.clone(), fast()), "/v1/batches/0190b5c6-0000-7000-8000-000000000000/events", None, Duration::from_secs(2)).await;
+    let (status, _, text) = read(
+        app(r.store.clone(), fast()),
+        "/v1/batches/0190b5c6-0000-7000-8000-000000000000/events",
+        None,
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(text.contains("BATCH_NOT_FOUND"));
 }

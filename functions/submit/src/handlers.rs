@@ -47,7 +47,11 @@ pub async fn create_batch(
         (status = 200, body = EstimateResponse),
         (status = 422, description = "Invalid rows", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn estimate(State(state): State<Arc<SubmitState>>, headers: HeaderMap, body: Body) -> Result<Json<EstimateResponse>, Problem> {
+pub async fn estimate(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EstimateResponse>, Problem> {
     let who = state.auth.authenticate(&headers).await?;
     let request = request(&state, body).await?;
     Ok(Json(state.submitter.estimate(&who, &request).await?))
@@ -60,7 +64,11 @@ pub async fn estimate(State(state): State<Arc<SubmitState>>, headers: HeaderMap,
         (status = 200, body = BatchView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_batch(State(state): State<Arc<SubmitState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<BatchView>, Problem> {
+pub async fn get_batch(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, Problem> {
     state.auth.authenticate(&headers).await?;
     let batch_id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
     let stored = batch_view::load(state.store.as_ref(), &batch_id).await?;
@@ -70,7 +78,10 @@ pub async fn get_batch(State(state): State<Arc<SubmitState>>, headers: HeaderMap
 
 /// The caller's budget for today (UTC).
 #[utoipa::path(get, path = "/v1/budget", tag = "submit", responses((status = 200, body = BudgetView)))]
-pub async fn get_budget(State(state): State<Arc<SubmitState>>, headers: HeaderMap) -> Result<Json<BudgetView>, Problem> {
+pub async fn get_budget(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+) -> Result<Json<BudgetView>, Problem> {
     let who = state.auth.authenticate(&headers).await?;
     Ok(Json(state.submitter.budget.view(&who.user).await?))
 }

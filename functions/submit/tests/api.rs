@@ -66,7 +66,8 @@ async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> (Statu
         .expect("request");
     let response = app.router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
     (status, content_type, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
@@ -98,9 +99,17 @@ async fn refusals_are_problems_and_write_nothing() {
     let app = app();
     let cases = [
         (json!({"rows": []}), 422, "BATCH_EMPTY"),
-        (json!({"rows": [{"scene_id": "A", "prompt": "a"}, {"scene_id": "B", "prompt": "b"}, {"scene_id": "C", "prompt": "c"}, {"scene_id": "D", "prompt": "d"}]}), 413, "TOO_MANY_ROWS"),
+        (
+            json!({"rows": [{"scene_id": "A", "prompt": "a"}, {"scene_id": "B", "prompt": "b"}, {"scene_id": "C", "prompt": "c"}, {"scene_id": "D", "prompt": "d"}]}),
+            413,
+            "TOO_MANY_ROWS",
+        ),
         (json!({"rows": [{"scene_id": "A", "prompt": "a", "seed": 7}]}), 422, "UNKNOWN_FIELD"),
-        (json!({"rows": [{"scene_id": "A", "prompt": "a", "refs": ["https://127.0.0.1/x.png"]}]}), 422, "INVALID_REF_URL"),
+        (
+            json!({"rows": [{"scene_id": "A", "prompt": "a", "refs": ["https://127.0.0.1/x.png"]}]}),
+            422,
+            "INVALID_REF_URL",
+        ),
         (json!({"rows": [{"scene_id": "A", "prompt": "a"}], "run_mode": "live"}), 409, "LIVE_NOT_CONFIGURED"),
         (json!({"rows": [{"scene_id": "A", "prompt": "a", "aspect_ratio": "7:3"}]}), 422, "INVALID_ASPECT_RATIO"),
         (json!({"rows": "all of them"}), 422, "INVALID_JSON"),
@@ -121,7 +130,8 @@ async fn refusals_are_problems_and_write_nothing() {
 #[tokio::test]
 async fn estimates_write_nothing_and_unknown_batches_are_404() {
     let app = app();
-    let body = json!({"rows": [{"scene_id": "A", "prompt": "a", "variants": 3}], "model": "gemini-3-pro-image-preview"});
+    let body =
+        json!({"rows": [{"scene_id": "A", "prompt": "a", "variants": 3}], "model": "gemini-3-pro-image-preview"});
     let (status, _, estimate) = call(&app, "POST", "/v1/estimate", Some(body)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(estimate["estimate"]["usd_if_live"], json!(0.402));

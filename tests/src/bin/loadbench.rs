@@ -3,7 +3,7 @@
 //! 100-row dry run, and the server's idle RSS. Bounded: a fixed number of requests, then it stops.
 
 use anyhow::{Context, bail};
-use assetgen_tests::{acceptance_csv, serve_refs, spawn_serve};
+use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -77,7 +77,11 @@ async fn latency(client: &reqwest::Client, base: &str, rows: &[Value], n: usize)
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let refs = serve_refs().await?;
-    let server = spawn_serve(dir.path(), &[("ASSETGEN_MAX_ROWS", "100"), ("ASSETGEN_ALLOW_PRIVATE_REFS", "true")])?;
+    let server = spawn_serve(
+        &release_binary()?,
+        dir.path(),
+        &[("ASSETGEN_MAX_ROWS", "100"), ("ASSETGEN_ALLOW_PRIVATE_REFS", "true")],
+    )?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kib(pid)?;
@@ -104,10 +108,26 @@ async fn main() -> anyhow::Result<()> {
     println!("assetgen load driver (release build, dry-run model, file store, loopback)");
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| submit latency, 10 rows ({SUBMITS_10} submits) p50 / p95 | {:.1} ms / {:.1} ms |", ms(percentile(&lat10, 0.5)), ms(percentile(&lat10, 0.95)));
-    println!("| submit latency, 100 rows ({SUBMITS_100} submits) p50 / p95 | {:.1} ms / {:.1} ms |", ms(percentile(&lat100, 0.5)), ms(percentile(&lat100, 0.95)));
-    println!("| submit → done, 100 rows / 199 images ({DONE_RUNS} runs) median / worst | {:.2} s / {:.2} s |", to_done[DONE_RUNS / 2].as_secs_f64(), to_done[DONE_RUNS - 1].as_secs_f64());
-    println!("| RSS of assetgen serve: idle / after the runs | {:.1} MiB / {:.1} MiB |", idle_rss as f64 / 1024.0, loaded_rss as f64 / 1024.0);
+    println!(
+        "| submit latency, 10 rows ({SUBMITS_10} submits) p50 / p95 | {:.1} ms / {:.1} ms |",
+        ms(percentile(&lat10, 0.5)),
+        ms(percentile(&lat10, 0.95))
+    );
+    println!(
+        "| submit latency, 100 rows ({SUBMITS_100} submits) p50 / p95 | {:.1} ms / {:.1} ms |",
+        ms(percentile(&lat100, 0.5)),
+        ms(percentile(&lat100, 0.95))
+    );
+    println!(
+        "| submit → done, 100 rows / 199 images ({DONE_RUNS} runs) median / worst | {:.2} s / {:.2} s |",
+        to_done[DONE_RUNS / 2].as_secs_f64(),
+        to_done[DONE_RUNS - 1].as_secs_f64()
+    );
+    println!(
+        "| RSS of assetgen serve: idle / after the runs | {:.1} MiB / {:.1} MiB |",
+        idle_rss as f64 / 1024.0,
+        loaded_rss as f64 / 1024.0
+    );
     Ok(())
 }
 

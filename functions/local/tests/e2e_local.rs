@@ -1,21 +1,28 @@
 //! The acceptance run of the embedded default: the real `assetgen serve` on a free port, a
 //! 100-row dry run submitted with the real CLI, followed over SSE to `done`.
 
-use assetgen_tests::{acceptance_csv, assetgen_binary, serve_refs, spawn_serve};
+use assetgen_tests::{acceptance_csv, serve_refs, spawn_serve};
 use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
+
+const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_row_dry_run_travels_the_whole_way() {
     let dir = tempfile::tempdir().expect("tempdir");
     let refs = serve_refs().await.expect("refs server");
-    let server = spawn_serve(dir.path(), &[("ASSETGEN_MAX_ROWS", "100"), ("ASSETGEN_ALLOW_PRIVATE_REFS", "true")]).expect("serve");
+    let server = spawn_serve(
+        Path::new(ASSETGEN),
+        dir.path(),
+        &[("ASSETGEN_MAX_ROWS", "100"), ("ASSETGEN_ALLOW_PRIVATE_REFS", "true")],
+    )
+    .expect("serve");
     let csv = dir.path().join("rows.csv");
     std::fs::write(&csv, acceptance_csv(100, &refs)).expect("csv");
 
-    let cli = assetgen_binary().expect("binary");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(cli)
+        Command::new(ASSETGEN)
             .args(["--server", &server.base, "submit"])
             .arg(&csv)
             .args(["--follow", "--json"])
@@ -48,14 +55,20 @@ async fn a_hundred_row_dry_run_travels_the_whole_way() {
     assert!(images.join("BATCH-003-v3.png").exists(), "i=2 asks for 3 variants");
 
     // The status endpoint agrees, and content dedup is visible in row state.
-    let status: Value = reqwest::get(format!("{}/v1/batches/{batch_id}", server.base)).await.expect("get").json().await.expect("json");
+    let status: Value =
+        reqwest::get(format!("{}/v1/batches/{batch_id}", server.base)).await.expect("get").json().await.expect("json");
     let rows = status["rows"].as_array().expect("rows");
     assert!(rows.iter().all(|r| r["status"] == "succeeded"));
     let with_refs = rows.iter().filter(|r| !r["refs"].as_array().expect("refs").is_empty()).count();
     assert_eq!(with_refs, 20);
-    let duplicates: Vec<&Value> = rows.iter().flat_map(|r| r["refs"].as_array().expect("refs")).filter(|r| r["outcome"] == "duplicate").collect();
+    let duplicates: Vec<&Value> =
+        rows.iter().flat_map(|r| r["refs"].as_array().expect("refs")).filter(|r| r["outcome"] == "duplicate").collect();
     assert!(!duplicates.is_empty(), "some refs repeat another's content");
-    assert!(duplicates.iter().all(|d| d["url"].as_str().is_some_and(|u| u.contains("/copy-")) && d["duplicate_of"].is_string()));
+    assert!(
+        duplicates
+            .iter()
+            .all(|d| d["url"].as_str().is_some_and(|u| u.contains("/copy-")) && d["duplicate_of"].is_string())
+    );
 
     // An image link serves the PNG.
     let link = rows[0]["images"][0].as_str().expect("link");
@@ -67,7 +80,7 @@ async fn a_hundred_row_dry_run_travels_the_whole_way() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_problem_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = spawn_serve(dir.path(), &[]).expect("serve");
+    let server = spawn_serve(Path::new(ASSETGEN), dir.path(), &[]).expect("serve");
     let client = reqwest::Client::new();
     let body = serde_json::json!({"rows": [
         {"scene_id": "A", "prompt": "ok"},
@@ -77,16 +90,28 @@ async fn bad_input_gets_a_problem_and_writes_nothing() {
     assert_eq!(response.status(), 422);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.expect("json");
-    let fields: Vec<&str> = problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
+    let fields: Vec<&str> =
+        problem["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
     assert_eq!(fields, ["rows[1].prompt", "rows[1].variants", "rows[1].refs[0]", "rows[1].scene_id"]);
     assert!(!dir.path().join("data/batches").exists(), "nothing written");
 
-    let openapi: Value = client.get(format!("{}/openapi.json", server.base)).send().await.expect("get").json().await.expect("json");
+    let openapi: Value =
+        client.get(format!("{}/openapi.json", server.base)).send().await.expect("get").json().await.expect("json");
     assert_eq!(openapi["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
-    for path in ["/v1/batches", "/v1/estimate", "/v1/batches/{id}", "/v1/batches/{id}/events", "/pubsub/rows", "/pubsub/dead-letter"] {
+    for path in [
+        "/v1/batches",
+        "/v1/estimate",
+        "/v1/batches/{id}",
+        "/v1/batches/{id}/events",
+        "/pubsub/rows",
+        "/pubsub/dead-letter",
+    ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
     }
     let missing = client.get(format!("{}/nope", server.base)).send().await.expect("get");
-    assert_eq!((missing.status().as_u16(), missing.headers()["content-type"].to_str().expect("ct")), (404, "application/problem+json"));
+    assert_eq!(
+        (missing.status().as_u16(), missing.headers()["content-type"].to_str().expect("ct")),
+        (404, "application/problem+json")
+    );
     assert_eq!(client.get(format!("{}/readyz", server.base)).send().await.expect("get").status(), 200);
 }

@@ -1,0 +1,575 @@
+//! The client commands of `assetgen`: `submit`, `estimate`, `status`. They talk to any deployment —
+//! `assetgen serve` on this machine or the functions on Cloud Run — over the HTTP contract.
+//!
+//! Exit codes: 0 done (and, for a followed batch, every row succeeded); 1 a followed batch ended
+//! with failed or cancelled rows; 2 the input or the request was refused (CSV, problem document);
+//! 3 the event stream was lost for good (the batch itself goes on: see `assetgen status`).
+
+mod csv_rows;
+mod follow;
+mod http;
+mod problem_text;
+mod table;
+
+use anyhow::Context as _;
+use assetgen_common::api::{BatchRequest, BatchView, EstimateResponse, SubmitResponse};
+use follow::{FollowError, Mode, Retry};
+use http::{Api, Refusal};
+use indicatif::ProgressDrawTarget;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const EXIT_OK: u8 = 0;
+const EXIT_REFUSED: u8 = 2;
+const EXIT_STREAM_LOST: u8 = 3;
+
+/// Where the client commands send their requests, and as whom.
+#[derive(clap::Args)]
+pub struct ClientOptions {
+    /// Server base URL
+    #[arg(long, env = "ASSETGEN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub server: String,
+    /// Dev identity sent as X-Assetgen-User (local `serve` only)
+    #[arg(long, env = "ASSETGEN_USER", global = true)]
+    pub user: Option<String>,
+    /// Google OIDC ID token sent as `Authorization: Bearer` (cloud deployments); never printed
+    #[arg(long, env = "ASSETGEN_ID_TOKEN", hide_env_values = true, global = true)]
+    pub id_token: Option<String>,
+}
+
+/// By hand, so that the ID token never reaches a log line or a panic message.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Submit the rows of a CSV file as one batch (columns: scene_id,prompt,variants,refs,ref_mode[,aspect_ratio])
+    Submit(SubmitArgs),
+    /// Price the rows of a CSV file without submitting them
+    Estimate(EstimateArgs),
+    /// Show a batch's rows and images
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// CSV file, one row per scene; local reference paths are relative to its directory
+    pub file: PathBuf,
+    /// Follow progress until the batch ends; the exit code then says whether every row succeeded
+    #[arg(long)]
+    pub follow: bool,
+    /// Print JSON (with --follow: one line per event) instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub batch: BatchOptions,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EstimateArgs {
+    /// CSV file, one row per scene
+    pub file: PathBuf,
+    /// Print the JSON answer instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub batch: BatchOptions,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BatchOptions {
+    /// Reference image added to every row, after the row's own (URL or local path); repeatable
+    #[arg(long = "global-ref", value_name = "URL")]
+    pub global_refs: Vec<String>,
+    /// Generate real images with the live model (costs money); a dry run otherwise
+    #[arg(long)]
+    pub live: bool,
+    /// Image model (`estimate` lists the ones the server offers)
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The batch id printed by `submit`
+    pub batch_id: String,
+    /// Print the JSON answer instead of the table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one client command against the server in `options`.
+pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut console = Console {
+        out: &mut out,
+        err: &mut err,
+        progress: ProgressDrawTarget::stderr,
+        data_dir: PathBuf::from(table::LOCAL_DATA_DIR),
+        retry: Retry::default(),
+    };
+    execute(&options, command, &mut console).await.map(ExitCode::from)
+}
+
+/// Where a command writes, so that tests can read it.
+struct Console<'a> {
+    out: &'a mut (dyn Write + Send),
+    err: &'a mut (dyn Write + Send),
+    /// Where a progress bar is drawn (hidden in tests; indicatif hides it when stderr is no terminal).
+    progress: fn() -> ProgressDrawTarget,
+    /// The local server's object directory, for showing images as local files.
+    data_dir: PathBuf,
+    retry: Retry,
+}
+
+async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut Console<'_>) -> anyhow::Result<u8> {
+    let api = Api::new(options)?;
+    match command {
+        ClientCommand::Submit(args) => submit(&api, args, console).await,
+        ClientCommand::Estimate(args) => estimate(&api, args, console).await,
+        ClientCommand::Status(args) => status(&api, args, console).await,
+    }
+}
+
+async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let Some((request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    let response: SubmitResponse = match api.post(api.url(&["v1", "batches"]), &request).await? {
+        Ok(response) => response,
+        Err(refusal) => return refused(&refusal, Some(&lines), c),
+    };
+    if args.json {
+        print_json_line(c.out, &response)?;
+    } else {
+        let (e, b) = (&response.estimate, &response.budget);
+        writeln!(
+            c.out,
+            "batch {} accepted: {} images, ${:.2} (${:.2} if live); budget left ${:.2} of ${:.2}",
+            response.batch_id, e.images, e.usd, e.usd_if_live, b.remaining_usd, b.limit_usd
+        )?;
+        writeln!(c.out, "page:   {}", response.links.page)?;
+        writeln!(c.out, "events: {}", response.links.events)?;
+        c.out.flush()?;
+    }
+    if !args.follow {
+        return Ok(EXIT_OK);
+    }
+
+    let events = api.resolve(&response.links.events)?;
+    let mode = if args.json { Mode::Json } else { Mode::Progress((c.progress)()) };
+    match follow::follow(api, &events, mode, c.retry, c.out, c.err).await {
+        Ok(view) => {
+            if !args.json {
+                write!(c.out, "{}", table::render(&view, &c.data_dir))?;
+            }
+            Ok(table::exit_code(&view))
+        }
+        Err(FollowError::Refused(refusal)) => refused(&refusal, None, c),
+        Err(FollowError::GaveUp { last_error, after }) => {
+            writeln!(
+                c.err,
+                "error: lost the event stream for {:.0} s ({last_error}); the batch goes on — see `assetgen status {}`",
+                after.as_secs_f64(),
+                response.batch_id
+            )?;
+            Ok(EXIT_STREAM_LOST)
+        }
+        Err(FollowError::Failed(e)) => Err(e),
+    }
+}
+
+async fn estimate(api: &Api, args: EstimateArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let Some((request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    let response: EstimateResponse = match api.post(api.url(&["v1", "estimate"]), &request).await? {
+        Ok(response) => response,
+        Err(refusal) => return refused(&refusal, Some(&lines), c),
+    };
+    if args.json {
+        print_json_line(c.out, &response)?;
+        return Ok(EXIT_OK);
+    }
+    let (e, b) = (&response.estimate, &response.budget_after);
+    writeln!(c.out, "images:       {}", e.images)?;
+    writeln!(c.out, "cost:         ${:.2}{}", e.usd, if args.batch.live { "" } else { " (dry run)" })?;
+    writeln!(c.out, "if live:      ${:.2}", e.usd_if_live)?;
+    writeln!(
+        c.out,
+        "budget after: ${:.2} left of ${:.2} (spent ${:.2}, reserved ${:.2})",
+        b.remaining_usd, b.limit_usd, b.spent_usd, b.reserved_usd
+    )?;
+    if !response.models.is_empty() {
+        let models: Vec<String> =
+            response.models.iter().map(|m| format!("{} (${:.3}/image)", m.model, m.usd_per_image)).collect();
+        writeln!(c.out, "models:       {}", models.join(", "))?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn status(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let batch_id = args.batch_id.trim();
+    if batch_id.is_empty() {
+        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
+        return Ok(EXIT_REFUSED);
+    }
+    let view: BatchView = match api.get(api.url(&["v1", "batches", batch_id])).await? {
+        Ok(view) => view,
+        Err(refusal) => return refused(&refusal, None, c),
+    };
+    if args.json {
+        print_json_line(c.out, &view)?;
+    } else {
+        write!(c.out, "{}", table::render(&view, &c.data_dir))?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The request body from a CSV file and the batch options, with the CSV line of each row; `None`
+/// (after saying why on stderr) when the input cannot be used.
+fn read_request(
+    file: &Path,
+    options: &BatchOptions,
+    c: &mut Console<'_>,
+) -> anyhow::Result<Option<(BatchRequest, Vec<u64>)>> {
+    let batch = match csv_rows::read_file(file) {
+        Ok(batch) => batch,
+        Err(e) => {
+            writeln!(c.err, "error: {e}")?;
+            return Ok(None);
+        }
+    };
+    let mut global_refs = Vec::new();
+    for raw in options.global_refs.iter().flat_map(|r| csv_rows::split_refs(r)) {
+        // Local paths in --global-ref are relative to the current directory.
+        match csv_rows::resolve_ref(raw, Path::new(".")) {
+            Ok(url) => global_refs.push(url),
+            Err(message) => {
+                writeln!(c.err, "error: --global-ref: {message}")?;
+                return Ok(None);
+            }
+        }
+    }
+    let request = BatchRequest {
+        rows: batch.rows,
+        global_refs,
+        run_mode: Some(if options.live { "live" } else { "dry_run" }.to_owned()),
+        model: options.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned),
+    };
+    Ok(Some((request, batch.lines)))
+}
+
+fn refused(refusal: &Refusal, csv_lines: Option<&[u64]>, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    c.err.write_all(problem_text::render_refusal(refusal, csv_lines).as_bytes())?;
+    c.err.flush()?;
+    Ok(EXIT_REFUSED)
+}
+
+fn print_json_line<T: Serialize>(out: &mut (dyn Write + Send), value: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, value).context("cannot write JSON")?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follow::tests::{EVENTS_PATH, Seen, fast_retry, finished, resuming_relay, serve, status_response};
+    use super::*;
+    use assetgen_common::api::{BatchLinks, BudgetView, Estimate, ModelPrice};
+    use assetgen_common::problem::{ErrorCode, FieldError, Problem};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use clap::{CommandFactory, Parser};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        options: ClientOptions,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() -> anyhow::Result<()> {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "assetgen",
+            "submit",
+            "b.csv",
+            "--follow",
+            "--global-ref",
+            "https://a.test/x.png",
+            "--global-ref",
+            "y.png",
+            "--live",
+            "--model",
+            "m",
+            "--server",
+            "http://h.test:9",
+            "--id-token",
+            "tok-secret",
+        ])?;
+        assert_eq!(cli.options.server, "http://h.test:9");
+        assert!(!format!("{:?}", cli.options).contains("tok-secret"), "the token must not be in debug output");
+        let ClientCommand::Submit(args) = cli.command else { anyhow::bail!("not submit: {:?}", cli.command) };
+        assert!(args.follow && !args.json && args.batch.live);
+        assert_eq!(args.batch.global_refs, vec!["https://a.test/x.png", "y.png"]);
+        assert_eq!(args.batch.model.as_deref(), Some("m"));
+        Ok(())
+    }
+
+    struct Captured {
+        code: u8,
+        out: String,
+        err: String,
+    }
+
+    /// Runs `assetgen <args>` against `base` as tester@example.com, capturing its output.
+    async fn execute_captured(base: &str, args: &[&str], data_dir: &Path) -> anyhow::Result<Captured> {
+        let mut argv = vec!["assetgen", "--server", base, "--user", "tester@example.com", "--id-token", "secret-token"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv)?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut console = Console {
+            out: &mut out,
+            err: &mut err,
+            progress: ProgressDrawTarget::hidden,
+            data_dir: data_dir.to_path_buf(),
+            retry: fast_retry(),
+        };
+        let code = execute(&cli.options, cli.command, &mut console).await?;
+        Ok(Captured { code, out: String::from_utf8(out)?, err: String::from_utf8(err)? })
+    }
+
+    fn submit_response(base: &str) -> SubmitResponse {
+        SubmitResponse {
+            batch_id: "b1".into(),
+            estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.12 },
+            budget: BudgetView { limit_usd: 10.0, spent_usd: 0.0, reserved_usd: 0.0, remaining_usd: 10.0 },
+            links: BatchLinks {
+                self_: format!("{base}/v1/batches/b1"),
+                events: format!("{base}{EVENTS_PATH}"),
+                page: format!("{base}/batches/b1"),
+            },
+        }
+    }
+
+    /// A fake submit function: what it received, and its own base URL for the links it answers.
+    #[derive(Clone, Default)]
+    struct Deployment {
+        seen: Seen,
+        bodies: Arc<Mutex<Vec<BatchRequest>>>,
+        base: Arc<Mutex<String>>,
+    }
+
+    impl Deployment {
+        fn bodies(&self) -> Vec<BatchRequest> {
+            self.bodies.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        }
+    }
+
+    async fn accept(State(d): State<Deployment>, headers: HeaderMap, Json(body): Json<BatchRequest>) -> Response {
+        d.seen.push(headers);
+        d.bodies.lock().unwrap_or_else(PoisonError::into_inner).push(body);
+        let base = d.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        (StatusCode::ACCEPTED, Json(submit_response(&base))).into_response()
+    }
+
+    async fn deployment(router: Router<Deployment>) -> anyhow::Result<(Deployment, String)> {
+        let d = Deployment::default();
+        let base = serve(router.with_state(d.clone())).await?;
+        *d.base.lock().unwrap_or_else(PoisonError::into_inner) = base.clone();
+        Ok((d, base))
+    }
+
+    #[tokio::test]
+    async fn submit_follow_sends_the_csv_and_prints_the_table() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("style.png"), b"png")?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants,refs\nA,a car,2,style.png\nB,a boat,,\n")?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("images/b1"))?;
+        std::fs::write(data.join("images/b1/A-v2.png"), b"png")?;
+
+        let relay_seen = Seen::default();
+        let relay = {
+            let seen = relay_seen.clone();
+            move |headers: HeaderMap| resuming_relay(State(seen.clone()), headers)
+        };
+        let router = Router::new().route("/v1/batches", post(accept)).route(EVENTS_PATH, get(relay));
+        let (d, base) = deployment(router).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let run = execute_captured(&base, &["submit", &csv_arg, "--follow", "--model", "m1"], &data).await?;
+
+        assert_eq!(run.code, 1, "row B failed: {}", run.err);
+        let bodies = d.bodies();
+        let style = url::Url::from_file_path(std::fs::canonicalize(dir.path().join("style.png"))?)
+            .map_err(|()| anyhow::anyhow!("file url"))?;
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies[0].rows.len(), 2);
+        assert_eq!(bodies[0].rows[0].refs, vec![style.to_string()]);
+        assert_eq!((bodies[0].rows[0].variants, bodies[0].rows[1].variants), (Some(2), None));
+        assert_eq!((bodies[0].run_mode.as_deref(), bodies[0].model.as_deref()), (Some("dry_run"), Some("m1")));
+        assert_eq!(d.seen.header("x-assetgen-user"), vec![Some("tester@example.com".into())]);
+        assert_eq!(d.seen.header("authorization"), vec![Some("Bearer secret-token".into())]);
+        assert_eq!(relay_seen.header("last-event-id"), vec![None, Some("7".into()), Some("9".into())]);
+
+        let expected_start = "batch b1 accepted: 3 images, $0.00 ($0.12 if live); budget left $10.00 of $10.00\n";
+        assert!(run.out.starts_with(expected_start), "{}", run.out);
+        assert!(run.out.contains(&format!("events: {base}{EVENTS_PATH}\n")), "{}", run.out);
+        assert!(run.out.contains("completed_with_failures — 1/2 rows succeeded, 1 failed"), "{}", run.out);
+        // Variant 2 of A is on this machine, variant 1 only behind its link.
+        assert!(run.out.contains("http://x.test/v1/images/b1/A/1"), "{}", run.out);
+        assert!(run.out.contains(&format!("{}/images/b1/A-v2.png", data.display())), "{}", run.out);
+        assert!(run.out.contains("failed (CONTENT_BLOCKED)"), "{}", run.out);
+        assert!(run.err.contains("row 1 (B) failed: CONTENT_BLOCKED"), "{}", run.err);
+        assert!(!run.out.contains("secret-token") && !run.err.contains("secret-token"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn submit_json_prints_the_answer_as_one_line() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt\nA,a car\n")?;
+        let (d, base) = deployment(Router::new().route("/v1/batches", post(accept))).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let run = execute_captured(&base, &["submit", &csv_arg, "--json", "--live"], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert_eq!(run.out.lines().count(), 1);
+        assert_eq!(serde_json::from_str::<SubmitResponse>(run.out.trim())?, submit_response(&base));
+        assert_eq!(d.bodies()[0].run_mode.as_deref(), Some("live"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_submit_prints_the_problem_with_csv_lines_and_exits_2() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,1\n\nB,a boat,5\n")?;
+        let refuse = || async {
+            Problem::from_field_errors(vec![FieldError {
+                code: ErrorCode::InvalidVariants,
+                row: Some(1),
+                scene_id: Some("B".into()),
+                field: "rows[1].variants".into(),
+                detail: "variants is 5; ask for 1 to 3".into(),
+            }])
+            .into_response()
+        };
+        let base = serve(Router::new().route("/v1/batches", post(refuse))).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let run = execute_captured(&base, &["submit", &csv_arg, "--follow"], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.out.is_empty(), "{}", run.out);
+        assert!(run.err.contains("error: A variant count is out of range (INVALID_VARIANTS, HTTP 422)"), "{}", run.err);
+        assert!(
+            run.err.contains("row 1 (B) rows[1].variants: variants is 5; ask for 1 to 3 [CSV line 4]"),
+            "{}",
+            run.err
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_bad_csv_is_reported_before_any_request() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,two\n")?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        // Nothing listens on port 9: a request would end in an error, not in exit code 2.
+        let run = execute_captured("http://127.0.0.1:9", &["estimate", &csv_arg], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.err.contains("line 2, column 3 (variants): \"two\" is not a whole number"), "{}", run.err);
+        let missing = dir.path().join("nope.csv").to_string_lossy().into_owned();
+        let run = execute_captured("http://127.0.0.1:9", &["submit", &missing], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.err.contains("nope.csv: cannot read the file"), "{}", run.err);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn estimate_prints_the_price_and_the_budget_after() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let answer = || async {
+            Json(EstimateResponse {
+                estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.117 },
+                budget_after: BudgetView { limit_usd: 10.0, spent_usd: 1.5, reserved_usd: 0.25, remaining_usd: 8.25 },
+                models: vec![ModelPrice { model: "gemini-2.5-flash-image".into(), usd_per_image: 0.039 }],
+            })
+        };
+        let base = serve(Router::new().route("/v1/estimate", post(answer))).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let run = execute_captured(&base, &["estimate", &csv_arg], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert_eq!(
+            run.out,
+            "images:       3\n\
+             cost:         $0.00 (dry run)\n\
+             if live:      $0.12\n\
+             budget after: $8.25 left of $10.00 (spent $1.50, reserved $0.25)\n\
+             models:       gemini-2.5-flash-image ($0.039/image)\n"
+        );
+        let run = execute_captured(&base, &["estimate", &csv_arg, "--json"], dir.path()).await?;
+        assert_eq!(serde_json::from_str::<EstimateResponse>(run.out.trim())?.estimate.images, 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn status_prints_the_table_or_json_and_refusals() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let answer = |axum::extract::Path(id): axum::extract::Path<String>| async move {
+            if id == "b1" {
+                Json(finished()).into_response()
+            } else {
+                Problem::new(ErrorCode::BatchNotFound, format!("batch {id} does not exist")).into_response()
+            }
+        };
+        let base = serve(Router::new().route("/v1/batches/{id}", get(answer))).await?;
+
+        let run = execute_captured(&base, &["status", "b1"], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert!(run.out.contains("ROW  SCENE_ID  STATUS"), "{}", run.out);
+        assert!(run.out.contains("1    B         failed (CONTENT_BLOCKED)  -"), "{}", run.out);
+
+        let run = execute_captured(&base, &["status", "b1", "--json"], dir.path()).await?;
+        assert_eq!(serde_json::from_str::<BatchView>(run.out.trim())?, finished());
+
+        let run = execute_captured(&base, &["status", "zz 9"], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.err.contains("No such batch (BATCH_NOT_FOUND, HTTP 404)"), "{}", run.err);
+        assert!(run.err.contains("batch zz 9 does not exist"), "{}", run.err);
+
+        let bad_gateway = || async { status_response(StatusCode::BAD_GATEWAY, "upstream down") };
+        let plain = serve(Router::new().route("/v1/batches/{id}", get(bad_gateway))).await?;
+        let run = execute_captured(&plain, &["status", "b1"], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.err.contains("answered HTTP 502 without a problem document: upstream down"), "{}", run.err);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_an_error_with_a_hint() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let result = execute_captured("http://127.0.0.1:9", &["status", "b1"], dir.path()).await;
+        let message = format!("{:#}", result.err().ok_or_else(|| anyhow::anyhow!("expected an error"))?);
+        assert!(message.contains("cannot reach http://127.0.0.1:9/v1/batches/b1"), "{message}");
+        assert!(message.contains("assetgen serve"), "{message}");
+        Ok(())
+    }
+}
