@@ -257,6 +257,13 @@ mod tests {
         super::super::contract::run_all(&store).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn file_store_loses_no_concurrent_update() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("open");
+        super::super::contract::run_concurrent_cas(std::sync::Arc::new(store), 8, 25).await;
+    }
+
     #[tokio::test]
     async fn generations_survive_a_restart_and_keep_increasing() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -93,4 +93,9 @@ mod tests {
     async fn memory_store_meets_the_contract() {
         super::super::contract::run_all(&super::MemoryStore::new()).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_store_loses_no_concurrent_update() {
+        super::super::contract::run_concurrent_cas(std::sync::Arc::new(super::MemoryStore::new()), 8, 25).await;
+    }
 }

@@ -6,6 +6,8 @@ use assetgen_common::auth::DevAuth;
 use assetgen_common::budget::Unmetered;
 use assetgen_common::config::{Config, Profile, StoreUrl};
 use assetgen_common::cost::PriceTable;
+use assetgen_common::domain::BatchId;
+use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::generation::RowWorker;
 use assetgen_common::model::DryRunModel;
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
@@ -17,6 +19,8 @@ use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
 use axum::Json;
+use axum::extract::Path;
+use axum::response::Redirect;
 use axum::routing::get;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -100,12 +104,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let app = app(submit, generate, relay, store.clone());
 
+    let store_text = match &config.store {
+        StoreUrl::File(path) => format!("files under {}", path.display()),
+        _ => "memory (lost on exit)".to_owned(),
+    };
+    // Tests and scripts read this first line to learn the port.
     println!("assetgen is listening on {base}");
-    println!("  store: {:?}, queue: in-process push, model: dry run (no network, no cost)", config.store);
-    println!("  submit a batch:  ./target/debug/assetgen --server {base} submit examples/rows.csv --follow");
+    println!("  store: {store_text}; queue: in-process push; model: dry run (no network, no cost)");
+    let server = if address.port() == 8080 { String::new() } else { format!("--server {base} ") };
+    println!("  submit a batch:  ./target/debug/assetgen {server}submit examples/rows.csv --follow");
     println!("  API description: {base}openapi.json");
     shim::serve(listener, app).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Only a parsed batch id goes into the `Location` header (a raw path segment could hold anything).
+async fn progress_page(Path(id): Path<String>) -> Result<Redirect, Problem> {
+    let id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
+    Ok(Redirect::temporary(&format!("/v1/batches/{id}")))
 }
 
 /// The one-process app: the three functions' routers, `/openapi.json`, health, problems.
@@ -126,6 +142,8 @@ pub fn app(
     let api = Arc::new(api);
     let router = router
         .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
+        // The progress page comes with the web issue; until then its link shows the batch's status.
+        .route("/b/{id}", get(progress_page))
         .merge(shim::health_routes(store));
     shim::finish(router)
 }

@@ -114,4 +114,6 @@ async fn bad_input_gets_a_problem_and_writes_nothing() {
         (404, "application/problem+json")
     );
     assert_eq!(client.get(format!("{}/readyz", server.base)).send().await.expect("get").status(), 200);
+    let hostile = client.get(format!("{}/b/%0d%0aSet-Cookie:x", server.base)).send().await.expect("get");
+    assert_eq!(hostile.status(), 404, "a hostile page id is a problem, not a crash or a header");
 }
