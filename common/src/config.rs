@@ -44,6 +44,8 @@ pub struct Config {
     pub gemini_model: String,
     pub limits: Limits,
     pub daily_limit: Money,
+    /// Per-user daily limits that differ from `daily_limit` (`ASSETGEN_USER_LIMITS=a@x.com=25,b@y.com=5`).
+    pub user_limits: std::collections::HashMap<String, Money>,
     pub auth: AuthMode,
     pub allowed: Vec<String>,
     pub allow_private_refs: bool,
@@ -55,6 +57,10 @@ pub struct Config {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -124,6 +130,12 @@ impl Config {
                 .ok_or_else(|| err("ASSETGEN_DAILY_LIMIT_USD", format!("{v:?} is not an amount of dollars")))?,
             None => Money::from_micros(10_000_000),
         };
+        let mut user_limits = std::collections::HashMap::new();
+        for entry in get("ASSETGEN_USER_LIMITS").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.rsplit_once('=').and_then(|(user, usd)| Some((user.trim().to_ascii_lowercase(), parse_usd(usd)?)));
+            let (user, limit) = parsed.ok_or_else(|| err("ASSETGEN_USER_LIMITS", format!("{entry:?} is not EMAIL=DOLLARS")))?;
+            user_limits.insert(user, limit);
+        }
         let auth = match get("ASSETGEN_AUTH").as_deref() {
             Some("dev") => AuthMode::Dev,
             Some("oidc") => AuthMode::Oidc,
@@ -149,6 +161,7 @@ impl Config {
             gemini_model: get("GEMINI_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
             limits: Limits { max_rows, ..Limits::default() },
             daily_limit,
+            user_limits,
             auth,
             allowed: get("ASSETGEN_ALLOWED")
                 .map(|a| a.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_ascii_lowercase).collect())
@@ -264,5 +277,13 @@ mod tests {
         let c = config(Profile::Local, &[("GEMINI_API_KEY", "AIza-very-secret")]).expect("ok");
         assert!(!format!("{c:?}").contains("very-secret"));
         assert_eq!(c.gemini_api_key.as_ref().map(Secret::expose), Some("AIza-very-secret"));
+    }
+
+    #[test]
+    fn per_user_limits_parse_and_refuse_nonsense() {
+        let c = config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "Lead@Studio.com=25, intern@studio.com=0.5")]).expect("ok");
+        assert_eq!(c.user_limits.get("lead@studio.com"), Some(&Money::from_micros(25_000_000)));
+        assert_eq!(c.user_limits.get("intern@studio.com"), Some(&Money::from_micros(500_000)));
+        assert_eq!(config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "bob")]).expect_err("no amount").variable, "ASSETGEN_USER_LIMITS");
     }
 }

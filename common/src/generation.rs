@@ -8,6 +8,7 @@
 
 use crate::api::RowStatus;
 use crate::batch_spec::RowSpec;
+use crate::budget::Budget;
 use crate::batch_view::{load_manifest, store_problem};
 use crate::cost::PriceTable;
 use crate::domain::RunMode;
@@ -17,6 +18,7 @@ use crate::problem::{ErrorCode, Problem};
 use crate::queue::RowMessage;
 use crate::refs::fetch::RefFetcher;
 use crate::refs::merge::merge_refs;
+use crate::settlement::Settlement;
 use crate::state::{Lease, Manifest, RowError, RowState, StoredVariant};
 use crate::store::{ObjectStore, Precondition, StoreError, update_json, write_json};
 use sha2::{Digest, Sha256};
@@ -53,9 +55,15 @@ pub struct RowWorker {
     pub live: Option<Arc<dyn ImageModel>>,
     pub fetcher: RefFetcher,
     pub prices: PriceTable,
+    /// Where finished batches are settled.
+    pub budget: Arc<dyn Budget>,
     pub max_refs: usize,
     /// How long a lease holds without renewal; renewed after every variant.
     pub lease_ttl: Duration,
+}
+
+async fn load_row(store: &dyn ObjectStore, manifest: &Manifest, row: u32) -> Result<RowState, Problem> {
+    crate::store::read_json(store, &layout::row_state(&manifest.batch_id, row)).await.map(|o| o.value).map_err(store_problem)
 }
 
 /// Why an update of the row state was not made.
@@ -78,6 +86,18 @@ enum Take {
 }
 
 impl RowWorker {
+    fn settlement(&self) -> Settlement {
+        Settlement { store: self.store.clone(), budget: self.budget.clone(), prices: self.prices.clone() }
+    }
+
+    /// After a row ended: free what it will not make, and close the batch if it was the last.
+    async fn row_ended(&self, manifest: &Manifest, state: &RowState) -> Result<(), Problem> {
+        let settlement = self.settlement();
+        settlement.release_unmade(manifest, state).await.map_err(store_problem)?;
+        settlement.settle_if_finished(manifest).await?;
+        Ok(())
+    }
+
     pub async fn process(&self, message: &RowMessage) -> Result<Delivery, Problem> {
         let manifest = match load_manifest(self.store.as_ref(), &message.batch_id).await {
             Ok(m) => m,
@@ -94,6 +114,11 @@ impl RowWorker {
             Take::Busy => return Ok(Delivery::Busy),
         };
         match self.generate(&manifest, &spec, &holder, state).await {
+            Ok(Delivery::Finished(status)) => {
+                let ended = load_row(self.store.as_ref(), &manifest, spec.row).await?;
+                self.row_ended(&manifest, &ended).await?;
+                Ok(Delivery::Finished(status))
+            }
             Ok(delivery) => Ok(delivery),
             Err(Stop::LostLease) => Ok(Delivery::AlreadyHandled),
             Err(Stop::Store(e)) => {
@@ -107,6 +132,11 @@ impl RowWorker {
     /// The dead-letter handler: the row failed on every delivery. Marks it failed unless it ended
     /// meanwhile; waits (nack) while a live delivery still holds it.
     pub async fn dead_letter(&self, message: &RowMessage, deliveries: Option<u32>) -> Result<Delivery, Problem> {
+        let manifest = match load_manifest(self.store.as_ref(), &message.batch_id).await {
+            Ok(m) => m,
+            Err(p) if p.code == ErrorCode::BatchNotFound => return Ok(Delivery::Dropped(p.detail)),
+            Err(p) => return Err(p),
+        };
         let name = layout::row_state(&message.batch_id, message.row);
         let now = OffsetDateTime::now_utc();
         let mut busy = false;
@@ -127,7 +157,12 @@ impl RowWorker {
         .await;
         match result {
             Ok(_) if busy => Ok(Delivery::Busy),
-            Ok(stored) => Ok(Delivery::Finished(stored.value.status)),
+            Ok(stored) => {
+                // Also when it had ended already: a redelivered dead letter finishes a settlement
+                // that a crash interrupted (every step is idempotent).
+                self.row_ended(&manifest, &stored.value).await?;
+                Ok(Delivery::Finished(stored.value.status))
+            }
             Err(StoreError::NotFound(_)) => Ok(Delivery::Dropped(format!("{name} does not exist"))),
             Err(e) => Err(store_problem(e)),
         }
@@ -267,8 +302,9 @@ impl RowWorker {
                 cost: self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1),
             };
             self.store.put(&object, image.bytes, &image.mime_type, Precondition::None).await?;
-            // The money issue writes the variant's ledger event here (create-only, named from
-            // batch, row, variant and kind), before the state records it.
+            // Spent before the state records it: a crash in between leaves an image and its spend
+            // event, which the next delivery adopts without paying again (the event is create-only).
+            self.settlement().spend(manifest, &state, variant).await?;
             state = self
                 .update(manifest, spec.row, holder, |s| {
                     if !s.has_variant(variant) {
@@ -303,6 +339,7 @@ impl RowWorker {
             }
             let stored = self.store.get(&object).await?;
             tracing::warn!(%object, "adopting an image stored by an interrupted delivery");
+            self.settlement().spend(manifest, &state, variant).await?;
             adopted.push(StoredVariant {
                 variant,
                 object,
@@ -348,7 +385,6 @@ impl RowWorker {
             s.error = Some(RowError { code, detail: detail.clone() });
         })
         .await?;
-        // The money issue releases the row's unspent reservation here.
         Ok(Delivery::Finished(RowStatus::Failed))
     }
 

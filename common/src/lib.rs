@@ -12,6 +12,7 @@ pub mod domain;
 pub mod events;
 pub mod generation;
 pub mod layout;
+pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod problem;
@@ -23,3 +24,10 @@ pub mod state;
 pub mod store;
 pub mod submission;
 pub mod tail;
+pub mod settlement;
+pub mod batch_control;
+pub mod sweep;
+pub mod reconcile;
+pub mod pipeline;
+#[cfg(feature = "testkit")]
+pub mod testkit;

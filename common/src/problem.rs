@@ -29,6 +29,9 @@ pub enum ErrorCode {
     InvalidAspectRatio,
     InvalidRunMode,
     UnknownModel,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    NothingToRetry,
     LiveNotConfigured,
     // Access.
     Unauthenticated,
@@ -60,7 +63,8 @@ impl ErrorCode {
         match self {
             InvalidJson | BatchEmpty | DuplicateSceneId | InvalidSceneId | InvalidPrompt | InvalidVariants
             | TooManyRefs | InvalidRefUrl | InvalidRefMode | InvalidAspectRatio | InvalidRunMode | UnknownModel
-            | UnknownField => StatusCode::UNPROCESSABLE_ENTITY,
+            | UnknownField | InvalidIdempotencyKey | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            NothingToRetry => StatusCode::CONFLICT,
             TooManyRows | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LiveNotConfigured => StatusCode::CONFLICT,
             Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -93,6 +97,9 @@ impl ErrorCode {
             InvalidAspectRatio => "An aspect ratio is not supported",
             InvalidRunMode => "The run mode is not valid",
             UnknownModel => "The image model is not known",
+            InvalidIdempotencyKey => "The Idempotency-Key header is not valid",
+            IdempotencyKeyReused => "The Idempotency-Key was used for another request",
+            NothingToRetry => "The batch has no failed rows to retry",
             LiveNotConfigured => "Live generation is not configured here",
             Unauthenticated => "Sign-in is required",
             Forbidden => "You are not allowed to do this",
@@ -135,6 +142,9 @@ impl ErrorCode {
             InvalidAspectRatio => "Use one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.",
             InvalidRunMode => "Use dry_run or live.",
             UnknownModel => "Pick one of the models listed by /v1/estimate, or leave it out.",
+            InvalidIdempotencyKey => "Send 1 to 255 printable ASCII characters, e.g. a UUID.",
+            IdempotencyKeyReused => "Use a new key for a new request; reuse a key only to retry the same request.",
+            NothingToRetry => "Only failed rows are retried; this batch has none right now.",
             LiveNotConfigured => "Run a dry run, or set GEMINI_API_KEY and start the server with --live.",
             Unauthenticated => "Sign in again; your token is missing or expired.",
             Forbidden => "Ask an administrator to add your account to the allow-list.",
@@ -201,6 +211,12 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// With `BUDGET_EXCEEDED`: the day's budget as it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::api::BudgetView>,
+    /// With `BUDGET_EXCEEDED`: when the day's budget starts again (UTC midnight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -216,6 +232,8 @@ impl Problem {
             advice: code.advice().to_owned(),
             errors: Vec::new(),
             instance: None,
+            budget: None,
+            resets_at: None,
         }
     }
 

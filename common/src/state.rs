@@ -57,6 +57,10 @@ pub struct RowState {
     pub status: RowStatus,
     /// Deliveries that took the lease.
     pub attempts: u32,
+    /// Retry rounds: 0, then +1 each time a failed row is retried. Ledger events carry it, so a
+    /// retried variant's spend or release is a new event, not a duplicate of the first round's.
+    #[serde(default)]
+    pub round: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
     pub variants: Vec<StoredVariant>,
@@ -76,6 +80,7 @@ impl RowState {
             scene_id,
             status: RowStatus::Queued,
             attempts: 0,
+            round: 0,
             lease: None,
             variants: Vec::new(),
             refs: Vec::new(),

@@ -1,5 +1,14 @@
 //! Accepting a batch: validate, estimate, reserve, write the manifest and row states, publish one
 //! message per row. The submit function's handlers are a thin layer over [`Submitter`].
+//!
+//! Order matters for money: the budget hold comes first (a refusal writes nothing), then its ledger
+//! event, the manifest (create-only), the rows, and the messages. A crash after the hold leaves a
+//! hold without a batch, which the sweep frees; never a batch without a hold.
+//!
+//! With an `Idempotency-Key`, the batch id comes from a create-only claim on the key, and every
+//! step above is idempotent for a given batch id (the hold is per batch, the writes create-only,
+//! duplicate messages are absorbed by generate), so a retried request — even one racing the first,
+//! or one after a crash half-way — finishes the same batch and reserves nothing twice.
 
 use crate::api::{BatchLinks, BatchRequest, EstimateResponse, SubmitResponse};
 use crate::auth::Identity;
@@ -12,10 +21,14 @@ use crate::layout;
 use crate::limits::Limits;
 use crate::problem::{ErrorCode, Problem};
 use crate::queue::{RowMessage, RowQueue};
+use crate::settlement::{Settlement, day_of};
 use crate::state::{Manifest, RowState};
-use crate::store::{ObjectStore, Precondition, write_json};
+use crate::store::{ObjectStore, Precondition, StoreError, read_json, write_json};
 use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// Row-state writes in flight at once during a submit.
 const PARALLEL_WRITES: usize = 16;
@@ -30,6 +43,15 @@ pub struct Submitter {
     pub ref_policy: RefUrlPolicy,
     pub default_model: String,
     pub live_available: bool,
+}
+
+/// `idempotency/{sha256(user, key)}.json`: which batch a key made, and for which request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Claim {
+    batch_id: BatchId,
+    request_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
 }
 
 impl Submitter {
@@ -47,42 +69,60 @@ impl Submitter {
         self.acceptance().validate(request)
     }
 
+    fn settlement(&self) -> Settlement {
+        Settlement { store: self.store.clone(), budget: self.budget.clone(), prices: self.prices.clone() }
+    }
+
     /// `POST /v1/estimate`: the same validation and price as a submit, and nothing written.
     pub async fn estimate(&self, who: &Identity, request: &BatchRequest) -> Result<EstimateResponse, Problem> {
         let spec = self.validate(request)?;
         let estimate = self.prices.estimate(spec.run_mode, &spec.model, spec.images());
-        let mut budget_after = self.budget.view(&who.user).await?;
+        let today = OffsetDateTime::now_utc().date();
+        let mut budget_after = self.budget.view(&who.user, today).await?;
         budget_after.remaining_usd -= estimate.usd;
         Ok(EstimateResponse { estimate, budget_after, models: self.prices.list() })
     }
 
-    /// `POST /v1/batches`. Everything is validated before the first write; the manifest is written
-    /// create-only, then the rows, then the messages, so a crash leaves a batch the sweep can finish.
-    pub async fn submit(&self, who: &Identity, request: &BatchRequest, base: &str) -> Result<SubmitResponse, Problem> {
+    /// `POST /v1/batches`.
+    pub async fn submit(
+        &self,
+        who: &Identity,
+        request: &BatchRequest,
+        base: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<SubmitResponse, Problem> {
         let spec = self.validate(request)?;
-        let batch_id = BatchId::new();
+        let (batch_id, created_at, replay) = match idempotency_key {
+            Some(key) => {
+                let claim = self.claim(who, key, request).await?;
+                (claim.batch_id, claim.created_at, true)
+            }
+            None => (BatchId::new(), OffsetDateTime::now_utc(), false),
+        };
         let images = spec.images();
         let estimate = self.prices.estimate(spec.run_mode, &spec.model, images);
         let reserved = self.prices.charge(spec.run_mode, &spec.model, images);
-        let budget = self.budget.reserve(&who.user, &batch_id, reserved).await?;
+        let manifest = Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at, spec, estimate, reserved };
 
-        let now = time::OffsetDateTime::now_utc();
-        let manifest =
-            Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at: now, spec, estimate, reserved };
-        write_json(self.store.as_ref(), &layout::manifest(&batch_id), &manifest, Precondition::DoesNotExist)
-            .await
+        let hold = self.budget.reserve(&who.user, day_of(&manifest), &batch_id, reserved).await?;
+        self.settlement().reserved(&manifest, 0, reserved).await.map_err(store_problem)?;
+        let tolerate_existing = |r: Result<_, StoreError>| match r {
+            Err(StoreError::PreconditionFailed(_)) if replay => Ok(()),
+            other => other.map(|_| ()),
+        };
+        tolerate_existing(write_json(self.store.as_ref(), &layout::manifest(&batch_id), &manifest, Precondition::DoesNotExist).await)
             .map_err(store_problem)?;
         // Owned states in `async move` blocks: futures borrowing the rows would not be `Send`.
         let states: Vec<RowState> = manifest
             .spec
             .rows
             .iter()
-            .map(|row| RowState::queued(batch_id.clone(), row.row, row.scene_id.clone(), now))
+            .map(|row| RowState::queued(batch_id.clone(), row.row, row.scene_id.clone(), created_at))
             .collect();
         futures::stream::iter(states)
             .map(|state| async move {
                 let name = layout::row_state(&state.batch_id, state.row);
-                write_json(self.store.as_ref(), &name, &state, Precondition::DoesNotExist).await
+                tolerate_existing(write_json(self.store.as_ref(), &name, &state, Precondition::DoesNotExist).await)
             })
             .buffer_unordered(PARALLEL_WRITES)
             .try_collect::<Vec<_>>()
@@ -93,11 +133,31 @@ impl Submitter {
             manifest.spec.rows.iter().map(|r| RowMessage { batch_id: batch_id.clone(), row: r.row }).collect();
         self.queue.publish(&messages).await.map_err(|e| {
             tracing::error!(batch_id = %batch_id, error = %e, "publish failed after the batch was written");
-            Problem::new(ErrorCode::QueueUnavailable, format!("batch {batch_id} was saved but could not be queued"))
+            Problem::new(ErrorCode::QueueUnavailable, format!("batch {batch_id} was saved but could not be queued; the sweep will queue it"))
         })?;
-        tracing::info!(batch_id = %batch_id, user = %who.user, rows = messages.len(), images, "batch accepted");
+        tracing::info!(batch_id = %batch_id, user = %who.user, rows = messages.len(), images, %reserved, "batch accepted");
 
-        Ok(SubmitResponse { links: links(base, &batch_id), batch_id: batch_id.to_string(), estimate, budget })
+        Ok(SubmitResponse { links: links(base, &batch_id), batch_id: batch_id.to_string(), estimate, budget: hold.view })
+    }
+
+    /// Claims `key` for this user and request, or finds the earlier claim of the same request.
+    async fn claim(&self, who: &Identity, key: &str, request: &BatchRequest) -> Result<Claim, Problem> {
+        let key = key.trim();
+        if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 printable ASCII characters"));
+        }
+        let name = format!("idempotency/{}.json", hex::encode(Sha256::digest(format!("{}\n{key}", who.user).as_bytes())));
+        let request_sha256 = hex::encode(Sha256::digest(serde_json::to_vec(request).unwrap_or_default()));
+        let fresh = Claim { batch_id: BatchId::new(), request_sha256: request_sha256.clone(), created_at: OffsetDateTime::now_utc() };
+        let claim = match write_json(self.store.as_ref(), &name, &fresh, Precondition::DoesNotExist).await {
+            Ok(_) => fresh,
+            Err(StoreError::PreconditionFailed(_)) => read_json::<Claim>(self.store.as_ref(), &name).await.map_err(store_problem)?.value,
+            Err(e) => return Err(store_problem(e)),
+        };
+        if claim.request_sha256 != request_sha256 {
+            return Err(Problem::new(ErrorCode::IdempotencyKeyReused, format!("this key already made batch {} from another request", claim.batch_id)));
+        }
+        Ok(claim)
     }
 }
 

@@ -1,65 +1,21 @@
 //! The progress tail: snapshot, row and batch events, done, and lossless resume.
 
-use assetgen_common::api::{BatchRequest, BatchStatus, RowRequest, RowStatus};
-use assetgen_common::auth::Identity;
+use assetgen_common::api::{BatchStatus, RowStatus};
 use assetgen_common::batch_view::Presenter;
-use assetgen_common::budget::Unmetered;
-use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
-use assetgen_common::domain::{BatchId, Money, RefUrlPolicy, UserId};
+use assetgen_common::domain::BatchId;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::generation::RowWorker;
-use assetgen_common::limits::Limits;
-use assetgen_common::model::DryRunModel;
-use assetgen_common::queue::{QueueError, RowMessage, RowQueue};
-use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
-use assetgen_common::store::{MemoryStore, ObjectStore};
-use assetgen_common::submission::Submitter;
+use assetgen_common::queue::RowMessage;
+use assetgen_common::store::ObjectStore;
 use assetgen_common::tail::{BatchTail, Sequenced};
-use async_trait::async_trait;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-#[derive(Debug, Default)]
-struct Recorded(Mutex<Vec<RowMessage>>);
-
-#[async_trait]
-impl RowQueue for Recorded {
-    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        self.0.lock().expect("lock").extend_from_slice(messages);
-        Ok(())
-    }
-}
+use assetgen_common::testkit::{Rig, row};
+use std::sync::Arc;
 
 async fn batch(rows: usize) -> (Arc<dyn ObjectStore>, BatchId, RowWorker, Vec<RowMessage>) {
-    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Recorded::default());
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: queue.clone(),
-        budget: Arc::new(Unmetered { limit: Money::from_micros(1) }),
-        prices: PriceTable::default(),
-        limits: Limits::default(),
-        ref_policy: RefUrlPolicy::default(),
-        default_model: DEFAULT_MODEL.into(),
-        live_available: false,
-    };
-    let rows = (0..rows)
-        .map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), variants: Some(2), ..Default::default() })
-        .collect();
-    let who = Identity { user: UserId::new("a@b.test") };
-    let accepted =
-        submitter.submit(&who, &BatchRequest { rows, ..Default::default() }, "http://t").await.expect("submit");
-    let worker = RowWorker {
-        store: store.clone(),
-        dry_run: Arc::new(DryRunModel),
-        live: None,
-        fetcher: RefFetcher::new(FetchPolicy::default(), store.clone()),
-        prices: PriceTable::default(),
-        max_refs: 6,
-        lease_ttl: Duration::from_secs(60),
-    };
-    let messages = queue.0.lock().expect("lock").clone();
-    (store, BatchId::parse(&accepted.batch_id).expect("id"), worker, messages)
+    let kit = Rig::new(|_| {});
+    let rows = (0..rows).map(|i| row(&format!("S{i}"), 2)).collect();
+    let id = kit.submit_rows(rows).await;
+    (kit.store.clone(), id, kit.pipeline.worker.clone(), kit.queue.published())
 }
 
 fn presenter() -> Presenter {

@@ -1,36 +1,18 @@
 //! Generating rows under at-least-once delivery: duplicates, concurrency, retries, crashes.
 
 use assetgen_common::api::{BatchRequest, RowRequest, RowStatus};
-use assetgen_common::auth::Identity;
-use assetgen_common::budget::Unmetered;
-use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
-use assetgen_common::domain::{Money, RefUrlPolicy, UserId};
 use assetgen_common::generation::{Delivery, RowWorker};
 use assetgen_common::layout;
-use assetgen_common::limits::Limits;
 use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::problem::ErrorCode;
-use assetgen_common::queue::{QueueError, RowMessage, RowQueue};
-use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
+use assetgen_common::queue::RowMessage;
 use assetgen_common::state::RowState;
-use assetgen_common::store::{MemoryStore, ObjectStore, Precondition, read_json};
-use assetgen_common::submission::Submitter;
+use assetgen_common::store::{ObjectStore, Precondition, read_json};
+use assetgen_common::testkit::{self, row};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A queue that only records what was published: the worker is driven by hand here.
-#[derive(Debug, Default)]
-struct Recorded(Mutex<Vec<RowMessage>>);
-
-#[async_trait]
-impl RowQueue for Recorded {
-    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        self.0.lock().expect("lock").extend_from_slice(messages);
-        Ok(())
-    }
-}
 
 /// The dry-run model behind a script: per (scene, variant), errors to return before succeeding,
 /// an optional delay, and a count of calls.
@@ -79,43 +61,17 @@ struct Rig {
     messages: Vec<RowMessage>,
 }
 
-fn row(scene: &str, variants: i64) -> RowRequest {
-    RowRequest {
-        scene_id: scene.into(),
-        prompt: format!("prompt of {scene}"),
-        variants: Some(variants),
-        ..Default::default()
-    }
-}
-
 async fn rig(rows: Vec<RowRequest>, model: Scripted, run_mode: &str) -> Rig {
-    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Recorded::default());
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: queue.clone(),
-        budget: Arc::new(Unmetered { limit: Money::from_micros(10_000_000) }),
-        prices: PriceTable::default(),
-        limits: Limits::default(),
-        ref_policy: RefUrlPolicy::default(),
-        default_model: DEFAULT_MODEL.into(),
-        live_available: true,
-    };
-    let who = Identity { user: UserId::new("artist@studio.test") };
-    let request = BatchRequest { rows, run_mode: Some(run_mode.into()), ..Default::default() };
-    submitter.submit(&who, &request, "http://test").await.expect("submitted");
     let model = Arc::new(model);
-    let worker = RowWorker {
-        store: store.clone(),
-        dry_run: model.clone(),
-        live: None,
-        fetcher: RefFetcher::new(FetchPolicy::default(), store.clone()),
-        prices: PriceTable::default(),
-        max_refs: 6,
-        lease_ttl: Duration::from_secs(60),
-    };
-    let messages = queue.0.lock().expect("lock").clone();
-    Rig { store, model, worker, messages }
+    let kit = testkit::Rig::new(|p| {
+        p.dry_run = model.clone();
+        // Live batches are accepted, but the worker below has no live model.
+        p.live = Some(Arc::new(DryRunModel));
+    });
+    kit.submit("artist@studio.test", BatchRequest { rows, run_mode: Some(run_mode.into()), ..Default::default() }).await;
+    let mut worker = kit.pipeline.worker.clone();
+    worker.live = None;
+    Rig { store: kit.store.clone(), model, worker, messages: kit.queue.published() }
 }
 
 impl Rig {

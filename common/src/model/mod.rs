@@ -2,8 +2,10 @@
 //! no cost) and Gemini.
 
 mod dry_run;
+mod gemini;
 
 pub use dry_run::DryRunModel;
+pub use gemini::{AdcTokenSource, GeminiModel, GeminiSetupError, GeminiTimeouts, StaticToken, TokenError, TokenSource};
 
 use crate::domain::AspectRatio;
 use crate::problem::ErrorCode;
@@ -17,6 +19,9 @@ pub struct RefImage {
     pub mime_type: String,
     pub bytes: Bytes,
     pub sha256: String,
+    /// The `gs://` URL the image was read from, if it came from Cloud Storage: Vertex AI is sent
+    /// this URL (`fileData`) instead of the bytes.
+    pub gs_uri: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -202,7 +202,12 @@ impl RefFetcher {
         tracing::debug!(url = %redacted(url), %sha256, bytes = loaded.bytes.len(), mime_type, "fetched a reference");
         Ok(FetchedRef {
             url: url.clone(),
-            image: RefImage { mime_type: mime_type.to_owned(), bytes: loaded.bytes, sha256 },
+            image: RefImage {
+                mime_type: mime_type.to_owned(),
+                bytes: loaded.bytes,
+                sha256,
+                gs_uri: (url.scheme() == RefScheme::Gs).then(|| url.to_string()),
+            },
         })
     }
 

@@ -32,7 +32,16 @@ pub async fn write_json<T: Serialize>(
 
 /// Most times a CAS update re-reads after losing a race before giving up: generous, since each
 /// loss means someone else made progress.
-const MAX_CAS_ROUNDS: usize = 32;
+const MAX_CAS_ROUNDS: u32 = 64;
+
+/// A short random pause after a lost race, growing with the losses (capped at 100 ms), so
+/// writers that collided do not collide again in lock-step on a hot object (a day's budget).
+async fn back_off(round: u32) {
+    use rand::Rng;
+    let cap_ms = 2u64.saturating_pow(round.min(7)).min(100);
+    let pause = rand::rng().random_range(0..=cap_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
 
 /// Read-modify-write with compare-and-swap: `change` sees the current value and returns the new
 /// one, or `None` to leave it as it is. On a lost race the object is read again and `change` runs
@@ -49,7 +58,10 @@ where
         let Some(next) = change(&current.value)? else { return Ok(current) };
         match write_json(store, name, &next, Precondition::GenerationMatch(current.generation)).await {
             Ok(generation) => return Ok(JsonObject { value: next, generation }),
-            Err(StoreError::PreconditionFailed(_)) if rounds < MAX_CAS_ROUNDS => rounds += 1,
+            Err(StoreError::PreconditionFailed(_)) if rounds < MAX_CAS_ROUNDS => {
+                rounds += 1;
+                back_off(rounds).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -1,38 +1,20 @@
 //! The generate router, called in-process with the push envelopes Pub/Sub sends.
 
-use assetgen_common::api::{BatchRequest, RowRequest};
-use assetgen_common::auth::{DevAuth, Identity};
-use assetgen_common::budget::Unmetered;
-use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
-use assetgen_common::domain::{Money, RefUrlPolicy, UserId};
-use assetgen_common::generation::RowWorker;
-use assetgen_common::limits::Limits;
+use assetgen_generate::{GenerateState, router};
+use assetgen_common::auth::DevAuth;
 use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::problem::ErrorCode;
-use assetgen_common::queue::{PushEnvelope, QueueError, RowMessage, RowQueue};
-use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
-use assetgen_common::store::{MemoryStore, ObjectStore};
-use assetgen_common::submission::Submitter;
-use assetgen_generate::{GenerateState, router};
+use assetgen_common::queue::{PushEnvelope, RowMessage};
+use assetgen_common::store::ObjectStore;
+use assetgen_common::testkit::{Rig, row};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-#[derive(Debug, Default)]
-struct Recorded(Mutex<Vec<RowMessage>>);
-
-#[async_trait]
-impl RowQueue for Recorded {
-    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        self.0.lock().expect("lock").extend_from_slice(messages);
-        Ok(())
-    }
-}
 
 /// A model that is always rate limited, as Gemini answers with a 429 and `RetryInfo`.
 #[derive(Debug)]
@@ -53,38 +35,11 @@ impl ImageModel for RateLimited {
 }
 
 async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
-    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Recorded::default());
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: queue.clone(),
-        budget: Arc::new(Unmetered { limit: Money::from_micros(1) }),
-        prices: PriceTable::default(),
-        limits: Limits::default(),
-        ref_policy: RefUrlPolicy::default(),
-        default_model: DEFAULT_MODEL.into(),
-        live_available: false,
-    };
-    let rows = vec![RowRequest { scene_id: "A".into(), prompt: "p".into(), variants: Some(2), ..Default::default() }];
-    submitter
-        .submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t")
-        .await
-        .expect("submit");
-    let state = GenerateState {
-        worker: RowWorker {
-            store: store.clone(),
-            dry_run: model,
-            live: None,
-            fetcher: RefFetcher::new(FetchPolicy::default(), store.clone()),
-            prices: PriceTable::default(),
-            max_refs: 6,
-            lease_ttl: Duration::from_secs(60),
-        },
-        auth: Arc::new(DevAuth),
-    };
+    let kit = Rig::new(|p| p.dry_run = model);
+    kit.submit_rows(vec![row("A", 2)]).await;
+    let state = GenerateState { worker: kit.pipeline.worker.clone(), auth: Arc::new(DevAuth) };
     let (router, _) = router(Arc::new(state)).split_for_parts();
-    let messages = queue.0.lock().expect("lock").clone();
-    (router, messages, store)
+    (router, kit.queue.published(), kit.store.clone())
 }
 
 async fn push(

@@ -2,6 +2,7 @@
 //! any deployment, local or cloud.
 
 mod client;
+mod ledger;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run submit, generate and relay in one process, on the local store and queue.
     Serve(serve::ServeArgs),
+    /// Compact or reconcile a day's ledger in the store ASSETGEN_STORE names.
+    Ledger(ledger::LedgerArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -29,6 +32,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Ledger(args) => ledger::run(args).await,
         Command::Client(command) => client::run(cli.client, command).await,
     };
     match result {

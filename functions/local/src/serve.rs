@@ -1,20 +1,19 @@
 //! `assetgen serve`: the three functions' routers on one port, wired to the filesystem store, the
-//! in-process push queue and the dry-run model — the same handlers and domain code as the cloud.
+//! in-process push queue and the dry-run model (or Gemini with `--live`) — the same handlers and
+//! domain code as the cloud.
 
 use anyhow::Context;
 use assetgen_common::auth::DevAuth;
-use assetgen_common::budget::Unmetered;
-use assetgen_common::config::{Config, Profile, StoreUrl};
-use assetgen_common::cost::PriceTable;
+use assetgen_common::budget::{DailyBudget, UserLimits};
+use assetgen_common::config::{Config, GeminiBackend, Profile, StoreUrl};
 use assetgen_common::domain::BatchId;
+use assetgen_common::model::{GeminiModel, GeminiTimeouts, ImageModel};
+use assetgen_common::pipeline::{Parts, Pipeline};
 use assetgen_common::problem::{ErrorCode, Problem};
-use assetgen_common::generation::RowWorker;
-use assetgen_common::model::DryRunModel;
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
-use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
+use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::shim;
 use assetgen_common::store::{FileStore, MemoryStore, ObjectStore};
-use assetgen_common::submission::Submitter;
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
@@ -24,7 +23,6 @@ use axum::response::Redirect;
 use axum::routing::get;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 
 #[derive(Debug, clap::Args)]
@@ -35,85 +33,90 @@ pub struct ServeArgs {
     /// Address to listen on. Dev auth trusts a header, so keep it on loopback.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// Use the live Gemini model for batches submitted with run_mode "live" (needs GEMINI_API_KEY).
+    /// Make batches submitted with run_mode "live" with Gemini (needs GEMINI_API_KEY). They cost money.
     #[arg(long)]
     live: bool,
+}
+
+/// Opens the store `ASSETGEN_STORE` names (local kinds only).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(match &config.store {
+        StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Gcs { .. } => anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; here use file:// or mem://"),
+    })
+}
+
+fn live_model(config: &Config) -> anyhow::Result<Arc<dyn ImageModel>> {
+    if config.gemini_backend != GeminiBackend::Developer {
+        anyhow::bail!("serve --live uses the Gemini Developer API: unset GEMINI_BACKEND or set it to developer");
+    }
+    let key = config.gemini_api_key.clone().context("--live needs GEMINI_API_KEY (the key is read from the environment only)")?;
+    Ok(Arc::new(GeminiModel::developer(key, config.gemini_base_url.clone(), GeminiTimeouts::default())?))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shim::init_logging(shim::LogFormat::Text);
     let config = Config::from_env(Profile::Local).context("configuration")?;
-    if args.live {
-        anyhow::bail!(
-            "--live needs the Gemini adapter, which this build does not have yet; run without --live for dry runs"
-        );
-    }
-    let store: Arc<dyn ObjectStore> = match &config.store {
-        StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
-        StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Gcs { .. } => {
-            anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; `serve` uses file:// or mem://")
-        }
-    };
+    let live = if args.live { Some(live_model(&config)?) } else { None };
+    let store = open_store(&config)?;
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("binding {}:{} (is another assetgen running? set PORT)", args.host, args.port))?;
     let address = listener.local_addr()?;
     let base = url::Url::parse(&format!("http://{address}"))?;
 
-    let queue = LocalPushQueue::new(LocalPushConfig::for_base(&base)?);
+    let queue = LocalPushQueue::journaled(LocalPushConfig::for_base(&base)?, store.clone());
     let auth = Arc::new(DevAuth);
     tracing::warn!("dev auth: every caller is trusted as X-Assetgen-User (or dev@localhost); never expose this port");
-    let prices = PriceTable::default();
-    let fetcher = RefFetcher::new(
-        FetchPolicy { allow_private: config.allow_private_refs, allow_local_files: true, ..FetchPolicy::default() },
-        store.clone(),
-    );
+    let budget = Arc::new(DailyBudget {
+        store: store.clone(),
+        limits: UserLimits { default: config.daily_limit, overrides: config.user_limits.clone() },
+    });
+    let mut parts = Parts::new(store.clone(), Arc::new(queue.clone()), budget);
+    parts.live = live;
+    parts.fetch = FetchPolicy { allow_private: config.allow_private_refs, allow_local_files: true, ..FetchPolicy::default() };
+    parts.limits = config.limits;
+    parts.ref_policy = config.ref_policy(Profile::Local);
+    parts.default_model = config.gemini_model.clone();
+    let pipeline = Pipeline::assemble(parts);
+
     let submit = SubmitState {
-        submitter: Submitter {
-            store: store.clone(),
-            queue: Arc::new(queue.clone()),
-            budget: Arc::new(Unmetered { limit: config.daily_limit }),
-            prices: prices.clone(),
-            limits: config.limits,
-            ref_policy: config.ref_policy(Profile::Local),
-            default_model: config.gemini_model.clone(),
-            live_available: false,
-        },
+        submitter: pipeline.submitter.clone(),
+        control: pipeline.control.clone(),
         store: store.clone(),
         auth: auth.clone(),
         public_url: config.public_url.clone(),
     };
-    let generate = GenerateState {
-        worker: RowWorker {
-            store: store.clone(),
-            dry_run: Arc::new(DryRunModel),
-            live: None,
-            fetcher,
-            prices,
-            max_refs: config.limits.max_refs,
-            lease_ttl: Duration::from_secs(180),
-        },
-        auth: auth.clone(),
-    };
-    let relay = RelayState {
-        store: store.clone(),
-        auth,
-        public_url: config.public_url.clone(),
-        config: RelayConfig::default(),
-    };
+    let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone() };
+    let relay = RelayState { store: store.clone(), auth, public_url: config.public_url.clone(), config: RelayConfig::default() };
     let app = app(submit, generate, relay, store.clone());
 
     let store_text = match &config.store {
         StoreUrl::File(path) => format!("files under {}", path.display()),
         _ => "memory (lost on exit)".to_owned(),
     };
+    let model_text = if args.live { "dry run, and Gemini for live batches (these cost money)" } else { "dry run (no network, no cost)" };
     // Tests and scripts read this first line to learn the port.
     println!("assetgen is listening on {base}");
-    println!("  store: {store_text}; queue: in-process push; model: dry run (no network, no cost)");
+    println!("  store: {store_text}; queue: in-process push; model: {model_text}");
     let server = if address.port() == 8080 { String::new() } else { format!("--server {base} ") };
     println!("  submit a batch:  ./target/debug/assetgen {server}submit examples/rows.csv --follow");
     println!("  API description: {base}openapi.json");
+
+    // Once the server answers: deliver what a previous run left pending, then sweep for rows
+    // nothing would bring to an end.
+    let sweep = pipeline.sweep.clone();
+    tokio::spawn(async move {
+        match queue.resume().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "delivering messages left pending by a previous run"),
+            Err(e) => tracing::error!(error = %e, "could not resume pending messages"),
+        }
+        if let Err(p) = sweep.run().await {
+            tracing::error!(detail = %p.detail, "sweep failed");
+        }
+    });
     shim::serve(listener, app).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -125,12 +128,7 @@ async fn progress_page(Path(id): Path<String>) -> Result<Redirect, Problem> {
 }
 
 /// The one-process app: the three functions' routers, `/openapi.json`, health, problems.
-pub fn app(
-    submit: SubmitState,
-    generate: GenerateState,
-    relay: RelayState,
-    store: Arc<dyn ObjectStore>,
-) -> axum::Router {
+pub fn app(submit: SubmitState, generate: GenerateState, relay: RelayState, store: Arc<dyn ObjectStore>) -> axum::Router {
     let (router, mut api) = OpenApiRouter::new()
         .merge(assetgen_submit::router(Arc::new(submit)))
         .merge(assetgen_generate::router(Arc::new(generate)))

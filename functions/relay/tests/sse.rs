@@ -1,36 +1,17 @@
 //! The relay's event stream, read frame by frame from the router.
 
-use assetgen_common::api::{BatchRequest, RowRequest};
-use assetgen_common::auth::{DevAuth, Identity};
-use assetgen_common::budget::Unmetered;
-use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
-use assetgen_common::domain::{Money, RefUrlPolicy, UserId};
-use assetgen_common::generation::RowWorker;
-use assetgen_common::limits::Limits;
-use assetgen_common::model::DryRunModel;
-use assetgen_common::queue::{QueueError, RowMessage, RowQueue};
-use assetgen_common::refs::fetch::{FetchPolicy, RefFetcher};
-use assetgen_common::store::{MemoryStore, ObjectStore};
-use assetgen_common::submission::Submitter;
 use assetgen_relay::{RelayConfig, RelayState, router};
-use async_trait::async_trait;
+use assetgen_common::auth::DevAuth;
+use assetgen_common::generation::RowWorker;
+use assetgen_common::queue::RowMessage;
+use assetgen_common::store::ObjectStore;
+use assetgen_common::testkit;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
-
-#[derive(Debug, Default)]
-struct Recorded(Mutex<Vec<RowMessage>>);
-
-#[async_trait]
-impl RowQueue for Recorded {
-    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        self.0.lock().expect("lock").extend_from_slice(messages);
-        Ok(())
-    }
-}
 
 struct Rig {
     store: Arc<dyn ObjectStore>,
@@ -40,35 +21,9 @@ struct Rig {
 }
 
 async fn rig(rows: usize) -> Rig {
-    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Recorded::default());
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: queue.clone(),
-        budget: Arc::new(Unmetered { limit: Money::from_micros(1) }),
-        prices: PriceTable::default(),
-        limits: Limits::default(),
-        ref_policy: RefUrlPolicy::default(),
-        default_model: DEFAULT_MODEL.into(),
-        live_available: false,
-    };
-    let rows =
-        (0..rows).map(|i| RowRequest { scene_id: format!("S{i}"), prompt: "p".into(), ..Default::default() }).collect();
-    let accepted = submitter
-        .submit(&Identity { user: UserId::new("a@b.test") }, &BatchRequest { rows, ..Default::default() }, "http://t")
-        .await
-        .expect("submit");
-    let worker = RowWorker {
-        store: store.clone(),
-        dry_run: Arc::new(DryRunModel),
-        live: None,
-        fetcher: RefFetcher::new(FetchPolicy::default(), store.clone()),
-        prices: PriceTable::default(),
-        max_refs: 6,
-        lease_ttl: Duration::from_secs(60),
-    };
-    let messages = queue.0.lock().expect("lock").clone();
-    Rig { store, batch_id: accepted.batch_id, messages, worker }
+    let kit = testkit::Rig::new(|_| {});
+    let batch_id = kit.submit_rows((0..rows).map(|i| testkit::row(&format!("S{i}"), 1)).collect()).await;
+    Rig { store: kit.store.clone(), batch_id: batch_id.to_string(), messages: kit.queue.published(), worker: kit.pipeline.worker.clone() }
 }
 
 fn app(store: Arc<dyn ObjectStore>, config: RelayConfig) -> axum::Router {

@@ -1,5 +1,6 @@
 use crate::SubmitState;
 use assetgen_common::api::{BatchRequest, BatchView, BudgetView, EstimateResponse, SubmitResponse};
+use assetgen_common::batch_control::ControlOutcome;
 use assetgen_common::batch_spec::parse_request;
 use assetgen_common::batch_view::{self, Presenter};
 use assetgen_common::domain::BatchId;
@@ -36,7 +37,12 @@ pub async fn create_batch(
     let who = state.auth.authenticate(&headers).await?;
     let request = request(&state, body).await?;
     let base = base_url(state.public_url.as_ref(), &headers);
-    let accepted = state.submitter.submit(&who, &request, &base).await?;
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII")),
+    };
+    let accepted = state.submitter.submit(&who, &request, &base, key).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -70,8 +76,7 @@ pub async fn get_batch(
     Path(id): Path<String>,
 ) -> Result<Json<BatchView>, Problem> {
     state.auth.authenticate(&headers).await?;
-    let batch_id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
-    let stored = batch_view::load(state.store.as_ref(), &batch_id).await?;
+    let stored = batch_view::load(state.store.as_ref(), &batch_id(&id)?).await?;
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
     Ok(Json(presenter.view(&stored)))
 }
@@ -83,5 +88,37 @@ pub async fn get_budget(
     headers: HeaderMap,
 ) -> Result<Json<BudgetView>, Problem> {
     let who = state.auth.authenticate(&headers).await?;
-    Ok(Json(state.submitter.budget.view(&who.user).await?))
+    let today = time::OffsetDateTime::now_utc().date();
+    Ok(Json(state.submitter.budget.view(&who.user, today).await?))
+}
+
+fn batch_id(raw: &str) -> Result<BatchId, Problem> {
+    BatchId::parse(raw).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))
+}
+
+/// Cancels the rows that have not started; their holds are freed. Rows being generated finish.
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "submit",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The rows cancelled", body = ControlOutcome),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel(State(state): State<Arc<SubmitState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<ControlOutcome>, Problem> {
+    state.auth.authenticate(&headers).await?;
+    Ok(Json(state.control.cancel(&batch_id(&id)?).await?))
+}
+
+/// Queues the failed rows again, holding the money their missing images need first. Stored
+/// images are kept and never paid twice.
+#[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "submit",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The rows queued again", body = ControlOutcome),
+        (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No failed rows", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry(State(state): State<Arc<SubmitState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<ControlOutcome>, Problem> {
+    state.auth.authenticate(&headers).await?;
+    Ok(Json(state.control.retry(&batch_id(&id)?).await?))
 }

@@ -4,6 +4,7 @@
 mod handlers;
 
 use assetgen_common::auth::Authenticator;
+use assetgen_common::batch_control::BatchControl;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::submission::Submitter;
 use std::sync::Arc;
@@ -13,17 +14,21 @@ use utoipa_axum::routes;
 #[derive(Debug)]
 pub struct SubmitState {
     pub submitter: Submitter,
+    pub control: BatchControl,
     pub store: Arc<dyn ObjectStore>,
     pub auth: Arc<dyn Authenticator>,
     pub public_url: Option<url::Url>,
 }
 
-/// `POST /v1/batches`, `POST /v1/estimate`, `GET /v1/batches/{id}`, `GET /v1/budget`.
+/// `POST /v1/batches`, `POST /v1/estimate`, `GET /v1/batches/{id}`, `GET /v1/budget`,
+/// `POST /v1/batches/{id}/cancel`, `POST /v1/batches/{id}/retry`.
 pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(handlers::create_batch))
         .routes(routes!(handlers::estimate))
         .routes(routes!(handlers::get_batch))
         .routes(routes!(handlers::get_budget))
+        .routes(routes!(handlers::cancel))
+        .routes(routes!(handlers::retry))
         .with_state(state)
 }

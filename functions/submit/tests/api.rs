@@ -1,59 +1,34 @@
 //! The submit router, called in-process with `oneshot`.
 
-use assetgen_common::auth::DevAuth;
-use assetgen_common::budget::Unmetered;
-use assetgen_common::cost::{DEFAULT_MODEL, PriceTable};
-use assetgen_common::domain::{Money, RefUrlPolicy};
-use assetgen_common::limits::Limits;
-use assetgen_common::queue::{QueueError, RowMessage, RowQueue};
-use assetgen_common::store::{MemoryStore, ObjectStore};
-use assetgen_common::submission::Submitter;
 use assetgen_submit::{SubmitState, router};
-use async_trait::async_trait;
+use assetgen_common::auth::DevAuth;
+use assetgen_common::limits::Limits;
+use assetgen_common::store::ObjectStore;
+use assetgen_common::testkit::{RecordingQueue, Rig};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tower::ServiceExt;
-
-#[derive(Debug, Default)]
-struct Recorded(Mutex<Vec<RowMessage>>);
-
-#[async_trait]
-impl RowQueue for Recorded {
-    async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
-        self.0.lock().expect("lock").extend_from_slice(messages);
-        Ok(())
-    }
-}
 
 struct App {
     router: axum::Router,
-    store: Arc<MemoryStore>,
-    queue: Arc<Recorded>,
+    store: Arc<dyn ObjectStore>,
+    queue: Arc<RecordingQueue>,
 }
 
 fn app() -> App {
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(Recorded::default());
+    let kit = Rig::new(|p| p.limits = Limits { max_rows: 3, ..Limits::default() });
     let state = SubmitState {
-        submitter: Submitter {
-            store: store.clone(),
-            queue: queue.clone(),
-            budget: Arc::new(Unmetered { limit: Money::from_micros(10_000_000) }),
-            prices: PriceTable::default(),
-            limits: Limits { max_rows: 3, ..Limits::default() },
-            ref_policy: RefUrlPolicy::default(),
-            default_model: DEFAULT_MODEL.into(),
-            live_available: false,
-        },
-        store: store.clone(),
+        submitter: kit.pipeline.submitter.clone(),
+        control: kit.pipeline.control.clone(),
+        store: kit.store.clone(),
         auth: Arc::new(DevAuth),
         public_url: None,
     };
     let (router, _) = router(Arc::new(state)).split_for_parts();
-    App { router, store, queue }
+    App { router, store: kit.store, queue: kit.queue }
 }
 
 async fn call(app: &App, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, String, Value) {
@@ -86,7 +61,7 @@ async fn an_accepted_batch_is_stored_and_queued_row_by_row() {
     assert_eq!(accepted["estimate"], json!({"images": 3, "usd": 0.0, "usd_if_live": 0.117}));
     assert_eq!(accepted["links"]["events"], format!("http://assetgen.test/v1/batches/{id}/events"));
     assert_eq!(objects(&app).await, 3, "manifest and two row states");
-    let queued: Vec<u32> = app.queue.0.lock().expect("lock").iter().map(|m| m.row).collect();
+    let queued: Vec<u32> = app.queue.published().iter().map(|m| m.row).collect();
     assert_eq!(queued, vec![0, 1]);
 
     let (status, _, view) = call(&app, "GET", &format!("/v1/batches/{id}"), None).await;
@@ -124,7 +99,7 @@ async fn refusals_are_problems_and_write_nothing() {
     let (status, _, problem) = call(&app, "POST", "/v1/batches", Some(huge)).await;
     assert_eq!((status.as_u16(), problem["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
     assert_eq!(objects(&app).await, 0, "nothing written");
-    assert!(app.queue.0.lock().expect("lock").is_empty(), "nothing queued");
+    assert!(app.queue.published().is_empty(), "nothing queued");
 }
 
 #[tokio::test]
