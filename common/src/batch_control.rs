@@ -38,8 +38,9 @@ impl BatchControl {
         for spec in &batch.manifest.spec.rows {
             let name = layout::row_state(batch_id, spec.row);
             let updated = update_json::<RowState, StoreError, _>(self.settlement.store.as_ref(), &name, |s| {
-                // Only rows no delivery holds: a queued row, or one whose holder crashed.
-                if s.status != RowStatus::Queued && !(s.status == RowStatus::Running && !s.leased_by_other("", now)) {
+                // Only rows no delivery holds: a queued row, or a running one whose holder crashed.
+                let abandoned = s.status == RowStatus::Running && !s.leased_by_other("", now);
+                if s.status != RowStatus::Queued && !abandoned {
                     return Ok(None);
                 }
                 let mut next = s.clone();
@@ -83,25 +84,30 @@ impl BatchControl {
         let now = OffsetDateTime::now_utc();
         let mut queued = Vec::new();
         for row in failed.iter().map(|s| s.row) {
-            let updated = update_json::<RowState, StoreError, _>(self.settlement.store.as_ref(), &layout::row_state(batch_id, row), |s| {
-                if s.status != RowStatus::Failed {
-                    return Ok(None); // retried meanwhile by another click
-                }
-                let mut next = s.clone();
-                next.status = RowStatus::Queued;
-                next.round += 1;
-                next.error = None;
-                next.lease = None;
-                next.updated_at = now;
-                Ok(Some(next))
-            })
+            let updated = update_json::<RowState, StoreError, _>(
+                self.settlement.store.as_ref(),
+                &layout::row_state(batch_id, row),
+                |s| {
+                    if s.status != RowStatus::Failed {
+                        return Ok(None); // retried meanwhile by another click
+                    }
+                    let mut next = s.clone();
+                    next.status = RowStatus::Queued;
+                    next.round += 1;
+                    next.error = None;
+                    next.lease = None;
+                    next.updated_at = now;
+                    Ok(Some(next))
+                },
+            )
             .await
             .map_err(store_problem)?;
             if updated.value.status == RowStatus::Queued {
                 queued.push(row);
             }
         }
-        let messages: Vec<RowMessage> = queued.iter().map(|row| RowMessage { batch_id: batch_id.clone(), row: *row }).collect();
+        let messages: Vec<RowMessage> =
+            queued.iter().map(|row| RowMessage { batch_id: batch_id.clone(), row: *row }).collect();
         self.queue.publish(&messages).await.map_err(|e| Problem::new(ErrorCode::QueueUnavailable, e.to_string()))?;
         if queued.is_empty() && amount > Money::ZERO {
             // Another retry took every row first: settle, which frees this round's hold again.
@@ -113,5 +119,9 @@ impl BatchControl {
 }
 
 fn missing_images(batch: &StoredBatch, state: &RowState) -> u64 {
-    batch.manifest.spec.row(state.row).map_or(0, |spec| spec.variants.numbers().filter(|v| !state.has_variant(*v)).count() as u64)
+    batch
+        .manifest
+        .spec
+        .row(state.row)
+        .map_or(0, |spec| spec.variants.numbers().filter(|v| !state.has_variant(*v)).count() as u64)
 }

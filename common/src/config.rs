@@ -50,6 +50,11 @@ pub struct Config {
     pub allowed: Vec<String>,
     pub allow_private_refs: bool,
     pub public_url: Option<url::Url>,
+    /// How long a row's lease holds without renewal (`ASSETGEN_LEASE_TTL_SECS`, default 180).
+    pub lease_ttl: std::time::Duration,
+    /// Fault injection for tests: the local queue delivers every message this many times
+    /// (`ASSETGEN_QUEUE_DUPLICATES`, default 1), as an at-least-once queue may.
+    pub queue_duplicates: u32,
 }
 
 /// A secret value whose `Debug` and `Display` never show it.
@@ -131,9 +136,13 @@ impl Config {
             None => Money::from_micros(10_000_000),
         };
         let mut user_limits = std::collections::HashMap::new();
-        for entry in get("ASSETGEN_USER_LIMITS").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let parsed = entry.rsplit_once('=').and_then(|(user, usd)| Some((user.trim().to_ascii_lowercase(), parse_usd(usd)?)));
-            let (user, limit) = parsed.ok_or_else(|| err("ASSETGEN_USER_LIMITS", format!("{entry:?} is not EMAIL=DOLLARS")))?;
+        for entry in get("ASSETGEN_USER_LIMITS").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty())
+        {
+            let parsed = entry
+                .rsplit_once('=')
+                .and_then(|(user, usd)| Some((user.trim().to_ascii_lowercase(), parse_usd(usd)?)));
+            let (user, limit) =
+                parsed.ok_or_else(|| err("ASSETGEN_USER_LIMITS", format!("{entry:?} is not EMAIL=DOLLARS")))?;
             user_limits.insert(user, limit);
         }
         let auth = match get("ASSETGEN_AUTH").as_deref() {
@@ -147,6 +156,23 @@ impl Config {
             None | Some("false" | "0") => false,
             Some("true" | "1") => true,
             Some(other) => return Err(err("ASSETGEN_ALLOW_PRIVATE_REFS", format!("{other:?} is not true or false"))),
+        };
+        let lease_ttl = match get("ASSETGEN_LEASE_TTL_SECS") {
+            Some(v) => std::time::Duration::from_secs(
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=3600).contains(n))
+                    .ok_or_else(|| err("ASSETGEN_LEASE_TTL_SECS", format!("{v:?} is not 1 to 3600 seconds")))?,
+            ),
+            None => std::time::Duration::from_secs(180),
+        };
+        let queue_duplicates = match get("ASSETGEN_QUEUE_DUPLICATES") {
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| err("ASSETGEN_QUEUE_DUPLICATES", format!("{v:?} is not 1 to 10")))?,
+            None => 1,
         };
         let public_url = get("ASSETGEN_PUBLIC_URL")
             .map(|u| url::Url::parse(&u).map_err(|e| err("ASSETGEN_PUBLIC_URL", format!("not a URL: {e}"))))
@@ -168,6 +194,8 @@ impl Config {
                 .unwrap_or_default(),
             allow_private_refs,
             public_url,
+            lease_ttl,
+            queue_duplicates,
         })
     }
 
@@ -281,9 +309,13 @@ mod tests {
 
     #[test]
     fn per_user_limits_parse_and_refuse_nonsense() {
-        let c = config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "Lead@Studio.com=25, intern@studio.com=0.5")]).expect("ok");
+        let c = config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "Lead@Studio.com=25, intern@studio.com=0.5")])
+            .expect("ok");
         assert_eq!(c.user_limits.get("lead@studio.com"), Some(&Money::from_micros(25_000_000)));
         assert_eq!(c.user_limits.get("intern@studio.com"), Some(&Money::from_micros(500_000)));
-        assert_eq!(config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "bob")]).expect_err("no amount").variable, "ASSETGEN_USER_LIMITS");
+        assert_eq!(
+            config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "bob")]).expect_err("no amount").variable,
+            "ASSETGEN_USER_LIMITS"
+        );
     }
 }

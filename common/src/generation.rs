@@ -8,8 +8,8 @@
 
 use crate::api::RowStatus;
 use crate::batch_spec::RowSpec;
-use crate::budget::Budget;
 use crate::batch_view::{load_manifest, store_problem};
+use crate::budget::Budget;
 use crate::cost::PriceTable;
 use crate::domain::RunMode;
 use crate::layout;
@@ -63,7 +63,10 @@ pub struct RowWorker {
 }
 
 async fn load_row(store: &dyn ObjectStore, manifest: &Manifest, row: u32) -> Result<RowState, Problem> {
-    crate::store::read_json(store, &layout::row_state(&manifest.batch_id, row)).await.map(|o| o.value).map_err(store_problem)
+    crate::store::read_json(store, &layout::row_state(&manifest.batch_id, row))
+        .await
+        .map(|o| o.value)
+        .map_err(store_problem)
 }
 
 /// Why an update of the row state was not made.

@@ -87,13 +87,14 @@ pub async fn record(store: &dyn ObjectStore, event: &LedgerEvent) -> Result<Reco
 const PARALLEL_READS: usize = 16;
 
 async fn read_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<LedgerEvent>, StoreError> {
-    let names: Vec<String> = store.list(prefix).await?.into_iter().map(|m| m.name).filter(|n| n.ends_with(".json")).collect();
+    let names: Vec<String> =
+        store.list(prefix).await?.into_iter().map(|m| m.name).filter(|n| n.ends_with(".json")).collect();
     let mut events: Vec<LedgerEvent> = futures::stream::iter(names)
         .map(|name| async move { read_json::<LedgerEvent>(store, &name).await.map(|o| o.value) })
         .buffer_unordered(PARALLEL_READS)
         .try_collect()
         .await?;
-    events.sort_by(|a, b| a.id().cmp(&b.id()));
+    events.sort_by_key(LedgerEvent::id);
     Ok(events)
 }
 
@@ -103,7 +104,11 @@ pub async fn events_of_day(store: &dyn ObjectStore, day: Date) -> Result<Vec<Led
 }
 
 /// Every event of one batch (its names start with the batch id).
-pub async fn events_of_batch(store: &dyn ObjectStore, day: Date, batch: &BatchId) -> Result<Vec<LedgerEvent>, StoreError> {
+pub async fn events_of_batch(
+    store: &dyn ObjectStore,
+    day: Date,
+    batch: &BatchId,
+) -> Result<Vec<LedgerEvent>, StoreError> {
     read_all(store, &format!("{}{batch}.", day_prefix(day))).await
 }
 
@@ -118,7 +123,8 @@ pub async fn compact(store: &dyn ObjectStore, day: Date) -> Result<usize, StoreE
     let events = events_of_day(store, day).await?;
     let mut body = Vec::new();
     for e in &events {
-        serde_json::to_writer(&mut body, e).map_err(|err| StoreError::Unavailable(format!("cannot encode {}: {err}", e.id())))?;
+        serde_json::to_writer(&mut body, e)
+            .map_err(|err| StoreError::Unavailable(format!("cannot encode {}: {err}", e.id())))?;
         body.push(b'\n');
     }
     store.put(&compacted_name(day), bytes::Bytes::from(body), "application/jsonl", Precondition::None).await?;

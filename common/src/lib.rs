@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch_control;
 pub mod batch_spec;
 pub mod batch_view;
 pub mod budget;
@@ -15,19 +16,18 @@ pub mod layout;
 pub mod ledger;
 pub mod limits;
 pub mod model;
+pub mod pipeline;
 pub mod problem;
 pub mod queue;
+pub mod reconcile;
 pub mod refs;
 pub mod request;
+pub mod settlement;
 pub mod shim;
 pub mod state;
 pub mod store;
 pub mod submission;
-pub mod tail;
-pub mod settlement;
-pub mod batch_control;
 pub mod sweep;
-pub mod reconcile;
-pub mod pipeline;
+pub mod tail;
 #[cfg(feature = "testkit")]
 pub mod testkit;

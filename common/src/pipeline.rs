@@ -65,7 +65,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn assemble(parts: Parts) -> Self {
-        let settlement = Settlement { store: parts.store.clone(), budget: parts.budget.clone(), prices: parts.prices.clone() };
+        let settlement =
+            Settlement { store: parts.store.clone(), budget: parts.budget.clone(), prices: parts.prices.clone() };
         Self {
             submitter: Submitter {
                 store: parts.store.clone(),

@@ -61,9 +61,21 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | BatchEmpty | DuplicateSceneId | InvalidSceneId | InvalidPrompt | InvalidVariants
-            | TooManyRefs | InvalidRefUrl | InvalidRefMode | InvalidAspectRatio | InvalidRunMode | UnknownModel
-            | UnknownField | InvalidIdempotencyKey | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            InvalidJson
+            | BatchEmpty
+            | DuplicateSceneId
+            | InvalidSceneId
+            | InvalidPrompt
+            | InvalidVariants
+            | TooManyRefs
+            | InvalidRefUrl
+            | InvalidRefMode
+            | InvalidAspectRatio
+            | InvalidRunMode
+            | UnknownModel
+            | UnknownField
+            | InvalidIdempotencyKey
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             NothingToRetry => StatusCode::CONFLICT,
             TooManyRows | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LiveNotConfigured => StatusCode::CONFLICT,

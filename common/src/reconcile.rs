@@ -6,8 +6,9 @@
 //! - what the ledger spent never exceeds what was reserved (never a cent over);
 //! - a settled batch's spend in the budget equals the ledger's spend events;
 //! - every spend event has its image in the store, and every stored image of a live batch has
-//!   exactly one spend event in its round (nothing generated and not paid, nothing paid twice);
-//! and for the day, what the user's batches commit stays within the limit in force.
+//!   exactly one spend event (nothing generated and not paid, nothing paid twice).
+//!
+//! And for the day, what the user's batches commit stays within the limit in force.
 
 use crate::batch_view::load_manifest;
 use crate::budget::BudgetDay;
@@ -51,7 +52,12 @@ pub async fn check(store: &dyn ObjectStore, day: Date) -> Result<CheckReport, St
     for meta in store.list(&format!("budget/{day}/")).await? {
         let budget: BudgetDay = read_json(store, &meta.name).await?.value;
         if budget.committed() > budget.limit {
-            report.differences.push(format!("{}: commits {} over the limit {}", budget.user, budget.committed(), budget.limit));
+            report.differences.push(format!(
+                "{}: commits {} over the limit {}",
+                budget.user,
+                budget.committed(),
+                budget.limit
+            ));
         }
         for (batch, hold) in &budget.batches {
             in_budget.insert(batch.clone());
@@ -63,16 +69,22 @@ pub async fn check(store: &dyn ObjectStore, day: Date) -> Result<CheckReport, St
             rounds.sort_unstable();
             let held: Vec<(u32, Money)> = hold.reserves.iter().enumerate().map(|(i, m)| (i as u32, *m)).collect();
             if rounds != held {
-                report.differences.push(format!("batch {batch}: budget holds {held:?} but the ledger reserved {rounds:?}"));
+                report
+                    .differences
+                    .push(format!("batch {batch}: budget holds {held:?} but the ledger reserved {rounds:?}"));
             }
             let spent = total(events, EventKind::Spend);
             if spent > hold.reserved() {
-                report.differences.push(format!("batch {batch}: spent {spent}, more than the {} reserved", hold.reserved()));
+                report
+                    .differences
+                    .push(format!("batch {batch}: spent {spent}, more than the {} reserved", hold.reserved()));
             }
             if let Some(settled) = hold.settled
                 && settled != spent
             {
-                report.differences.push(format!("batch {batch}: budget settled at {settled} but the ledger spent {spent}"));
+                report
+                    .differences
+                    .push(format!("batch {batch}: budget settled at {settled} but the ledger spent {spent}"));
             }
             if let Ok(batch_id) = BatchId::parse(batch) {
                 check_images(store, &batch_id, events, &mut report).await?;
@@ -86,7 +98,12 @@ pub async fn check(store: &dyn ObjectStore, day: Date) -> Result<CheckReport, St
 }
 
 /// Spend events and stored images must match one to one (per round, an image is paid once).
-async fn check_images(store: &dyn ObjectStore, batch: &BatchId, events: &[LedgerEvent], report: &mut CheckReport) -> Result<(), StoreError> {
+async fn check_images(
+    store: &dyn ObjectStore,
+    batch: &BatchId,
+    events: &[LedgerEvent],
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
     let manifest = match load_manifest(store, batch).await {
         Ok(m) => m,
         Err(_) => {

@@ -55,7 +55,8 @@ impl Settlement {
         if manifest.spec.run_mode == RunMode::DryRun {
             return Ok(Recorded::Duplicate);
         }
-        ledger::record(self.store.as_ref(), &self.event(manifest, EventKind::Spend, state.row, variant, state.round)).await
+        ledger::record(self.store.as_ref(), &self.event(manifest, EventKind::Spend, state.row, variant, state.round))
+            .await
     }
 
     /// The row ended without some of its images (failed, cancelled, dead-lettered): their holds are
@@ -93,7 +94,8 @@ impl Settlement {
     /// Closes the batch's hold at what the ledger says it spent (safe to repeat).
     pub async fn settle(&self, manifest: &Manifest) -> Result<(), Problem> {
         let day = day_of(manifest);
-        let events = ledger::events_of_batch(self.store.as_ref(), day, &manifest.batch_id).await.map_err(store_problem)?;
+        let events =
+            ledger::events_of_batch(self.store.as_ref(), day, &manifest.batch_id).await.map_err(store_problem)?;
         let spent = ledger::total(&events, EventKind::Spend);
         self.budget.settle(&manifest.user, day, &manifest.batch_id, spent).await?;
         tracing::info!(batch_id = %manifest.batch_id, %spent, "batch settled");

@@ -102,7 +102,8 @@ impl Submitter {
         let images = spec.images();
         let estimate = self.prices.estimate(spec.run_mode, &spec.model, images);
         let reserved = self.prices.charge(spec.run_mode, &spec.model, images);
-        let manifest = Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at, spec, estimate, reserved };
+        let manifest =
+            Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at, spec, estimate, reserved };
 
         let hold = self.budget.reserve(&who.user, day_of(&manifest), &batch_id, reserved).await?;
         self.settlement().reserved(&manifest, 0, reserved).await.map_err(store_problem)?;
@@ -110,8 +111,10 @@ impl Submitter {
             Err(StoreError::PreconditionFailed(_)) if replay => Ok(()),
             other => other.map(|_| ()),
         };
-        tolerate_existing(write_json(self.store.as_ref(), &layout::manifest(&batch_id), &manifest, Precondition::DoesNotExist).await)
-            .map_err(store_problem)?;
+        tolerate_existing(
+            write_json(self.store.as_ref(), &layout::manifest(&batch_id), &manifest, Precondition::DoesNotExist).await,
+        )
+        .map_err(store_problem)?;
         // Owned states in `async move` blocks: futures borrowing the rows would not be `Send`.
         let states: Vec<RowState> = manifest
             .spec
@@ -133,29 +136,50 @@ impl Submitter {
             manifest.spec.rows.iter().map(|r| RowMessage { batch_id: batch_id.clone(), row: r.row }).collect();
         self.queue.publish(&messages).await.map_err(|e| {
             tracing::error!(batch_id = %batch_id, error = %e, "publish failed after the batch was written");
-            Problem::new(ErrorCode::QueueUnavailable, format!("batch {batch_id} was saved but could not be queued; the sweep will queue it"))
+            Problem::new(
+                ErrorCode::QueueUnavailable,
+                format!("batch {batch_id} was saved but could not be queued; the sweep will queue it"),
+            )
         })?;
         tracing::info!(batch_id = %batch_id, user = %who.user, rows = messages.len(), images, %reserved, "batch accepted");
 
-        Ok(SubmitResponse { links: links(base, &batch_id), batch_id: batch_id.to_string(), estimate, budget: hold.view })
+        Ok(SubmitResponse {
+            links: links(base, &batch_id),
+            batch_id: batch_id.to_string(),
+            estimate,
+            budget: hold.view,
+        })
     }
 
     /// Claims `key` for this user and request, or finds the earlier claim of the same request.
     async fn claim(&self, who: &Identity, key: &str, request: &BatchRequest) -> Result<Claim, Problem> {
         let key = key.trim();
         if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key must be 1 to 255 printable ASCII characters"));
+            return Err(Problem::new(
+                ErrorCode::InvalidIdempotencyKey,
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            ));
         }
-        let name = format!("idempotency/{}.json", hex::encode(Sha256::digest(format!("{}\n{key}", who.user).as_bytes())));
+        let name =
+            format!("idempotency/{}.json", hex::encode(Sha256::digest(format!("{}\n{key}", who.user).as_bytes())));
         let request_sha256 = hex::encode(Sha256::digest(serde_json::to_vec(request).unwrap_or_default()));
-        let fresh = Claim { batch_id: BatchId::new(), request_sha256: request_sha256.clone(), created_at: OffsetDateTime::now_utc() };
+        let fresh = Claim {
+            batch_id: BatchId::new(),
+            request_sha256: request_sha256.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
         let claim = match write_json(self.store.as_ref(), &name, &fresh, Precondition::DoesNotExist).await {
             Ok(_) => fresh,
-            Err(StoreError::PreconditionFailed(_)) => read_json::<Claim>(self.store.as_ref(), &name).await.map_err(store_problem)?.value,
+            Err(StoreError::PreconditionFailed(_)) => {
+                read_json::<Claim>(self.store.as_ref(), &name).await.map_err(store_problem)?.value
+            }
             Err(e) => return Err(store_problem(e)),
         };
         if claim.request_sha256 != request_sha256 {
-            return Err(Problem::new(ErrorCode::IdempotencyKeyReused, format!("this key already made batch {} from another request", claim.batch_id)));
+            return Err(Problem::new(
+                ErrorCode::IdempotencyKeyReused,
+                format!("this key already made batch {} from another request", claim.batch_id),
+            ));
         }
         Ok(claim)
     }

@@ -67,8 +67,12 @@ impl Sweep {
                 }
             }
             if !stuck.is_empty() {
-                let messages: Vec<RowMessage> = stuck.iter().map(|row| RowMessage { batch_id: batch_id.clone(), row: *row }).collect();
-                self.queue.publish(&messages).await.map_err(|e| Problem::new(crate::problem::ErrorCode::QueueUnavailable, e.to_string()))?;
+                let messages: Vec<RowMessage> =
+                    stuck.iter().map(|row| RowMessage { batch_id: batch_id.clone(), row: *row }).collect();
+                self.queue
+                    .publish(&messages)
+                    .await
+                    .map_err(|e| Problem::new(crate::problem::ErrorCode::QueueUnavailable, e.to_string()))?;
                 report.republished += messages.len();
             } else if all_ended && batch.manifest.spec.run_mode == RunMode::Live {
                 self.settlement.settle(&batch.manifest).await?;

@@ -69,5 +69,10 @@ pub fn who(user: &str) -> Identity {
 
 /// A row with `variants` images and a prompt naming the scene.
 pub fn row(scene: &str, variants: i64) -> RowRequest {
-    RowRequest { scene_id: scene.into(), prompt: format!("prompt of {scene}"), variants: Some(variants), ..RowRequest::default() }
+    RowRequest {
+        scene_id: scene.into(),
+        prompt: format!("prompt of {scene}"),
+        variants: Some(variants),
+        ..RowRequest::default()
+    }
 }

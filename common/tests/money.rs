@@ -20,7 +20,10 @@ use time::OffsetDateTime;
 const PRICE: i64 = 39_000; // gemini-2.5-flash-image, per image
 
 fn budget(store: &Arc<dyn ObjectStore>, limit_usd: i64) -> Arc<DailyBudget> {
-    Arc::new(DailyBudget { store: store.clone(), limits: UserLimits { default: Money::from_micros(limit_usd * 1_000_000), overrides: HashMap::new() } })
+    Arc::new(DailyBudget {
+        store: store.clone(),
+        limits: UserLimits { default: Money::from_micros(limit_usd * 1_000_000), overrides: HashMap::new() },
+    })
 }
 
 /// A "live" model for tests: the placeholder, except for scenes told to be blocked.
@@ -94,7 +97,8 @@ async fn sixty_concurrent_submits_never_reserve_past_the_limit(store: Arc<dyn Ob
     let today = OffsetDateTime::now_utc().date();
     let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, today).await.expect("view");
     assert!((view.reserved_usd - 42.0 * 0.234).abs() < 1e-9 && view.reserved_usd <= 10.0, "{view:?}");
-    let manifests = store.list("batches/").await.expect("list").iter().filter(|m| m.name.ends_with("manifest.json")).count();
+    let manifests =
+        store.list("batches/").await.expect("list").iter().filter(|m| m.name.ends_with("manifest.json")).count();
     assert_eq!(manifests, 42, "refused submits wrote nothing");
     assert_eq!(rig.queue.published().len(), 84, "and queued nothing");
     assert_reconciles(store.as_ref()).await;
@@ -126,7 +130,13 @@ async fn stored_images_are_spent_blocked_ones_released_and_the_batch_settles() {
 
     let report = assert_reconciles(store.as_ref()).await;
     assert_eq!((report.spent, report.released), (Money::from_micros(2 * PRICE), Money::from_micros(3 * PRICE)));
-    let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date()).await.expect("view");
+    let view = rig
+        .pipeline
+        .submitter
+        .budget
+        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
+        .await
+        .expect("view");
     assert!((view.spent_usd - 0.078).abs() < 1e-9 && view.reserved_usd == 0.0, "settled at what was spent: {view:?}");
 }
 
@@ -137,12 +147,20 @@ async fn an_idempotent_retry_returns_the_first_batch_and_holds_once() {
     let request = live(vec![row("A", 3)]);
     let submit = |key: &'static str, request: BatchRequest| {
         let rig = rig.clone();
-        tokio::spawn(async move { rig.pipeline.submitter.submit(&who("artist@studio.test"), &request, "http://t", Some(key)).await })
+        tokio::spawn(async move {
+            rig.pipeline.submitter.submit(&who("artist@studio.test"), &request, "http://t", Some(key)).await
+        })
     };
     let (a, b) = (submit("k-1", request.clone()), submit("k-1", request.clone()));
     let (a, b) = (a.await.expect("join").expect("first"), b.await.expect("join").expect("second"));
     assert_eq!(a.batch_id, b.batch_id, "the same batch");
-    let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date()).await.expect("view");
+    let view = rig
+        .pipeline
+        .submitter
+        .budget
+        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
+        .await
+        .expect("view");
     assert!((view.reserved_usd - 0.117).abs() < 1e-9, "held once: {view:?}");
     let reused = submit("k-1", live(vec![row("Z", 1)])).await.expect("join").expect_err("another request");
     assert_eq!(reused.code, ErrorCode::IdempotencyKeyReused);
@@ -156,7 +174,8 @@ async fn a_retry_holds_again_pays_only_missing_images_and_reconciles() {
     let model = Arc::new(Live::default());
     model.blocked.lock().expect("lock").push("B".into());
     let rig = live_rig(store.clone(), 10, model.clone());
-    let id = BatchId::parse(&rig.submit("artist@studio.test", live(vec![row("A", 1), row("B", 2)])).await.batch_id).expect("id");
+    let id = BatchId::parse(&rig.submit("artist@studio.test", live(vec![row("A", 1), row("B", 2)])).await.batch_id)
+        .expect("id");
     deliver_all(&rig, &rig.queue.published()).await;
     model.blocked.lock().expect("lock").clear();
 
@@ -178,7 +197,10 @@ async fn a_retry_holds_again_pays_only_missing_images_and_reconciles() {
 async fn cancel_stops_queued_rows_and_frees_their_money() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let rig = live_rig(store.clone(), 10, Arc::new(Live::default()));
-    let id = BatchId::parse(&rig.submit("artist@studio.test", live(vec![row("A", 2), row("B", 2), row("C", 2)])).await.batch_id).expect("id");
+    let id = BatchId::parse(
+        &rig.submit("artist@studio.test", live(vec![row("A", 2), row("B", 2), row("C", 2)])).await.batch_id,
+    )
+    .expect("id");
     let messages = rig.queue.published();
     deliver_all(&rig, &messages[..1]).await;
     let outcome = rig.pipeline.control.cancel(&id).await.expect("cancel");
@@ -189,7 +211,13 @@ async fn cancel_stops_queued_rows_and_frees_their_money() {
     }
     let report = assert_reconciles(store.as_ref()).await;
     assert_eq!((report.spent, report.released), (Money::from_micros(2 * PRICE), Money::from_micros(4 * PRICE)));
-    let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date()).await.expect("view");
+    let view = rig
+        .pipeline
+        .submitter
+        .budget
+        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
+        .await
+        .expect("view");
     assert!((view.remaining_usd - (10.0 - 0.078)).abs() < 1e-9, "{view:?}");
 }
 
@@ -202,11 +230,18 @@ async fn the_check_finds_an_image_nobody_paid_for_and_a_wrong_settlement() {
     assert_reconciles(store.as_ref()).await;
     let id = BatchId::parse(&accepted.batch_id).expect("id");
     store
-        .put(&format!("images/{id}/A-v2.png"), bytes::Bytes::from_static(b"\x89PNG"), "image/png", assetgen_common::store::Precondition::None)
+        .put(
+            &format!("images/{id}/A-v2.png"),
+            bytes::Bytes::from_static(b"\x89PNG"),
+            "image/png",
+            assetgen_common::store::Precondition::None,
+        )
         .await
         .expect("put");
     let b = budget(&store, 10);
-    b.settle(&who("artist@studio.test").user, OffsetDateTime::now_utc().date(), &id, Money::from_micros(1)).await.expect("settle");
+    b.settle(&who("artist@studio.test").user, OffsetDateTime::now_utc().date(), &id, Money::from_micros(1))
+        .await
+        .expect("settle");
     let report = reconcile::check(store.as_ref(), OffsetDateTime::now_utc().date()).await.expect("check");
     assert_eq!(report.differences.len(), 2, "{:#?}", report.differences);
     assert!(report.differences.iter().any(|d| d.contains("never paid for")));
@@ -236,7 +271,12 @@ async fn a_crash_between_paying_and_recording_is_not_paid_twice() {
     // A delivery stored variant 1 and wrote its spend event, then died before its state write.
     let scene = assetgen_common::domain::SceneId::parse("A").expect("scene");
     store
-        .put(&assetgen_common::layout::image(&id, &scene, 1), bytes::Bytes::from_static(b"\x89PNG crashed"), "image/png", assetgen_common::store::Precondition::None)
+        .put(
+            &assetgen_common::layout::image(&id, &scene, 1),
+            bytes::Bytes::from_static(b"\x89PNG crashed"),
+            "image/png",
+            assetgen_common::store::Precondition::None,
+        )
         .await
         .expect("put");
     let state = assetgen_common::state::RowState::queued(id.clone(), 0, scene, OffsetDateTime::now_utc());

@@ -68,7 +68,8 @@ async fn rig(rows: Vec<RowRequest>, model: Scripted, run_mode: &str) -> Rig {
         // Live batches are accepted, but the worker below has no live model.
         p.live = Some(Arc::new(DryRunModel));
     });
-    kit.submit("artist@studio.test", BatchRequest { rows, run_mode: Some(run_mode.into()), ..Default::default() }).await;
+    kit.submit("artist@studio.test", BatchRequest { rows, run_mode: Some(run_mode.into()), ..Default::default() })
+        .await;
     let mut worker = kit.pipeline.worker.clone();
     worker.live = None;
     Rig { store: kit.store.clone(), model, worker, messages: kit.queue.published() }

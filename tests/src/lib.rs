@@ -39,9 +39,20 @@ impl Drop for Server {
 
 /// Starts `binary serve --port 0` in `dir` with `env`, and waits for the line that names its URL.
 pub fn spawn_serve(binary: &FsPath, dir: &FsPath, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+    spawn_serve_with_args(binary, dir, env, &[])
+}
+
+/// [`spawn_serve`] with more arguments for `serve` (e.g. `--live`).
+pub fn spawn_serve_with_args(
+    binary: &FsPath,
+    dir: &FsPath,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> anyhow::Result<Server> {
     let mut command = Command::new(binary);
     command
         .args(["serve", "--port", "0"])
+        .args(args)
         .current_dir(dir)
         .env("ASSETGEN_STORE", format!("file://{}", dir.join("data").display()))
         .env("RUST_LOG", "warn")
@@ -114,4 +125,71 @@ pub fn acceptance_csv(rows: usize, refs_base: &str) -> String {
         csv.push_str(&format!("BATCH-{:03},product on clean bg #{i},{},{refs},{mode}\n", i + 1, (i % 3) + 1));
     }
     csv
+}
+
+/// What the flaky Gemini stub saw.
+#[derive(Debug, Default)]
+pub struct GeminiStubStats {
+    pub calls: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    /// Successful generations per prompt (one prompt per row in the acceptance batch).
+    pub successes: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl GeminiStubStats {
+    pub fn succeeded(&self) -> u64 {
+        self.successes.lock().map(|s| s.values().sum()).unwrap_or(0)
+    }
+}
+
+/// A local Gemini `generateContent` endpoint speaking the real wire format: thought parts first
+/// and the image last, and on `failure_percent` of calls (pseudo-randomly, reproducibly) a 429
+/// with `RetryInfo` or a 503, as Google sends them.
+pub async fn serve_flaky_gemini(failure_percent: u64) -> anyhow::Result<(String, std::sync::Arc<GeminiStubStats>)> {
+    use axum::Json;
+    use base64::Engine;
+    use std::sync::atomic::Ordering;
+    let stats = std::sync::Arc::new(GeminiStubStats::default());
+    let seen = stats.clone();
+    let handler = move |Json(body): Json<serde_json::Value>| {
+        let stats = seen.clone();
+        async move {
+            let n = stats.calls.fetch_add(1, Ordering::SeqCst);
+            // A fixed scramble of the call number: the same failures on every run.
+            let roll = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 100;
+            if roll < failure_percent {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+                return if roll % 2 == 0 {
+                    let body = serde_json::json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED",
+                        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]}});
+                    (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+                } else {
+                    let body = serde_json::json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}});
+                    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+                };
+            }
+            let prompt = body["contents"][0]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if let Ok(mut s) = stats.successes.lock() {
+                *s.entry(prompt).or_default() += 1;
+            }
+            let image = base64::engine::general_purpose::STANDARD.encode(png((n % 250) as u8));
+            let answer = serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [
+                {"text": "planning the composition", "thought": true},
+                {"inlineData": {"mimeType": "image/png", "data": image}}
+            ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image"});
+            Json(answer).into_response()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/v1beta/models/{call}", axum::routing::post(handler))).await
+    });
+    Ok((base, stats))
 }

@@ -49,7 +49,9 @@ impl DailyBudget {
         let name = object_name(day, user);
         let limit = self.limits.for_user(user);
         loop {
-            match update_json::<BudgetDay, StoreError, _>(self.store.as_ref(), &name, |current| Ok(change(current))).await {
+            match update_json::<BudgetDay, StoreError, _>(self.store.as_ref(), &name, |current| Ok(change(current)))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(StoreError::NotFound(_)) => {
                     let Some(first) = change(&BudgetDay::new(day, user.clone(), limit)) else { return Ok(()) };
@@ -64,7 +66,14 @@ impl DailyBudget {
         }
     }
 
-    async fn hold(&self, user: &UserId, day: Date, batch: &BatchId, amount: Money, extend: bool) -> Result<Reservation, Problem> {
+    async fn hold(
+        &self,
+        user: &UserId,
+        day: Date,
+        batch: &BatchId,
+        amount: Money,
+        extend: bool,
+    ) -> Result<Reservation, Problem> {
         let limit = self.limits.for_user(user);
         let mut decision = Decision::Held(0);
         self.modify(user, day, |current| {

@@ -58,6 +58,11 @@ impl Budget for Unmetered {
     }
 
     async fn view(&self, _: &UserId, _: Date) -> Result<BudgetView, Problem> {
-        Ok(BudgetView { limit_usd: self.limit.usd(), spent_usd: 0.0, reserved_usd: 0.0, remaining_usd: self.limit.usd() })
+        Ok(BudgetView {
+            limit_usd: self.limit.usd(),
+            spent_usd: 0.0,
+            reserved_usd: 0.0,
+            remaining_usd: self.limit.usd(),
+        })
     }
 }

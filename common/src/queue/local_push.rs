@@ -29,6 +29,8 @@ pub struct LocalPushConfig {
     /// Pushes in flight at once (Pub/Sub's push flow control).
     pub max_outstanding: usize,
     pub subscription: String,
+    /// Fault injection: deliver every message this many times, independently (at-least-once).
+    pub duplicates: u32,
 }
 
 impl LocalPushConfig {
@@ -42,6 +44,7 @@ impl LocalPushConfig {
             ack_deadline: Duration::from_secs(600),
             max_outstanding: 8,
             subscription: "projects/local/subscriptions/rows-push".to_owned(),
+            duplicates: 1,
         })
     }
 }
@@ -125,8 +128,7 @@ impl LocalPushQueue {
         let pending = store.list(JOURNAL).await.map_err(unavailable)?;
         for meta in &pending {
             let envelope: PushEnvelope = read_json(store.as_ref(), &meta.name).await.map_err(unavailable)?.value;
-            self.inner.stats.pending.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(self.inner.clone().deliver(envelope));
+            self.inner.spawn_deliveries(envelope);
         }
         Ok(pending.len())
     }
@@ -158,8 +160,7 @@ impl RowQueue for LocalPushQueue {
                     .map_err(|e| QueueError::Unavailable(e.to_string()))?;
             }
             self.inner.stats.published.fetch_add(1, Ordering::SeqCst);
-            self.inner.stats.pending.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(self.inner.clone().deliver(envelope));
+            self.inner.spawn_deliveries(envelope);
         }
         Ok(())
     }
@@ -171,6 +172,14 @@ enum Outcome {
 }
 
 impl Inner {
+    fn spawn_deliveries(self: &Arc<Self>, envelope: PushEnvelope) {
+        let copies = self.config.duplicates.max(1);
+        self.stats.pending.fetch_add(u64::from(copies), Ordering::SeqCst);
+        for _ in 0..copies {
+            tokio::spawn(self.clone().deliver(envelope.clone()));
+        }
+    }
+
     async fn push(&self, endpoint: &url::Url, envelope: &PushEnvelope) -> Outcome {
         let _permit = self.outstanding.acquire().await;
         self.stats.deliveries.fetch_add(1, Ordering::SeqCst);
@@ -217,9 +226,11 @@ impl Inner {
         }
         if let Some(store) = &self.journal {
             let name = format!("{JOURNAL}{}.json", envelope.message.id());
-            if let Err(e) = store.delete(&name, Precondition::None).await {
+            match store.delete(&name, Precondition::None).await {
+                // Another copy of the same message (a duplicate delivery) cleared it first.
+                Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
                 // Left behind, it is delivered once more after a restart: harmless, generate absorbs it.
-                tracing::warn!(%name, error = %e, "could not clear a delivered message from the journal");
+                Err(e) => tracing::warn!(%name, error = %e, "could not clear a delivered message from the journal"),
             }
         }
         self.stats.pending.fetch_sub(1, Ordering::SeqCst);

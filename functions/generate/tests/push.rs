@@ -1,12 +1,12 @@
 //! The generate router, called in-process with the push envelopes Pub/Sub sends.
 
-use assetgen_generate::{GenerateState, router};
 use assetgen_common::auth::DevAuth;
 use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::problem::ErrorCode;
 use assetgen_common::queue::{PushEnvelope, RowMessage};
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{Rig, row};
+use assetgen_generate::{GenerateState, router};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

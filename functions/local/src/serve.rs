@@ -43,7 +43,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match &config.store {
         StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Gcs { .. } => anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; here use file:// or mem://"),
+        StoreUrl::Gcs { .. } => {
+            anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; here use file:// or mem://")
+        }
     })
 }
 
@@ -51,7 +53,10 @@ fn live_model(config: &Config) -> anyhow::Result<Arc<dyn ImageModel>> {
     if config.gemini_backend != GeminiBackend::Developer {
         anyhow::bail!("serve --live uses the Gemini Developer API: unset GEMINI_BACKEND or set it to developer");
     }
-    let key = config.gemini_api_key.clone().context("--live needs GEMINI_API_KEY (the key is read from the environment only)")?;
+    let key = config
+        .gemini_api_key
+        .clone()
+        .context("--live needs GEMINI_API_KEY (the key is read from the environment only)")?;
     Ok(Arc::new(GeminiModel::developer(key, config.gemini_base_url.clone(), GeminiTimeouts::default())?))
 }
 
@@ -66,7 +71,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     let base = url::Url::parse(&format!("http://{address}"))?;
 
-    let queue = LocalPushQueue::journaled(LocalPushConfig::for_base(&base)?, store.clone());
+    let mut queue_config = LocalPushConfig::for_base(&base)?;
+    queue_config.duplicates = config.queue_duplicates;
+    if config.queue_duplicates > 1 {
+        tracing::warn!(copies = config.queue_duplicates, "fault injection: every message is delivered more than once");
+    }
+    let queue = LocalPushQueue::journaled(queue_config, store.clone());
     let auth = Arc::new(DevAuth);
     tracing::warn!("dev auth: every caller is trusted as X-Assetgen-User (or dev@localhost); never expose this port");
     let budget = Arc::new(DailyBudget {
@@ -75,10 +85,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let mut parts = Parts::new(store.clone(), Arc::new(queue.clone()), budget);
     parts.live = live;
-    parts.fetch = FetchPolicy { allow_private: config.allow_private_refs, allow_local_files: true, ..FetchPolicy::default() };
+    parts.fetch =
+        FetchPolicy { allow_private: config.allow_private_refs, allow_local_files: true, ..FetchPolicy::default() };
     parts.limits = config.limits;
     parts.ref_policy = config.ref_policy(Profile::Local);
     parts.default_model = config.gemini_model.clone();
+    parts.lease_ttl = config.lease_ttl;
     let pipeline = Pipeline::assemble(parts);
 
     let submit = SubmitState {
@@ -89,14 +101,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: config.public_url.clone(),
     };
     let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone() };
-    let relay = RelayState { store: store.clone(), auth, public_url: config.public_url.clone(), config: RelayConfig::default() };
+    let relay = RelayState {
+        store: store.clone(),
+        auth,
+        public_url: config.public_url.clone(),
+        config: RelayConfig::default(),
+    };
     let app = app(submit, generate, relay, store.clone());
 
     let store_text = match &config.store {
         StoreUrl::File(path) => format!("files under {}", path.display()),
         _ => "memory (lost on exit)".to_owned(),
     };
-    let model_text = if args.live { "dry run, and Gemini for live batches (these cost money)" } else { "dry run (no network, no cost)" };
+    let model_text = if args.live {
+        "dry run, and Gemini for live batches (these cost money)"
+    } else {
+        "dry run (no network, no cost)"
+    };
     // Tests and scripts read this first line to learn the port.
     println!("assetgen is listening on {base}");
     println!("  store: {store_text}; queue: in-process push; model: {model_text}");
@@ -128,7 +149,12 @@ async fn progress_page(Path(id): Path<String>) -> Result<Redirect, Problem> {
 }
 
 /// The one-process app: the three functions' routers, `/openapi.json`, health, problems.
-pub fn app(submit: SubmitState, generate: GenerateState, relay: RelayState, store: Arc<dyn ObjectStore>) -> axum::Router {
+pub fn app(
+    submit: SubmitState,
+    generate: GenerateState,
+    relay: RelayState,
+    store: Arc<dyn ObjectStore>,
+) -> axum::Router {
     let (router, mut api) = OpenApiRouter::new()
         .merge(assetgen_submit::router(Arc::new(submit)))
         .merge(assetgen_generate::router(Arc::new(generate)))

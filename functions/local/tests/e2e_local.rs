@@ -49,7 +49,12 @@ async fn a_hundred_row_dry_run_travels_the_whole_way() {
         .filter(|r| r["status"] == "succeeded")
         .filter_map(|r| r["row"].as_u64())
         .collect();
-    seen.extend(events.iter().filter(|e| e["event"] == "row" && e["data"]["status"] == "succeeded").filter_map(|e| e["data"]["row"].as_u64()));
+    seen.extend(
+        events
+            .iter()
+            .filter(|e| e["event"] == "row" && e["data"]["status"] == "succeeded")
+            .filter_map(|e| e["data"]["row"].as_u64()),
+    );
     assert_eq!(seen.len(), 100, "every row's success was streamed");
     let done = events.iter().find(|e| e["event"] == "done").expect("a done event");
     let view = &done["data"];

@@ -1,11 +1,11 @@
 //! The relay's event stream, read frame by frame from the router.
 
-use assetgen_relay::{RelayConfig, RelayState, router};
 use assetgen_common::auth::DevAuth;
 use assetgen_common::generation::RowWorker;
 use assetgen_common::queue::RowMessage;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit;
+use assetgen_relay::{RelayConfig, RelayState, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -23,7 +23,12 @@ struct Rig {
 async fn rig(rows: usize) -> Rig {
     let kit = testkit::Rig::new(|_| {});
     let batch_id = kit.submit_rows((0..rows).map(|i| testkit::row(&format!("S{i}"), 1)).collect()).await;
-    Rig { store: kit.store.clone(), batch_id: batch_id.to_string(), messages: kit.queue.published(), worker: kit.pipeline.worker.clone() }
+    Rig {
+        store: kit.store.clone(),
+        batch_id: batch_id.to_string(),
+        messages: kit.queue.published(),
+        worker: kit.pipeline.worker.clone(),
+    }
 }
 
 fn app(store: Arc<dyn ObjectStore>, config: RelayConfig) -> axum::Router {

@@ -40,7 +40,9 @@ pub async fn create_batch(
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) => Some(k),
-        Some(Err(_)) => return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII")),
+        Some(Err(_)) => {
+            return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII"));
+        }
     };
     let accepted = state.submitter.submit(&who, &request, &base, key).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
@@ -103,7 +105,11 @@ fn batch_id(raw: &str) -> Result<BatchId, Problem> {
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn cancel(State(state): State<Arc<SubmitState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<ControlOutcome>, Problem> {
+pub async fn cancel(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ControlOutcome>, Problem> {
     state.auth.authenticate(&headers).await?;
     Ok(Json(state.control.cancel(&batch_id(&id)?).await?))
 }
@@ -118,7 +124,11 @@ pub async fn cancel(State(state): State<Arc<SubmitState>>, headers: HeaderMap, P
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No failed rows", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn retry(State(state): State<Arc<SubmitState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<ControlOutcome>, Problem> {
+pub async fn retry(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ControlOutcome>, Problem> {
     state.auth.authenticate(&headers).await?;
     Ok(Json(state.control.retry(&batch_id(&id)?).await?))
 }

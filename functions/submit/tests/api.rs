@@ -1,10 +1,10 @@
 //! The submit router, called in-process with `oneshot`.
 
-use assetgen_submit::{SubmitState, router};
 use assetgen_common::auth::DevAuth;
 use assetgen_common::limits::Limits;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{RecordingQueue, Rig};
+use assetgen_submit::{SubmitState, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;

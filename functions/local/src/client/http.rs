@@ -41,7 +41,8 @@ impl std::fmt::Debug for Api {
 pub struct Refusal {
     pub url: String,
     pub status: u16,
-    pub problem: Option<Problem>,
+    /// Boxed: a problem document is large, and refusals travel inside small error enums.
+    pub problem: Option<Box<Problem>>,
     pub body: String,
 }
 
@@ -50,7 +51,7 @@ impl Refusal {
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         let problem = serde_json::from_str::<Problem>(&body).ok();
-        Self { url: url.to_string(), status, problem, body }
+        Self { url: url.to_string(), status, problem: problem.map(Box::new), body }
     }
 }
 

@@ -1,0 +1,122 @@
+//! The money acceptance run on the local stack: 100 live rows (199 images) against a Gemini stub
+//! that fails 20% of calls with 429 or 503, a queue that delivers every message twice, and
+//! `assetgen serve` killed with SIGKILL mid-batch and restarted on the same data. Every row must
+//! end (succeeded, or failed with a code), no image may be paid twice, what was spent must equal
+//! the price of the stored images, and `assetgen ledger check` must pass.
+
+use assetgen_tests::{acceptance_csv, serve_flaky_gemini, serve_refs, spawn_serve_with_args};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
+const PRICE_USD: f64 = 0.039;
+
+fn rows(refs: &str) -> Vec<Value> {
+    acceptance_csv(100, refs)
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let c: Vec<&str> = line.split(',').collect();
+            let refs: Vec<&str> = c[3].split('|').filter(|r| !r.is_empty()).collect();
+            json!({"scene_id": c[0], "prompt": c[1], "variants": c[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": c[4]})
+        })
+        .collect()
+}
+
+async fn batch(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    client.get(format!("{base}/v1/batches/{id}")).send().await.expect("get").json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_with_a_flaky_model_and_duplicate_deliveries_loses_nothing_and_pays_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refs = serve_refs().await.expect("refs");
+    let (gemini, stub) = serve_flaky_gemini(20).await.expect("stub");
+    let env = [
+        ("ASSETGEN_MAX_ROWS", "100"),
+        ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
+        ("GEMINI_API_KEY", "test-key"),
+        ("GEMINI_BASE_URL", gemini.as_str()),
+        ("ASSETGEN_QUEUE_DUPLICATES", "2"),
+        ("ASSETGEN_LEASE_TTL_SECS", "3"),
+    ];
+    let spawn = || spawn_serve_with_args(Path::new(ASSETGEN), dir.path(), &env, &["--live"]).expect("serve --live");
+    let mut server = spawn();
+    let client = reqwest::Client::new();
+    let accepted: Value = client
+        .post(format!("{}/v1/batches", server.base))
+        .json(&json!({"rows": rows(&refs), "run_mode": "live"}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("accepted: {accepted}")).to_owned();
+    assert!((accepted["estimate"]["usd"].as_f64().expect("usd") - 199.0 * PRICE_USD).abs() < 1e-9);
+
+    // Kill it mid-batch, without warning.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stub.succeeded() < 70 {
+        assert!(Instant::now() < deadline, "the batch did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    let at_kill = stub.succeeded();
+    server = spawn();
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let view = loop {
+        let view = batch(&client, &server.base, &id).await;
+        if ["succeeded", "completed_with_failures", "failed"].contains(&view["status"].as_str().unwrap_or_default()) {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the batch never ended: {}", view["totals"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let rows = view["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 100, "no row lost");
+    for r in rows {
+        match r["status"].as_str() {
+            Some("succeeded") => {
+                assert_eq!(r["images"].as_array().map(Vec::len), r["variants"].as_u64().map(|v| v as usize))
+            }
+            Some("failed") => assert!(r["error"]["code"].is_string(), "a failed row says why: {r}"),
+            other => panic!("row {} ended {other:?}", r["row"]),
+        }
+    }
+    let stored_in_state: usize = rows.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
+    let on_disk = std::fs::read_dir(dir.path().join("data/images").join(&id)).map_or(0, |d| d.count());
+    assert_eq!(on_disk, stored_in_state, "every stored image is recorded, and nothing else is stored");
+
+    // Money: spent equals the stored images' price, and the ledger reconciles to the cent.
+    let budget: Value =
+        client.get(format!("{}/v1/budget", server.base)).send().await.expect("budget").json().await.expect("json");
+    let spent = budget["spent_usd"].as_f64().expect("spent");
+    assert!((spent - stored_in_state as f64 * PRICE_USD).abs() < 1e-9, "spent {spent} for {stored_in_state} images");
+    assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing any more");
+    let check = Command::new(ASSETGEN)
+        .args(["ledger", "check"])
+        .env("ASSETGEN_STORE", format!("file://{}", dir.path().join("data").display()))
+        .output()
+        .expect("ledger check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "ledger check failed:\n{report}");
+
+    // An image the model made but the killed process never stored is made again: that is the
+    // only way to generate twice, and it is bounded by what was in flight at the kill.
+    let generated = stub.succeeded();
+    let regenerated = generated.saturating_sub(stored_in_state as u64);
+    let failures = stub.failures.load(std::sync::atomic::Ordering::SeqCst);
+    let calls = stub.calls.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "fault run: {calls} model calls, {failures} failed (429/503), {generated} images generated, {stored_in_state} stored and paid once, \
+         {regenerated} regenerated after the kill (at kill: {at_kill} generated); spent ${spent:.3}; {}",
+        report.lines().last().unwrap_or_default()
+    );
+    assert!(regenerated <= 8 * 3, "at most the rows in flight at the kill are redone ({regenerated})");
+}
