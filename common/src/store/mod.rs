@@ -7,10 +7,12 @@
 
 pub mod contract;
 mod file;
+mod gcs;
 mod json;
 mod memory;
 
 pub use file::FileStore;
+pub use gcs::{GcsRetry, GcsStore};
 pub use json::{JsonObject, read_json, update_json, write_json};
 pub use memory::MemoryStore;
 

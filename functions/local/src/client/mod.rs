@@ -58,6 +58,10 @@ pub enum ClientCommand {
     Estimate(EstimateArgs),
     /// Show a batch's rows and images
     Status(StatusArgs),
+    /// Cancel a batch's rows that have not started (their money is freed)
+    Cancel(StatusArgs),
+    /// Queue a batch's failed rows again (holds their price first; stored images are kept)
+    Retry(StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +142,8 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
         ClientCommand::Submit(args) => submit(&api, args, console).await,
         ClientCommand::Estimate(args) => estimate(&api, args, console).await,
         ClientCommand::Status(args) => status(&api, args, console).await,
+        ClientCommand::Cancel(args) => control(&api, "cancel", args, console).await,
+        ClientCommand::Retry(args) => control(&api, "retry", args, console).await,
     }
 }
 
@@ -229,6 +235,37 @@ async fn status(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Res
     } else {
         write!(c.out, "{}", table::render(&view, &c.data_dir))?;
     }
+    Ok(EXIT_OK)
+}
+
+/// `cancel` or `retry`: POST to the batch's action and say which rows it changed.
+async fn control(api: &Api, action: &str, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let batch_id = args.batch_id.trim();
+    if batch_id.is_empty() {
+        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
+        return Ok(EXIT_REFUSED);
+    }
+    let outcome: serde_json::Value =
+        match api.post(api.url(&["v1", "batches", batch_id, action]), &serde_json::json!({})).await? {
+            Ok(outcome) => outcome,
+            Err(refusal) => return refused(&refusal, None, c),
+        };
+    if args.json {
+        print_json_line(c.out, &outcome)?;
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<String> =
+        outcome["rows"].as_array().into_iter().flatten().filter_map(|r| r.as_u64()).map(|r| r.to_string()).collect();
+    let verb = if action == "cancel" { "cancelled" } else { "queued again" };
+    if rows.is_empty() {
+        writeln!(c.out, "batch {batch_id}: no rows {verb}")?;
+    } else {
+        writeln!(c.out, "batch {batch_id}: rows {} {verb}", rows.join(", "))?;
+    }
+    if let Some(usd) = outcome["reserved_usd"].as_f64().filter(|u| *u > 0.0) {
+        writeln!(c.out, "held ${usd:.3} from today's budget for the retried images")?;
+    }
+    writeln!(c.out, "follow it with: assetgen status {batch_id}")?;
     Ok(EXIT_OK)
 }
 
@@ -527,6 +564,32 @@ mod tests {
         );
         let run = execute_captured(&base, &["estimate", &csv_arg, "--json"], dir.path()).await?;
         assert_eq!(serde_json::from_str::<EstimateResponse>(run.out.trim())?.estimate.images, 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cancel_and_retry_post_to_the_batch_and_report_rows() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let answer = |axum::extract::Path((id, action)): axum::extract::Path<(String, String)>| async move {
+            match (id.as_str(), action.as_str()) {
+                ("b1", "retry") => {
+                    Json(serde_json::json!({"batch_id": "b1", "rows": [2, 5], "reserved_usd": 0.117})).into_response()
+                }
+                ("b1", "cancel") => {
+                    Json(serde_json::json!({"batch_id": "b1", "rows": [], "reserved_usd": 0.0})).into_response()
+                }
+                _ => Problem::new(ErrorCode::NothingToRetry, "no failed rows").into_response(),
+            }
+        };
+        let base = serve(Router::new().route("/v1/batches/{id}/{action}", axum::routing::post(answer))).await?;
+        let run = execute_captured(&base, &["retry", "b1"], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert!(run.out.contains("rows 2, 5 queued again") && run.out.contains("$0.117"), "{}", run.out);
+        let run = execute_captured(&base, &["cancel", "b1"], dir.path()).await?;
+        assert!(run.out.contains("no rows cancelled"), "{}", run.out);
+        let run = execute_captured(&base, &["retry", "b2"], dir.path()).await?;
+        assert_eq!(run.code, 2);
+        assert!(run.err.contains("NOTHING_TO_RETRY"), "{}", run.err);
         Ok(())
     }
 
