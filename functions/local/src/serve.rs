@@ -13,7 +13,7 @@ use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::shim;
-use assetgen_common::store::{FileStore, MemoryStore, ObjectStore};
+use assetgen_common::store::{FileStore, GcsStore, MemoryStore, ObjectStore};
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
@@ -38,13 +38,19 @@ pub struct ServeArgs {
     live: bool,
 }
 
-/// Opens the store `ASSETGEN_STORE` names (local kinds only).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// Opens the store `ASSETGEN_STORE` names: a directory, memory, or a GCS bucket (through
+/// `STORAGE_EMULATOR_HOST` when set, e.g. fake-gcs-server; else with Application Default Credentials).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match &config.store {
         StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Gcs { .. } => {
-            anyhow::bail!("ASSETGEN_STORE=gs://… is for the cloud functions; here use file:// or mem://")
+        StoreUrl::Gcs { bucket } => {
+            let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty());
+            Arc::new(
+                GcsStore::connect(bucket, emulator.as_deref())
+                    .await
+                    .with_context(|| format!("opening gs://{bucket}"))?,
+            )
         }
     })
 }
@@ -64,7 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shim::init_logging(shim::LogFormat::Text);
     let config = Config::from_env(Profile::Local).context("configuration")?;
     let live = if args.live { Some(live_model(&config)?) } else { None };
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("binding {}:{} (is another assetgen running? set PORT)", args.host, args.port))?;
@@ -111,7 +117,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let store_text = match &config.store {
         StoreUrl::File(path) => format!("files under {}", path.display()),
-        _ => "memory (lost on exit)".to_owned(),
+        StoreUrl::Gcs { bucket } => format!("gs://{bucket}"),
+        StoreUrl::Memory => "memory (lost on exit)".to_owned(),
     };
     let model_text = if args.live {
         "dry run, and Gemini for live batches (these cost money)"

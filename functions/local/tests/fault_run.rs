@@ -4,10 +4,13 @@
 //! end (succeeded, or failed with a code), no image may be paid twice, what was spent must equal
 //! the price of the stored images, and `assetgen ledger check` must pass.
 
+use assetgen_common::store::{FileStore, ObjectStore};
+use assetgen_common::testkit::FakeGcs;
 use assetgen_tests::{acceptance_csv, serve_flaky_gemini, serve_refs, spawn_serve_with_args};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
@@ -30,11 +33,34 @@ async fn batch(client: &reqwest::Client, base: &str, id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_server_with_a_flaky_model_and_duplicate_deliveries_loses_nothing_and_pays_once() {
+async fn on_the_file_store() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let store: Arc<dyn ObjectStore> = Arc::new(FileStore::open(&data).expect("open"));
+    fault_run(dir.path(), store, &[("ASSETGEN_STORE", &format!("file://{}", data.display()))]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_fake_gcs_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gcs = FakeGcs::start().await;
+    let store = gcs.store().await;
+    let bucket = store.bucket().to_owned();
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    fault_run(
+        dir.path(),
+        store,
+        &[("ASSETGEN_STORE", &format!("gs://{bucket}")), ("STORAGE_EMULATOR_HOST", &gcs.endpoint)],
+    )
+    .await;
+}
+
+/// `store` is where the server keeps its state, opened by the test to look at it; `store_env`
+/// points the server (and `assetgen ledger check`) at the same place.
+async fn fault_run(dir: &Path, store: Arc<dyn ObjectStore>, store_env: &[(&str, &str)]) {
     let refs = serve_refs().await.expect("refs");
     let (gemini, stub) = serve_flaky_gemini(20).await.expect("stub");
-    let env = [
+    let mut env = vec![
         ("ASSETGEN_MAX_ROWS", "100"),
         ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
         ("GEMINI_API_KEY", "test-key"),
@@ -42,7 +68,8 @@ async fn a_killed_server_with_a_flaky_model_and_duplicate_deliveries_loses_nothi
         ("ASSETGEN_QUEUE_DUPLICATES", "2"),
         ("ASSETGEN_LEASE_TTL_SECS", "3"),
     ];
-    let spawn = || spawn_serve_with_args(Path::new(ASSETGEN), dir.path(), &env, &["--live"]).expect("serve --live");
+    env.extend_from_slice(store_env);
+    let spawn = || spawn_serve_with_args(Path::new(ASSETGEN), dir, &env, &["--live"]).expect("serve --live");
     let mut server = spawn();
     let client = reqwest::Client::new();
     let accepted: Value = client
@@ -90,8 +117,8 @@ async fn a_killed_server_with_a_flaky_model_and_duplicate_deliveries_loses_nothi
         }
     }
     let stored_in_state: usize = rows.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
-    let on_disk = std::fs::read_dir(dir.path().join("data/images").join(&id)).map_or(0, |d| d.count());
-    assert_eq!(on_disk, stored_in_state, "every stored image is recorded, and nothing else is stored");
+    let stored_objects = store.list(&format!("images/{id}/")).await.expect("list images").len();
+    assert_eq!(stored_objects, stored_in_state, "every stored image is recorded, and nothing else is stored");
 
     // Money: spent equals the stored images' price, and the ledger reconciles to the cent.
     let budget: Value =
@@ -101,7 +128,7 @@ async fn a_killed_server_with_a_flaky_model_and_duplicate_deliveries_loses_nothi
     assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing any more");
     let check = Command::new(ASSETGEN)
         .args(["ledger", "check"])
-        .env("ASSETGEN_STORE", format!("file://{}", dir.path().join("data").display()))
+        .envs(store_env.iter().copied())
         .output()
         .expect("ledger check");
     let report = String::from_utf8_lossy(&check.stdout);

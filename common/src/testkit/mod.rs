@@ -9,6 +9,9 @@ use crate::pipeline::{Parts, Pipeline};
 use crate::queue::{QueueError, RowMessage, RowQueue};
 use crate::store::{MemoryStore, ObjectStore};
 use async_trait::async_trait;
+
+mod fake_gcs;
+pub use fake_gcs::{FakeGcs, fake_gcs_binary};
 use std::sync::{Arc, Mutex};
 
 /// A queue that records what was published and delivers nothing.
