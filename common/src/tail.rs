@@ -87,6 +87,32 @@ impl BatchTail {
         self.cursor
     }
 
+    /// What a client joining now must be sent first, from the tail's state in memory (no store
+    /// read): a `snapshot`, or when resuming from `resume` the rows that changed since, then the
+    /// progress; and `done` if the batch has ended. Later events follow from [`Self::poll`].
+    pub fn join(&self, resume: Option<Cursor>) -> Vec<Sequenced> {
+        let view = self.presenter.view(&self.batch);
+        let mut events = Vec::new();
+        match resume {
+            None => events.push((self.cursor, BatchEvent::Snapshot(view.clone()))),
+            Some(from) => {
+                let mut missed: Vec<_> = self.batch.rows.values().filter(|(g, _)| *g > from.0).collect();
+                missed.sort_by_key(|(g, _)| *g);
+                for (generation, state) in missed {
+                    events.push((
+                        Cursor(*generation),
+                        BatchEvent::Row(self.presenter.row_view(&self.batch.manifest, state)),
+                    ));
+                }
+                events.push((self.cursor.max(from), BatchEvent::Batch(view.progress())));
+            }
+        }
+        if self.done {
+            events.push((self.cursor, BatchEvent::Done(view)));
+        }
+        events
+    }
+
     /// Whether the `done` event has been produced: the stream should end after it.
     pub fn is_done(&self) -> bool {
         self.done

@@ -1,10 +1,13 @@
+use crate::RelayConfig;
 use crate::RelayState;
+use crate::hub::{SharedTail, TailHub};
 use assetgen_common::batch_view::Presenter;
 use assetgen_common::domain::BatchId;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::base_url;
-use assetgen_common::tail::{BatchTail, Sequenced};
+use assetgen_common::tail::Sequenced;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,6 +18,7 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -39,6 +43,7 @@ pub async fn batch_events(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
+    Extension(hub): Extension<Arc<TailHub>>,
 ) -> Result<Response, Problem> {
     state.auth.authenticate(&headers).await?;
     let batch_id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
@@ -49,9 +54,18 @@ pub async fn batch_events(
         .or(query.last_event_id)
         .and_then(|raw| Cursor::parse(&raw));
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
-    let (tail, initial) = BatchTail::open(state.store.clone(), &batch_id, presenter, resume).await?;
-    let sse = Sse::new(stream(state.clone(), tail, initial))
-        .keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
+    let shared = hub.tail(&batch_id, presenter).await?;
+    let (initial, live) = shared.join(resume).await;
+    let follow = Follow {
+        config: state.config.clone(),
+        shared,
+        live,
+        pending: initial.into(),
+        sent: resume.unwrap_or_default(),
+        deadline: Instant::now() + state.config.max_stream,
+        closing: false,
+    };
+    let sse = Sse::new(stream(follow)).keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
     // Nginx-style proxies (and Cloud Run's front end) must not buffer the stream.
     response.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
@@ -59,9 +73,12 @@ pub async fn batch_events(
 }
 
 struct Follow {
-    state: Arc<RelayState>,
-    tail: BatchTail,
+    config: RelayConfig,
+    shared: Arc<SharedTail>,
+    live: broadcast::Receiver<Sequenced>,
     pending: VecDeque<Sequenced>,
+    /// The highest row-event id sent: a row event at or below it is not sent again.
+    sent: Cursor,
     deadline: Instant,
     closing: bool,
 }
@@ -70,38 +87,40 @@ fn to_sse((cursor, event): &Sequenced) -> Event {
     Event::default().event(event.name()).id(cursor.to_string()).data(event.data_json())
 }
 
-fn stream(
-    state: Arc<RelayState>,
-    tail: BatchTail,
-    initial: Vec<Sequenced>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let deadline = Instant::now() + state.config.max_stream;
-    let follow = Follow { state, tail, pending: initial.into(), deadline, closing: false };
+fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(next) = f.pending.pop_front() {
-                if matches!(next.1, BatchEvent::Done(_)) {
-                    f.closing = true;
+                match &next.1 {
+                    BatchEvent::Row(_) if next.0 <= f.sent => continue,
+                    // A snapshot covers every row up to its id, like the row events it replaces.
+                    BatchEvent::Row(_) | BatchEvent::Snapshot(_) => f.sent = f.sent.max(next.0),
+                    BatchEvent::Done(_) => f.closing = true,
+                    _ => {}
                 }
                 return Some((Ok(to_sse(&next)), f));
             }
             if f.closing {
                 return None;
             }
-            if Instant::now() >= f.deadline {
+            let now = Instant::now();
+            if now >= f.deadline {
                 // Close before the platform cuts us off, and say when to come back: the client
                 // resumes with Last-Event-ID and loses nothing.
                 f.closing = true;
-                let config = &f.state.config;
-                let jitter = rand::rng().random_range(0..=config.retry_jitter.as_millis() as u64);
-                let retry = config.retry_base + std::time::Duration::from_millis(jitter);
+                let jitter = rand::rng().random_range(0..=f.config.retry_jitter.as_millis() as u64);
+                let retry = f.config.retry_base + std::time::Duration::from_millis(jitter);
                 return Some((Ok(Event::default().retry(retry).comment("stream lifetime reached; reconnect")), f));
             }
-            tokio::time::sleep(f.state.config.poll_every).await;
-            match f.tail.poll().await {
-                Ok(events) => f.pending.extend(events),
-                // A store hiccup: keep the stream, look again at the next tick.
-                Err(p) => tracing::warn!(detail = %p.detail, "tail poll failed"),
+            match tokio::time::timeout_at(f.deadline, f.live.recv()).await {
+                Ok(Ok(event)) => f.pending.push_back(event),
+                // Fell behind the broadcast buffer: catch up from the tail's state.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let missed = f.shared.catch_up(f.sent).await;
+                    f.pending.extend(missed);
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                Err(_) => {} // the deadline: handled at the top of the loop
             }
         }
     })

@@ -1,6 +1,7 @@
 //! The relay function: live progress over SSE, and image links. It only reads the store.
 
 mod events;
+pub mod hub;
 mod images;
 
 use assetgen_common::auth::Authenticator;
@@ -45,5 +46,11 @@ pub struct RelayState {
 
 /// `GET /v1/batches/{id}/events`, `GET /v1/images/{batch}/{scene_id}/{variant}`.
 pub fn router(state: Arc<RelayState>) -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(events::batch_events)).routes(routes!(images::image)).with_state(state)
+    // One hub per router: every client of a batch on this instance shares one tail.
+    let hub = Arc::new(hub::TailHub::new(state.store.clone(), state.config.clone()));
+    OpenApiRouter::new()
+        .routes(routes!(events::batch_events))
+        .routes(routes!(images::image))
+        .layer(axum::Extension(hub))
+        .with_state(state)
 }

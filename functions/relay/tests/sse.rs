@@ -143,3 +143,74 @@ async fn unknown_batches_are_a_problem_not_an_empty_stream() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(text.contains("BATCH_NOT_FOUND"));
 }
+
+/// Counts store calls, to show that clients share one tail.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Counting {
+    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
+        self.inner.get(name).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        body: bytes::Bytes,
+        ct: &str,
+        when: assetgen_common::store::Precondition,
+    ) -> Result<i64, assetgen_common::store::StoreError> {
+        self.inner.put(name, body, ct, when).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list(prefix).await
+    }
+    async fn delete(
+        &self,
+        name: &str,
+        when: assetgen_common::store::Precondition,
+    ) -> Result<(), assetgen_common::store::StoreError> {
+        self.inner.delete(name, when).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_clients_share_one_tail_and_all_see_every_row() {
+    let r = rig(5).await;
+    let counting = Arc::new(Counting { inner: r.store.clone(), lists: Default::default() });
+    let router = app(counting.clone(), fast());
+    let uri = format!("/v1/batches/{}/events", r.batch_id);
+    let readers: Vec<_> = (0..50)
+        .map(|_| {
+            let (router, uri) = (router.clone(), uri.clone());
+            tokio::spawn(async move { read(router, &uri, None, Duration::from_secs(10)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = counting.lists.load(std::sync::atomic::Ordering::SeqCst);
+    for m in &r.messages {
+        r.worker.process(m).await.expect("process");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    for reader in readers {
+        let (_, _, text) = reader.await.expect("reader");
+        let got = events(&text);
+        assert_eq!(got.last().map(|e| e.0.as_str()), Some("done"), "{text}");
+        for scene in ["S0", "S1", "S2", "S3", "S4"] {
+            assert!(
+                text.contains(&format!("\"scene_id\":\"{scene}\",\"status\":\"succeeded\"")),
+                "{scene} missing: {text}"
+            );
+        }
+    }
+    // About 5 × 60 ms / 20 ms ≈ 15 polls for the whole run: one tail, not fifty.
+    let lists = counting.lists.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(lists < 60, "the store was listed {lists} times for 50 clients");
+}
