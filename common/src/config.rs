@@ -50,6 +50,17 @@ pub struct Config {
     pub allowed: Vec<String>,
     pub allow_private_refs: bool,
     pub public_url: Option<url::Url>,
+    /// Expected `aud` of ID tokens, users' and Pub/Sub push's (`ASSETGEN_OIDC_AUDIENCE`).
+    pub oidc_audience: Option<String>,
+    /// Key set ID tokens are checked against (`ASSETGEN_OIDC_JWKS_URL`, default Google's).
+    pub oidc_jwks_url: String,
+    /// The service account Pub/Sub push tokens must carry (`ASSETGEN_PUSH_SA`; unset: refuse push).
+    pub push_service_account: Option<String>,
+    /// Signs browsers' per-batch capability tokens (`ASSETGEN_CAPABILITY_SECRET`, Secret Manager).
+    pub capability_secret: Option<Secret>,
+    /// Vertex AI project and location (`GOOGLE_CLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`, default `global`).
+    pub gcp_project: Option<String>,
+    pub gcp_location: String,
     /// How long a row's lease holds without renewal (`ASSETGEN_LEASE_TTL_SECS`, default 180).
     pub lease_ttl: std::time::Duration,
     /// Fault injection for tests: the local queue delivers every message this many times
@@ -174,6 +185,9 @@ impl Config {
                 .ok_or_else(|| err("ASSETGEN_QUEUE_DUPLICATES", format!("{v:?} is not 1 to 10")))?,
             None => 1,
         };
+        let oidc_jwks_url =
+            get("ASSETGEN_OIDC_JWKS_URL").unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/certs".to_owned());
+        url::Url::parse(&oidc_jwks_url).map_err(|e| err("ASSETGEN_OIDC_JWKS_URL", format!("not a URL: {e}")))?;
         let public_url = get("ASSETGEN_PUBLIC_URL")
             .map(|u| url::Url::parse(&u).map_err(|e| err("ASSETGEN_PUBLIC_URL", format!("not a URL: {e}"))))
             .transpose()?;
@@ -196,6 +210,12 @@ impl Config {
             public_url,
             lease_ttl,
             queue_duplicates,
+            oidc_audience: get("ASSETGEN_OIDC_AUDIENCE"),
+            oidc_jwks_url,
+            push_service_account: get("ASSETGEN_PUSH_SA").map(|s| s.to_ascii_lowercase()),
+            capability_secret: get("ASSETGEN_CAPABILITY_SECRET").map(Secret),
+            gcp_project: get("GOOGLE_CLOUD_PROJECT"),
+            gcp_location: get("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "global".to_owned()),
         })
     }
 

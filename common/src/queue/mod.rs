@@ -3,11 +3,13 @@
 
 mod envelope;
 mod local_push;
+mod pubsub;
 
 pub use envelope::{
     DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, EnvelopeError, PushEnvelope, PushMessage, RowMessage,
 };
 pub use local_push::{LocalPushConfig, LocalPushQueue, QueueStats};
+pub use pubsub::{PubSubPolicy, PubSubQueue};
 
 use async_trait::async_trait;
 

@@ -55,6 +55,26 @@ pub fn finish(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// A function's whole app: its routes, `/openapi.json` generated from them, health, and problems
+/// for everything else.
+pub fn app(api: utoipa_axum::router::OpenApiRouter, store: Arc<dyn ObjectStore>, title: &str) -> Router {
+    let (router, mut doc) = api.split_for_parts();
+    doc.info.title = title.to_owned();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let doc = Arc::new(doc);
+    let router = router
+        .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))
+        .merge(health_routes(store));
+    finish(router)
+}
+
+/// Binds `0.0.0.0:PORT` (Cloud Run sends traffic there) and serves until SIGTERM.
+pub async fn listen(port: u16, app: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    tracing::info!(port = listener.local_addr()?.port(), "listening");
+    serve(listener, app).await
+}
+
 /// Serves until SIGTERM (Cloud Run's stop signal) or Ctrl-C, then lets in-flight requests finish.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await

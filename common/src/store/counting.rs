@@ -42,7 +42,13 @@ impl ObjectStore for CountingStore {
         self.inner.get(name).await
     }
 
-    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError> {
+    async fn put(
+        &self,
+        name: &str,
+        body: Bytes,
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError> {
         self.calls.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put(name, body, content_type, when).await
     }

@@ -6,11 +6,13 @@
 //! concurrency control in assetgen is built on these two.
 
 pub mod contract;
+mod counting;
 mod file;
 mod gcs;
 mod json;
 mod memory;
 
+pub use counting::{CountingStore, StoreCalls};
 pub use file::FileStore;
 pub use gcs::{GcsRetry, GcsStore};
 pub use json::{JsonObject, read_json, update_json, write_json};

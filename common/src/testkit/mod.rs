@@ -12,6 +12,8 @@ use async_trait::async_trait;
 
 mod fake_gcs;
 pub use fake_gcs::{FakeGcs, fake_gcs_binary};
+mod pubsub_emulator;
+pub use pubsub_emulator::{PubSubEmulator, PulledMessage, SubscriptionSpec, pubsub_emulator_binary};
 use std::sync::{Arc, Mutex};
 
 /// A queue that records what was published and delivers nothing.

@@ -6,20 +6,16 @@ use anyhow::Context;
 use assetgen_common::auth::DevAuth;
 use assetgen_common::budget::{DailyBudget, UserLimits};
 use assetgen_common::config::{Config, GeminiBackend, Profile, StoreUrl};
-use assetgen_common::domain::BatchId;
 use assetgen_common::model::{GeminiModel, GeminiTimeouts, ImageModel};
 use assetgen_common::pipeline::{Parts, Pipeline};
-use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::shim;
-use assetgen_common::store::{FileStore, GcsStore, MemoryStore, ObjectStore};
+use assetgen_common::store::{CountingStore, FileStore, GcsStore, MemoryStore, ObjectStore};
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
 use axum::Json;
-use axum::extract::Path;
-use axum::response::Redirect;
 use axum::routing::get;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,7 +66,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shim::init_logging(shim::LogFormat::Text);
     let config = Config::from_env(Profile::Local).context("configuration")?;
     let live = if args.live { Some(live_model(&config)?) } else { None };
-    let store = open_store(&config).await?;
+    let mut store = open_store(&config).await?;
+    if std::env::var_os("ASSETGEN_STORE_STATS").is_some() {
+        // Operators' and benchmarks' view of what the store is asked, every 10 s on stderr.
+        let counting = Arc::new(CountingStore::new(store));
+        let calls = counting.calls.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let (gets, puts, lists, deletes) = calls.snapshot();
+                eprintln!("store calls so far: gets={gets} puts={puts} lists={lists} deletes={deletes}");
+            }
+        });
+        store = counting;
+    }
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("binding {}:{} (is another assetgen running? set PORT)", args.host, args.port))?;
@@ -97,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     parts.ref_policy = config.ref_policy(Profile::Local);
     parts.default_model = config.gemini_model.clone();
     parts.lease_ttl = config.lease_ttl;
+    let ref_fetch = parts.fetch.clone();
     let pipeline = Pipeline::assemble(parts);
 
     let submit = SubmitState {
@@ -112,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth,
         public_url: config.public_url.clone(),
         config: RelayConfig::default(),
+        ref_fetch,
     };
     let app = app(submit, generate, relay, store.clone());
 
@@ -149,12 +161,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Only a parsed batch id goes into the `Location` header (a raw path segment could hold anything).
-async fn progress_page(Path(id): Path<String>) -> Result<Redirect, Problem> {
-    let id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
-    Ok(Redirect::temporary(&format!("/v1/batches/{id}")))
-}
-
 /// The one-process app: the three functions' routers, `/openapi.json`, health, problems.
 pub fn app(
     submit: SubmitState,
@@ -173,8 +179,6 @@ pub fn app(
     let api = Arc::new(api);
     let router = router
         .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
-        // The progress page comes with the web issue; until then its link shows the batch's status.
-        .route("/b/{id}", get(progress_page))
         .merge(shim::health_routes(store));
     shim::finish(router)
 }

@@ -1,10 +1,14 @@
-//! The relay function: live progress over SSE, and image links. It only reads the store.
+//! The relay function: live progress over SSE, image links, the pages (progress, references) and
+//! the reference library. Apart from references, it only reads the store.
 
 mod events;
 pub mod hub;
 mod images;
+pub mod refs;
+mod web;
 
 use assetgen_common::auth::Authenticator;
+use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::ObjectStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,15 +46,25 @@ pub struct RelayState {
     pub auth: Arc<dyn Authenticator>,
     pub public_url: Option<url::Url>,
     pub config: RelayConfig,
+    /// How `POST /v1/refs/fetch` fetches a reference: the row worker's policy (address rules, size cap).
+    pub ref_fetch: FetchPolicy,
 }
 
-/// `GET /v1/batches/{id}/events`, `GET /v1/images/{batch}/{scene_id}/{variant}`.
+/// `GET /v1/batches/{id}/events`, `GET /v1/images/{batch}/{scene_id}/{variant}`, the reference
+/// library under `/v1/refs`, and the pages: `/b/{batch_id}`, `/refs` and their files under `/web/`.
 pub fn router(state: Arc<RelayState>) -> OpenApiRouter {
     // One hub per router: every client of a batch on this instance shares one tail.
     let hub = Arc::new(hub::TailHub::new(state.store.clone(), state.config.clone()));
     OpenApiRouter::new()
         .routes(routes!(events::batch_events))
         .routes(routes!(images::image))
+        .routes(routes!(refs::list_refs, refs::upload_ref))
+        .routes(routes!(refs::fetch_ref))
+        .routes(routes!(refs::get_ref))
+        .routes(routes!(refs::get_global_set, refs::put_global_set))
+        .route("/b/{id}", axum::routing::get(web::progress_page))
+        .route("/refs", axum::routing::get(web::refs_page))
+        .route("/web/{file}", axum::routing::get(web::asset))
         .layer(axum::Extension(hub))
         .with_state(state)
 }

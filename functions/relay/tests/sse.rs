@@ -3,6 +3,7 @@
 use assetgen_common::auth::DevAuth;
 use assetgen_common::generation::RowWorker;
 use assetgen_common::queue::RowMessage;
+use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit;
 use assetgen_relay::{RelayConfig, RelayState, router};
@@ -32,7 +33,8 @@ async fn rig(rows: usize) -> Rig {
 }
 
 fn app(store: Arc<dyn ObjectStore>, config: RelayConfig) -> axum::Router {
-    let state = RelayState { store, auth: Arc::new(DevAuth), public_url: None, config };
+    let state =
+        RelayState { store, auth: Arc::new(DevAuth), public_url: None, config, ref_fetch: FetchPolicy::default() };
     router(Arc::new(state)).split_for_parts().0
 }
 

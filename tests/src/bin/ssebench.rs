@@ -23,7 +23,12 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 fn proc_stat(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).context("VmRSS")?.parse()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("VmRSS")?
+        .parse()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
     let ticks = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?; // utime + stime
@@ -61,7 +66,9 @@ async fn main() -> anyhow::Result<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("store calls so far: ") {
-                let num = |k: &str| rest.split_whitespace().find_map(|p| p.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let num = |k: &str| {
+                    rest.split_whitespace().find_map(|p| p.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap_or(0)
+                };
                 seen.lock().expect("lock").push((Instant::now(), num("gets="), num("lists=")));
             }
         }
@@ -74,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, events, written, latencies, connected) = (client.clone(), events.clone(), written.clone(), latencies.clone(), connected.clone());
+        let (client, events, written, latencies, connected) =
+            (client.clone(), events.clone(), written.clone(), latencies.clone(), connected.clone());
         tasks.push(tokio::spawn(async move {
             let response = client.get(&events).send().await?;
             let mut stream = response.bytes_stream().eventsource();
@@ -99,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
             bail!("stream ended before done")
         }));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(60), connected.acquire_many(CLIENTS as u32)).await.context("clients did not all connect")??;
+    let _ = tokio::time::timeout(Duration::from_secs(60), connected.acquire_many(CLIENTS as u32))
+        .await
+        .context("clients did not all connect")??;
     let (rss_idle, ticks_start) = proc_stat(pid)?;
     let started = Instant::now();
     let calls_before = calls.lock().expect("lock").last().copied();
@@ -131,16 +141,32 @@ async fn main() -> anyhow::Result<()> {
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     let clk = 100.0; // USER_HZ on Linux
     let cpu = (ticks_end - ticks_start) as f64 / clk / elapsed.as_secs_f64() * 100.0;
-    println!("relay load driver: {CLIENTS} SSE clients on one batch, {ROWS} row updates {} ms apart (release, file store, loopback)", WRITE_EVERY.as_millis());
+    println!(
+        "relay load driver: {CLIENTS} SSE clients on one batch, {ROWS} row updates {} ms apart (release, file store, loopback)",
+        WRITE_EVERY.as_millis()
+    );
     println!("| measure | value |");
     println!("|---|---|");
     println!("| row events delivered | {} of {} |", lat.len(), CLIENTS * ROWS);
-    println!("| delivery latency p50 / p95 / max | {:.0} ms / {:.0} ms / {:.0} ms |", pct(0.5).as_secs_f64() * 1e3, pct(0.95).as_secs_f64() * 1e3, pct(1.0).as_secs_f64() * 1e3);
-    println!("| server RSS with {CLIENTS} clients connected / at the end | {:.1} MiB / {:.1} MiB |", rss_idle as f64 / 1024.0, rss_end as f64 / 1024.0);
+    println!(
+        "| delivery latency p50 / p95 / max | {:.0} ms / {:.0} ms / {:.0} ms |",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.95).as_secs_f64() * 1e3,
+        pct(1.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "| server RSS with {CLIENTS} clients connected / at the end | {:.1} MiB / {:.1} MiB |",
+        rss_idle as f64 / 1024.0,
+        rss_end as f64 / 1024.0
+    );
     println!("| server CPU during the {:.1} s of updates | {cpu:.0}% of one core |", elapsed.as_secs_f64());
     if let (Some((t0, g0, l0)), Some((t1, g1, l1))) = (calls_before, calls_after) {
         let secs = (t1 - t0).as_secs_f64().max(1.0);
-        println!("| store reads per second (lists + gets), over {secs:.0} s | {:.1} lists/s + {:.1} gets/s |", (l1 - l0) as f64 / secs, (g1 - g0) as f64 / secs);
+        println!(
+            "| store reads per second (lists + gets), over {secs:.0} s | {:.1} lists/s + {:.1} gets/s |",
+            (l1 - l0) as f64 / secs,
+            (g1 - g0) as f64 / secs
+        );
     }
     Ok(())
 }

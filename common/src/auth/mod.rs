@@ -1,5 +1,22 @@
 //! Who is calling. The port is [`Authenticator`]; locally [`DevAuth`] trusts a header, in the cloud
 //! the OIDC verifier checks Google ID tokens.
+//!
+//! - [`OidcAuth`]: users, a Google ID token on the [`AllowList`] (`ASSETGEN_ALLOWED`).
+//! - [`PushAuth`]: Pub/Sub push, a Google ID token of `ASSETGEN_PUSH_SA`.
+//! - [`CapabilityTokens`] and [`BatchAuth`]: a browser's `?access_token=` for one batch.
+//! - [`JwksCache`]: the signing keys both OIDC checks share.
+
+mod allow;
+mod capability;
+mod jwks;
+mod oidc;
+
+pub use allow::AllowList;
+pub use capability::{
+    BatchAuth, CapabilityTokens, DEFAULT_CAPABILITY_TTL, MIN_CAPABILITY_SECRET_BYTES, WeakCapabilitySecret,
+};
+pub use jwks::{GOOGLE_JWKS_URL, JwksCache, JwksOptions, KeyError};
+pub use oidc::{GOOGLE_ISSUERS, OIDC_LEEWAY_SECS, OidcAuth, OidcVerifier, PushAuth, bearer_token};
 
 use crate::domain::UserId;
 use crate::problem::Problem;

@@ -1,0 +1,140 @@
+//! The cloud functions' wiring: from the typed [`Config`] to the adapters each `main` needs. A
+//! missing or wrong setting stops the process at start with a message naming the variable.
+
+use crate::auth::{Authenticator, CapabilityTokens, DevAuth, OidcAuth, PushAuth};
+use crate::budget::{DailyBudget, UserLimits};
+use crate::config::{AuthMode, Config, GeminiBackend, Profile, QueueUrl, StoreUrl};
+use crate::model::{AdcTokenSource, GeminiModel, GeminiTimeouts, ImageModel};
+use crate::pipeline::Parts;
+use crate::queue::{PubSubQueue, RowQueue};
+use crate::refs::fetch::FetchPolicy;
+use crate::store::{FileStore, GcsStore, MemoryStore, ObjectStore};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct SetupError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn setup(variable: &'static str, problem: impl std::fmt::Display) -> SetupError {
+    SetupError { variable, problem: problem.to_string() }
+}
+
+pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>, SetupError> {
+    Ok(match &config.store {
+        StoreUrl::File(path) => Arc::new(FileStore::open(path).map_err(|e| setup("ASSETGEN_STORE", e))?),
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::Gcs { bucket } => {
+            let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty());
+            Arc::new(GcsStore::connect(bucket, emulator.as_deref()).await.map_err(|e| setup("ASSETGEN_STORE", e))?)
+        }
+    })
+}
+
+/// The row queue: Pub/Sub. The in-process queue needs `assetgen serve` to deliver its messages.
+pub async fn queue(config: &Config) -> Result<Arc<dyn RowQueue>, SetupError> {
+    match &config.queue {
+        QueueUrl::PubSub { project, topic } => {
+            let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty());
+            Ok(Arc::new(
+                PubSubQueue::connect(project, topic, emulator.as_deref())
+                    .await
+                    .map_err(|e| setup("ASSETGEN_QUEUE", e))?,
+            ))
+        }
+        QueueUrl::Local => Err(setup(
+            "ASSETGEN_QUEUE",
+            "a cloud function needs pubsub://projects/P/topics/T (local is for `assetgen serve`)",
+        )),
+    }
+}
+
+/// The live image model, if one is configured (a Developer API key, or Vertex with a project).
+pub fn live_model(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupError> {
+    let timeouts = GeminiTimeouts::default();
+    match config.gemini_backend {
+        GeminiBackend::Developer => match &config.gemini_api_key {
+            Some(key) => Ok(Some(Arc::new(
+                GeminiModel::developer(key.clone(), config.gemini_base_url.clone(), timeouts)
+                    .map_err(|e| setup("GEMINI_BASE_URL", e))?,
+            ))),
+            None => Ok(None),
+        },
+        GeminiBackend::Vertex => {
+            let project = config
+                .gcp_project
+                .clone()
+                .ok_or_else(|| setup("GOOGLE_CLOUD_PROJECT", "GEMINI_BACKEND=vertex needs a project"))?;
+            let tokens = Arc::new(AdcTokenSource::new().map_err(|e| setup("GOOGLE_APPLICATION_CREDENTIALS", e))?);
+            let model = GeminiModel::vertex(
+                project,
+                config.gcp_location.clone(),
+                tokens,
+                config.gemini_base_url.clone(),
+                timeouts,
+            )
+            .map_err(|e| setup("GOOGLE_CLOUD_LOCATION", e))?;
+            Ok(Some(Arc::new(model)))
+        }
+    }
+}
+
+/// Who may call the user-facing endpoints.
+pub fn user_auth(config: &Config) -> Result<Arc<dyn Authenticator>, SetupError> {
+    match config.auth {
+        AuthMode::Dev => {
+            tracing::warn!("ASSETGEN_AUTH=dev: every caller is trusted as X-Assetgen-User; never deploy this");
+            Ok(Arc::new(DevAuth))
+        }
+        AuthMode::Oidc => {
+            let audience = config
+                .oidc_audience
+                .clone()
+                .ok_or_else(|| setup("ASSETGEN_OIDC_AUDIENCE", "not set; use the service URL"))?;
+            Ok(Arc::new(OidcAuth::new(audience, config.oidc_jwks_url.clone(), config.allowed.clone())))
+        }
+    }
+}
+
+/// Who may push rows: Pub/Sub's service account.
+pub fn push_auth(config: &Config) -> Result<Arc<dyn Authenticator>, SetupError> {
+    match config.auth {
+        AuthMode::Dev => Ok(Arc::new(DevAuth)),
+        AuthMode::Oidc => {
+            let audience = config
+                .oidc_audience
+                .clone()
+                .ok_or_else(|| setup("ASSETGEN_OIDC_AUDIENCE", "not set; use the service URL"))?;
+            Ok(Arc::new(PushAuth::new(audience, config.oidc_jwks_url.clone(), config.push_service_account.clone())))
+        }
+    }
+}
+
+/// Browsers' per-batch capability tokens (EventSource cannot send headers).
+pub fn capability_tokens(config: &Config) -> Result<Option<CapabilityTokens>, SetupError> {
+    config
+        .capability_secret
+        .as_ref()
+        .map(|secret| CapabilityTokens::new(secret).map_err(|e| setup("ASSETGEN_CAPABILITY_SECRET", e)))
+        .transpose()
+}
+
+/// The pipeline's parts for a cloud function.
+pub async fn parts(config: &Config) -> Result<Parts, SetupError> {
+    let store = store(config).await?;
+    let queue = queue(config).await?;
+    let budget = Arc::new(DailyBudget {
+        store: store.clone(),
+        limits: UserLimits { default: config.daily_limit, overrides: config.user_limits.clone() },
+    });
+    let mut parts = Parts::new(store, queue, budget);
+    parts.live = live_model(config)?;
+    parts.fetch = FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() };
+    parts.limits = config.limits;
+    parts.ref_policy = config.ref_policy(Profile::Cloud);
+    parts.default_model = config.gemini_model.clone();
+    parts.lease_ttl = config.lease_ttl;
+    Ok(parts)
+}

@@ -1,0 +1,47 @@
+//! The generate function on Cloud Run: a push endpoint for rows, or — when run as a Cloud Run job
+//! (`CLOUD_RUN_TASK_INDEX` is set, or `--job`) — the sweep, ledger compaction and bulk re-runs.
+
+mod job;
+
+use assetgen_common::config::{Config, Profile};
+use assetgen_common::domain::BatchId;
+use assetgen_common::pipeline::Pipeline;
+use assetgen_common::{cloud, shim};
+use assetgen_generate::{GenerateState, router};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shim::init_logging(shim::LogFormat::CloudJson);
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "generate stopped");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env(Profile::Cloud)?;
+    let parts = cloud::parts(&config).await?;
+    let store = parts.store.clone();
+    let pipeline = Pipeline::assemble(parts);
+    let as_job = std::env::var_os("CLOUD_RUN_TASK_INDEX").is_some() || std::env::args().any(|a| a == "--job");
+    if as_job {
+        let task = job::Task::from_env()?;
+        return match std::env::var("ASSETGEN_JOB_BATCH").ok().filter(|b| !b.trim().is_empty()) {
+            Some(batch) => {
+                let batch = BatchId::parse(&batch).map_err(|e| format!("ASSETGEN_JOB_BATCH: {e}"))?;
+                let report = job::rerun_batch(&pipeline, store.as_ref(), &batch, task).await?;
+                tracing::info!(?report, ?task, "batch re-run");
+                Ok(())
+            }
+            None => Ok(job::scheduled(&pipeline, store, task).await?),
+        };
+    }
+    let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)? };
+    shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen generate")).await?;
+    Ok(())
+}

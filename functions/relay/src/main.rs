@@ -1,0 +1,35 @@
+//! The relay function on Cloud Run: live progress over SSE, image links, the pages and the
+//! reference library. It only reads the store (and writes references).
+
+use assetgen_common::config::{Config, Profile};
+use assetgen_common::refs::fetch::FetchPolicy;
+use assetgen_common::{cloud, shim};
+use assetgen_relay::{RelayConfig, RelayState, router};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shim::init_logging(shim::LogFormat::CloudJson);
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "relay stopped");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env(Profile::Cloud)?;
+    let store = cloud::store(&config).await?;
+    let state = RelayState {
+        store: store.clone(),
+        auth: cloud::user_auth(&config)?,
+        public_url: config.public_url.clone(),
+        config: RelayConfig::default(),
+        ref_fetch: FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() },
+    };
+    shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen relay")).await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+// The progress page's state, fed by the relay's events (common/src/events.rs): `snapshot` and
+// `done` carry a whole BatchView, `row` one RowView, `batch` the header (BatchProgress). Pure: no
+// DOM, so it is tested in Node.
+
+export const TERMINAL_BATCH = new Set(['succeeded', 'completed_with_failures', 'failed', 'cancelled']);
+export const TERMINAL_ROW = new Set(['succeeded', 'failed', 'cancelled']);
+export const LOG_LIMIT = 50;
+
+export class BatchModel {
+  constructor(batchId) {
+    this.batchId = batchId;
+    this.view = null; // BatchView without rows
+    this.rows = new Map(); // row number → RowView
+    this.lastEventId = null; // highest numeric event id seen
+    this.finishedAt = null; // when this page saw the batch end (ms)
+    this.endedBeforeLoad = false;
+    this.log = []; // newest first, at most LOG_LIMIT
+  }
+
+  get status() {
+    return this.view ? this.view.status : 'loading';
+  }
+
+  get terminal() {
+    return TERMINAL_BATCH.has(this.status);
+  }
+
+  get totals() {
+    return this.view ? this.view.totals : null;
+  }
+
+  /** Rows in row order. */
+  sortedRows() {
+    return [...this.rows.values()].sort((a, b) => a.row - b.row);
+  }
+
+  /**
+   * Applies one event; returns the log line it made. `id` is the SSE id (a numeric cursor).
+   * Events are idempotent, so one seen twice after a reconnect changes nothing.
+   */
+  apply(name, data, id, now = Date.now()) {
+    const cursor = Number(id);
+    if (id !== undefined && id !== null && id !== '' && Number.isFinite(cursor)) {
+      this.lastEventId = this.lastEventId === null ? cursor : Math.max(this.lastEventId, cursor);
+    }
+    const wasTerminal = this.terminal;
+    let text;
+    switch (name) {
+      case 'snapshot':
+      case 'done': {
+        this.setView(data);
+        if (name === 'snapshot' && this.terminal && this.finishedAt === null) this.endedBeforeLoad = true;
+        text =
+          name === 'snapshot'
+            ? `${data.totals.rows} rows, ${data.totals.images_done}/${data.totals.images_total} images, ${label(data.status)}`
+            : `batch ended: ${label(data.status)}`;
+        break;
+      }
+      case 'row': {
+        this.rows.set(data.row, data);
+        const images = `${data.images.length}/${data.variants} images`;
+        const error = data.error ? ` — ${data.error.code}` : '';
+        text = `${data.scene_id}: ${label(data.status)} (${images}, attempt ${data.attempts})${error}`;
+        break;
+      }
+      case 'batch': {
+        if (this.view) {
+          this.view = { ...this.view, status: data.status, totals: data.totals, cost_usd: data.cost_usd };
+        }
+        const t = data.totals;
+        text = `${t.images_done}/${t.images_total} images, ${t.succeeded} done, ${t.failed} failed, ${t.cancelled} cancelled`;
+        break;
+      }
+      default:
+        text = name;
+    }
+    if (!wasTerminal && this.terminal && this.finishedAt === null && !this.endedBeforeLoad) this.finishedAt = now;
+    if (!this.terminal) {
+      // Running again (a retry): the clock runs again too.
+      this.finishedAt = null;
+      this.endedBeforeLoad = false;
+    }
+    this.addLog(name, text, id, now);
+    return text;
+  }
+
+  setView(view) {
+    const { rows, ...rest } = view;
+    this.view = rest;
+    this.rows = new Map(rows.map((r) => [r.row, r]));
+  }
+
+  addLog(kind, text, id = null, now = Date.now()) {
+    this.log.unshift({ kind, text, id: id === undefined ? null : id, at: now });
+    if (this.log.length > LOG_LIMIT) this.log.length = LOG_LIMIT;
+  }
+
+  /** Header figures: what the page shows above the rows. */
+  summary(now = Date.now()) {
+    const v = this.view;
+    if (!v) return null;
+    const t = v.totals;
+    const created = Date.parse(v.created_at);
+    const end = this.finishedAt ?? now;
+    const elapsedMs = this.endedBeforeLoad ? null : Math.max(0, end - created);
+    return {
+      status: v.status,
+      rows: t.rows,
+      imagesDone: t.images_done,
+      imagesTotal: t.images_total,
+      failures: t.failed,
+      cancelled: t.cancelled,
+      running: t.running,
+      queued: t.queued,
+      succeeded: t.succeeded,
+      costUsd: v.cost_usd,
+      estimateUsd: v.estimate.usd,
+      estimateIfLiveUsd: v.estimate.usd_if_live,
+      runMode: v.run_mode,
+      model: v.model,
+      elapsedMs,
+      etaMs: this.terminal ? 0 : eta(elapsedMs, t.images_done, t.images_total),
+      percent: t.images_total > 0 ? Math.round((100 * t.images_done) / t.images_total) : 0,
+    };
+  }
+
+  /** Every image slot, in row then variant order: a link once the image exists. */
+  gallery() {
+    const tiles = [];
+    for (const r of this.sortedRows()) {
+      for (let v = 1; v <= r.variants; v += 1) {
+        const url = r.images[v - 1] || null;
+        // A row that ended without this image will not get it: no empty slot for it.
+        if (!url && TERMINAL_ROW.has(r.status)) continue;
+        tiles.push({ key: `${r.row}-${v}`, row: r.row, sceneId: r.scene_id, variant: v, url, status: r.status });
+      }
+    }
+    return tiles;
+  }
+
+  /** Statuses by row number: what a person compares with `GET /v1/batches/{id}`. */
+  rowStatuses() {
+    return Object.fromEntries(this.sortedRows().map((r) => [r.row, r.status]));
+  }
+}
+
+/**
+ * Time left, from the pace so far: images still to make × time per image made. Unknown (null)
+ * before the first image or when the elapsed time is unknown.
+ */
+export function eta(elapsedMs, done, total) {
+  if (elapsedMs === null || elapsedMs === undefined || !(done > 0) || !(total > 0)) return null;
+  if (done >= total) return 0;
+  return (elapsedMs / done) * (total - done);
+}
+
+export function label(status) {
+  return String(status || '').replaceAll('_', ' ');
+}

@@ -1,0 +1,260 @@
+// The page's logic without a browser: the batch model fed by events, and the reconnecting
+// connection driven by a fake EventSource and fake timers.
+
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { BatchModel, eta, LOG_LIMIT } from '../progress-model.js';
+import { LiveConnection, backoffDelay, BACKOFF_CAP_MS } from '../connection.js';
+
+function rowView(row, status, images = 0, variants = 2, extra = {}) {
+  return {
+    row,
+    scene_id: `S${row}`,
+    status,
+    attempts: status === 'queued' ? 0 : 1,
+    variants,
+    images: Array.from({ length: images }, (_, i) => `/v1/images/b/S${row}/${i + 1}`),
+    objects: [],
+    refs: [],
+    cost_usd: 0,
+    ...extra,
+  };
+}
+
+function batchView(status, rows, createdAt = '2025-01-01T00:00:00Z') {
+  const totals = { rows: rows.length, queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, images_done: 0, images_total: 0 };
+  for (const r of rows) {
+    totals[r.status] += 1;
+    totals.images_done += r.images.length;
+    totals.images_total += r.variants;
+  }
+  return {
+    batch_id: 'b',
+    status,
+    created_at: createdAt,
+    run_mode: 'dry_run',
+    model: 'gemini-2.5-flash-image',
+    estimate: { images: totals.images_total, usd: 0, usd_if_live: 0.156 },
+    totals,
+    cost_usd: 0,
+    rows,
+  };
+}
+
+describe('BatchModel', () => {
+  test('a snapshot, row and batch events and done build the page state', () => {
+    const m = new BatchModel('b');
+    const t0 = Date.parse('2025-01-01T00:00:00Z');
+    m.apply('snapshot', batchView('queued', [rowView(0, 'queued'), rowView(1, 'queued')]), '10', t0 + 1000);
+    assert.equal(m.status, 'queued');
+    assert.equal(m.gallery().length, 4, 'a slot for every expected image');
+    assert.equal(m.gallery().filter((t) => t.url).length, 0);
+
+    m.apply('row', rowView(0, 'succeeded', 2), '15', t0 + 4000);
+    const after = batchView('running', [rowView(0, 'succeeded', 2), rowView(1, 'running')]);
+    m.apply('batch', { batch_id: 'b', status: 'running', totals: after.totals, cost_usd: 0 }, '15', t0 + 4000);
+    const s = m.summary(t0 + 4000);
+    assert.deepEqual([s.imagesDone, s.imagesTotal, s.percent, s.elapsedMs], [2, 4, 50, 4000]);
+    assert.equal(s.etaMs, 4000, 'two images in 4 s: two more take 4 s');
+    assert.equal(m.lastEventId, 15);
+
+    // A failed row keeps no empty slots; the error and its advice stay on the row.
+    const error = { code: 'REF_FETCH_FAILED', detail: 'HTTP 404', advice: 'Check the URL' };
+    m.apply('row', rowView(1, 'failed', 0, 2, { error }), '20', t0 + 6000);
+    assert.equal(m.gallery().length, 2);
+    assert.equal(m.rows.get(1).error.code, 'REF_FETCH_FAILED');
+
+    const end = batchView('completed_with_failures', [rowView(0, 'succeeded', 2), rowView(1, 'failed', 0, 2, { error })]);
+    m.apply('done', end, '20', t0 + 6000);
+    assert.equal(m.terminal, true);
+    assert.equal(m.summary(t0 + 60000).elapsedMs, 6000, 'the clock stops when the batch ends');
+    assert.deepEqual(m.rowStatuses(), { 0: 'succeeded', 1: 'failed' });
+    assert.deepEqual(
+      m.log.map((l) => l.kind),
+      ['done', 'row', 'batch', 'row', 'snapshot'],
+      'newest first',
+    );
+  });
+
+  test('ids only move forward and the same event twice changes nothing', () => {
+    const m = new BatchModel('b');
+    m.apply('snapshot', batchView('running', [rowView(0, 'running')]), '30');
+    m.apply('row', rowView(0, 'succeeded', 2), '40');
+    m.apply('row', rowView(0, 'succeeded', 2), '40');
+    m.apply('batch', { batch_id: 'b', status: 'running', totals: batchView('running', [rowView(0, 'succeeded', 2)]).totals, cost_usd: 0 }, '35');
+    assert.equal(m.lastEventId, 40);
+    assert.equal(m.rows.size, 1);
+    assert.equal(m.rows.get(0).status, 'succeeded');
+  });
+
+  test('a batch that ended before the page opened has no elapsed time; a retry starts the clock', () => {
+    const m = new BatchModel('b');
+    const view = batchView('failed', [rowView(0, 'failed')]);
+    m.apply('snapshot', view, '5');
+    assert.equal(m.summary().elapsedMs, null);
+    m.apply('row', rowView(0, 'queued'), '6');
+    m.apply('batch', { batch_id: 'b', status: 'queued', totals: batchView('queued', [rowView(0, 'queued')]).totals, cost_usd: 0 }, '6');
+    assert.equal(m.terminal, false);
+    assert.notEqual(m.summary().elapsedMs, null);
+  });
+
+  test('the log keeps the last 50 entries', () => {
+    const m = new BatchModel('b');
+    m.apply('snapshot', batchView('running', [rowView(0, 'running')]), '1');
+    for (let i = 0; i < 80; i += 1) m.apply('row', rowView(0, 'running'), String(i + 2));
+    assert.equal(m.log.length, LOG_LIMIT);
+    assert.equal(m.log[0].id, '81');
+  });
+
+  test('eta is unknown before the first image and zero at the end', () => {
+    assert.equal(eta(5000, 0, 10), null);
+    assert.equal(eta(null, 2, 10), null);
+    assert.equal(eta(5000, 10, 10), 0);
+    assert.equal(eta(5000, 5, 10), 5000);
+  });
+});
+
+// A fake EventSource and clock: the test decides when connections open, fail and deliver.
+class FakeSource {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+  static all = [];
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = FakeSource.CONNECTING;
+    this.listeners = {};
+    this.closed = false;
+    FakeSource.all.push(this);
+  }
+
+  addEventListener(name, f) {
+    (this.listeners[name] ||= []).push(f);
+  }
+
+  close() {
+    this.closed = true;
+    this.readyState = FakeSource.CLOSED;
+  }
+
+  open() {
+    this.readyState = FakeSource.OPEN;
+    this.onopen?.();
+  }
+
+  /** The stream dropped; `retrying` = the browser will reconnect by itself. */
+  fail(retrying) {
+    this.readyState = retrying ? FakeSource.CONNECTING : FakeSource.CLOSED;
+    this.onerror?.();
+  }
+
+  emit(name, data, id) {
+    for (const f of this.listeners[name] || []) f({ data: JSON.stringify(data), lastEventId: id });
+  }
+}
+
+function fakeTimers() {
+  const pending = [];
+  return {
+    pending,
+    setTimeout: (f, ms) => {
+      const t = { f, ms };
+      pending.push(t);
+      return t;
+    },
+    clearTimeout: (t) => {
+      const i = pending.indexOf(t);
+      if (i >= 0) pending.splice(i, 1);
+    },
+    runNext() {
+      const t = pending.shift();
+      t.f();
+      return t.ms;
+    },
+  };
+}
+
+describe('LiveConnection', () => {
+  test('backoff doubles from 1 s and never passes 30 s', () => {
+    const mid = () => 0.5;
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 12].map((n) => backoffDelay(n, mid)), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    for (let n = 1; n < 40; n += 1) {
+      assert.ok(backoffDelay(n, () => 1) <= BACKOFF_CAP_MS);
+      assert.ok(backoffDelay(n, () => 0) >= 800);
+    }
+  });
+
+  test('a dropped stream is left to EventSource once, then reopened with backoff and the last id', () => {
+    FakeSource.all = [];
+    const timers = fakeTimers();
+    const states = [];
+    const events = [];
+    const c = new LiveConnection('/v1/batches/b/events', {
+      EventSourceImpl: FakeSource,
+      timers,
+      random: () => 0.5,
+      onState: (s, d) => states.push([s, d.retryInMs ?? null]),
+      onEvent: (name, data, id) => events.push([name, id]),
+    });
+    c.start();
+    const first = FakeSource.all[0];
+    assert.equal(first.url, '/v1/batches/b/events');
+    first.open();
+    first.emit('snapshot', { rows: [] }, '100');
+    first.emit('row', { row: 0 }, '120');
+    assert.equal(c.lastEventId, 120);
+
+    // The relay closed the stream (retry hint): EventSource reconnects by itself.
+    first.fail(true);
+    assert.deepEqual(states.at(-1), ['reconnecting', null]);
+    assert.equal(first.closed, false);
+    assert.equal(timers.pending.length, 0);
+    first.open();
+    assert.equal(states.at(-1)[0], 'connected');
+
+    // The server went away: the browser's own attempt fails too, so the page takes over.
+    first.fail(true);
+    first.fail(false);
+    assert.equal(first.closed, true);
+    assert.deepEqual(states.at(-1), ['reconnecting', 2000]);
+    assert.equal(timers.runNext(), 2000);
+    const second = FakeSource.all[1];
+    assert.equal(second.url, '/v1/batches/b/events?last_event_id=120');
+    second.fail(false);
+    assert.equal(timers.runNext(), 4000);
+    FakeSource.all[2].fail(false);
+    assert.equal(timers.runNext(), 8000);
+    const fourth = FakeSource.all[3];
+    fourth.open();
+    assert.equal(states.at(-1)[0], 'connected');
+    fourth.emit('row', { row: 1 }, '130');
+    fourth.emit('done', { rows: [] }, '130');
+    assert.deepEqual(events.map((e) => e[0]), ['snapshot', 'row', 'row', 'done']);
+
+    // Events of a source that was replaced are ignored.
+    first.emit('row', { row: 9 }, '999');
+    assert.equal(c.lastEventId, 130);
+
+    c.finish();
+    assert.equal(fourth.closed, true);
+    assert.equal(states.at(-1)[0], 'finished');
+    c.resume();
+    assert.equal(FakeSource.all[4].url, '/v1/batches/b/events?last_event_id=130');
+  });
+
+  test('the wait between attempts stays at the cap however long the server is away', () => {
+    FakeSource.all = [];
+    const timers = fakeTimers();
+    const c = new LiveConnection('/e', { EventSourceImpl: FakeSource, timers, random: () => 0.5 });
+    c.start();
+    const waits = [];
+    for (let i = 0; i < 10; i += 1) {
+      FakeSource.all.at(-1).fail(false);
+      waits.push(timers.runNext());
+    }
+    assert.deepEqual(waits, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000]);
+    c.stop();
+    assert.equal(timers.pending.length, 0);
+  });
+});
