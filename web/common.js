@@ -18,6 +18,20 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+/**
+ * The page's capability token, when it was opened from a link that carries one
+ * (`/b/{id}?access_token=…`): a browser sends no Authorization header to EventSource or <img>,
+ * so every request for this batch carries the token in its query instead.
+ */
+const accessToken = new URLSearchParams(globalThis.location?.search || '').get('access_token');
+
+/** `url` with the page's capability token added, if there is one. */
+export function withToken(url) {
+  if (!accessToken) return url;
+  const sep = url.includes('?') ? '&' : '?';
+  return `${url}${sep}access_token=${encodeURIComponent(accessToken)}`;
+}
+
 /** The answer of an API call: `ok` with `data`, or a `problem` (RFC 7807, or one made up locally). */
 export async function api(method, path, { json, body, headers = {} } = {}) {
   const init = { method, headers: { Accept: 'application/json', ...headers } };
@@ -29,7 +43,7 @@ export async function api(method, path, { json, body, headers = {} } = {}) {
   }
   let response;
   try {
-    response = await fetch(path, init);
+    response = await fetch(withToken(path), init);
   } catch (e) {
     return { ok: false, status: 0, problem: localProblem('The server could not be reached', String(e.message || e)) };
   }

@@ -1,7 +1,7 @@
 // The progress page at /b/{batch_id}: header totals, one card per row, a gallery that fills in as
 // images land (with a lightbox), an event log, Retry and Cancel, and a live connection indicator.
 
-import { el, api, problemText, formatUsd, formatDuration, formatTime, announce } from './common.js';
+import { el, api, problemText, formatUsd, formatDuration, formatTime, announce, withToken } from './common.js';
 import { BatchModel, label } from './progress-model.js';
 import { LiveConnection } from './connection.js';
 
@@ -217,11 +217,11 @@ function showLightboxImage() {
   const t = list[lightboxIndex];
   if (!t) return;
   const img = $('lightbox-img');
-  img.src = t.url;
+  img.src = withToken(t.url);
   img.alt = `${t.sceneId} variant ${t.variant}`;
   $('lightbox-caption').textContent = `${t.sceneId} · variant ${t.variant} (${lightboxIndex + 1} of ${list.length})`;
   const download = $('lightbox-download');
-  download.href = t.url;
+  download.href = withToken(t.url);
   download.setAttribute('download', `${t.sceneId}-v${t.variant}.png`);
   $('lightbox-prev').disabled = lightboxIndex === 0;
   $('lightbox-next').disabled = lightboxIndex >= list.length - 1;
@@ -305,7 +305,7 @@ async function start() {
     $('batch-status').textContent = 'not found';
     return;
   }
-  connection = new LiveConnection(`/v1/batches/${encodeURIComponent(batchId)}/events`, { onEvent, onState: setConnection });
+  connection = new LiveConnection(withToken(`/v1/batches/${encodeURIComponent(batchId)}/events`), { onEvent, onState: setConnection });
   connection.start();
   setInterval(renderClock, 1000);
 }

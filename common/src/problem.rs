@@ -54,6 +54,7 @@ pub enum ErrorCode {
     // Infrastructure.
     StoreUnavailable,
     QueueUnavailable,
+    AuthUnavailable,
     Internal,
 }
 
@@ -84,7 +85,9 @@ impl ErrorCode {
             NotFound | BatchNotFound => StatusCode::NOT_FOUND,
             BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
             ModelRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            StoreUnavailable | QueueUnavailable | ModelUnavailable | RowInProgress => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | QueueUnavailable | AuthUnavailable | ModelUnavailable | RowInProgress => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RefFetchFailed | RefNotImage | RefTooLarge | ModelRejected | QuotaExhausted | ContentBlocked
             | DeadLettered => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +133,7 @@ impl ErrorCode {
             DeadLettered => "The row failed on every delivery",
             RowInProgress => "Another delivery is generating this row",
             StoreUnavailable => "Storage is unavailable",
+            AuthUnavailable => "Sign-in cannot be checked right now",
             QueueUnavailable => "The work queue is unavailable",
             Internal => "Something went wrong on our side",
         }
@@ -175,6 +179,7 @@ impl ErrorCode {
             DeadLettered => "Retry the row; if it fails again, check its prompt and references.",
             RowInProgress => "Nothing to do: this copy of the message is redelivered later.",
             StoreUnavailable => "Try again in a minute.",
+            AuthUnavailable => "Try again in a minute.",
             QueueUnavailable => "Try again in a minute.",
             Internal => "Try again; if it keeps happening, report it with the request id.",
         }

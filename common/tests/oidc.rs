@@ -490,18 +490,18 @@ async fn a_failing_key_server_keeps_the_last_good_keys_and_is_not_blamed_on_the_
     // The stale set is refreshed, the refresh fails, the known key still verifies.
     accepted(auth.authenticate(&bearer(&token)).await);
     assert_eq!(server.hits(), 2);
-    // A key that may exist but cannot be fetched is the service's problem, not a forgery.
+    // A key that may exist but cannot be fetched is the service's problem (503), not a forgery.
     let other = EncodingKey::from_rsa_pem(OTHER_KEY_PEM).expect("other key");
     let by_k2 = sign_with(Algorithm::RS256, &other, Some("k2"), &claims("lead@studio.com"));
-    refused(auth.authenticate(&bearer(&by_k2)).await, ErrorCode::Internal, &by_k2);
+    refused(auth.authenticate(&bearer(&by_k2)).await, ErrorCode::AuthUnavailable, &by_k2);
 
     // Never fetched at all: nothing verifies, and the answer says so.
     let down = KeyServer::start().await;
     down.set_status(StatusCode::INTERNAL_SERVER_ERROR);
     let auth = down.users(&["@studio.com"]);
-    refused(auth.authenticate(&bearer(&token)).await, ErrorCode::Internal, &token);
+    refused(auth.authenticate(&bearer(&token)).await, ErrorCode::AuthUnavailable, &token);
     let nowhere = OidcAuth::new(AUD, "http://127.0.0.1:9/certs", ["@studio.com"]);
-    refused(nowhere.authenticate(&bearer(&token)).await, ErrorCode::Internal, &token);
+    refused(nowhere.authenticate(&bearer(&token)).await, ErrorCode::AuthUnavailable, &token);
 }
 
 // ---------------------------------------------------------------------------------------------

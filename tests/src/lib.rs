@@ -12,6 +12,18 @@ use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A binary of this workspace that cargo built beside the running test (`target/<profile>/NAME`).
+/// `cargo test --workspace` (what `make test` runs) builds every binary before any test starts.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe.parent().and_then(FsPath::parent).context("test binary has no target dir")?;
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        bail!("{} is missing: run `cargo build --workspace --bins` (make test does)", bin.display());
+    }
+    Ok(bin)
+}
+
 /// The release `assetgen` binary, for the load driver (`make bench` builds it first). Tests use
 /// `env!("CARGO_BIN_EXE_assetgen")` instead, which cargo keeps fresh.
 pub fn release_binary() -> anyhow::Result<PathBuf> {
@@ -146,6 +158,16 @@ impl GeminiStubStats {
 /// and the image last, and on `failure_percent` of calls (pseudo-randomly, reproducibly) a 429
 /// with `RetryInfo` or a 503, as Google sends them.
 pub async fn serve_flaky_gemini(failure_percent: u64) -> anyhow::Result<(String, std::sync::Arc<GeminiStubStats>)> {
+    serve_gemini_stub(failure_percent, "").await
+}
+
+/// [`serve_flaky_gemini`], and every call whose prompt contains `always_fail` (when not empty) is
+/// answered 503, so its row can only end dead-lettered.
+pub async fn serve_gemini_stub(
+    failure_percent: u64,
+    always_fail: &str,
+) -> anyhow::Result<(String, std::sync::Arc<GeminiStubStats>)> {
+    let always_fail = always_fail.to_owned();
     use axum::Json;
     use base64::Engine;
     use std::sync::atomic::Ordering;
@@ -153,8 +175,15 @@ pub async fn serve_flaky_gemini(failure_percent: u64) -> anyhow::Result<(String,
     let seen = stats.clone();
     let handler = move |Json(body): Json<serde_json::Value>| {
         let stats = seen.clone();
+        let always_fail = always_fail.clone();
         async move {
             let n = stats.calls.fetch_add(1, Ordering::SeqCst);
+            let text = body["contents"][0]["parts"][0]["text"].as_str().unwrap_or_default().to_owned();
+            if !always_fail.is_empty() && text.contains(&always_fail) {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+                let body = serde_json::json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}});
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            }
             // A fixed scramble of the call number: the same failures on every run.
             let roll = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 100;
             if roll < failure_percent {

@@ -142,8 +142,9 @@ impl OidcVerifier {
                 return Err(unauthenticated("unknown kid", "The token is signed by a key Google does not publish."));
             }
             Err(KeyError::Unavailable) => {
+                // Our side cannot check right now: 503, so callers (and Pub/Sub) come back later.
                 return Err(Problem::new(
-                    ErrorCode::Internal,
+                    ErrorCode::AuthUnavailable,
                     "Google's signing keys could not be fetched to check the token; try again in a minute.",
                 ));
             }

@@ -116,6 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store: store.clone(),
         auth: auth.clone(),
         public_url: config.public_url.clone(),
+        capabilities: None,
     };
     let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone() };
     let relay = RelayState {
@@ -124,6 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: config.public_url.clone(),
         config: RelayConfig::default(),
         ref_fetch,
+        capabilities: None,
     };
     let app = app(submit, generate, relay, store.clone());
 

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 pub struct EventsQuery {
     /// Resume after this event id (for clients that cannot send the `Last-Event-ID` header).
     pub last_event_id: Option<String>,
+    /// A capability token for this batch (browsers; EventSource cannot send headers).
+    pub access_token: Option<String>,
 }
 
 /// Progress of a batch as Server-Sent Events: `snapshot`, then `row` and `batch` events, `done`.
@@ -45,8 +47,8 @@ pub async fn batch_events(
     Query(query): Query<EventsQuery>,
     Extension(hub): Extension<Arc<TailHub>>,
 ) -> Result<Response, Problem> {
-    state.auth.authenticate(&headers).await?;
     let batch_id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
+    state.authorize(&headers, query.access_token.as_deref(), &batch_id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -3,10 +3,16 @@ use assetgen_common::domain::{BatchId, SceneId};
 use assetgen_common::layout;
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::store::StoreError;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ImageQuery {
+    /// A capability token for this batch (thumbnails in a browser send no headers).
+    pub access_token: Option<String>,
+}
 
 /// One image of a row. Locally the bytes themselves; links stay valid as long as the store does.
 #[utoipa::path(get, path = "/v1/images/{batch}/{scene_id}/{variant}", tag = "relay",
@@ -14,6 +20,7 @@ use std::sync::Arc;
         ("batch" = String, Path, description = "Batch id"),
         ("scene_id" = String, Path),
         ("variant" = u8, Path, description = "1-based variant number"),
+        ImageQuery,
     ),
     responses(
         (status = 200, description = "The image", content_type = "image/png", body = Vec<u8>),
@@ -23,10 +30,11 @@ pub async fn image(
     State(state): State<Arc<RelayState>>,
     headers: HeaderMap,
     Path((batch, scene, variant)): Path<(String, String, String)>,
+    Query(query): Query<ImageQuery>,
 ) -> Result<Response, Problem> {
-    state.auth.authenticate(&headers).await?;
     let not_found = || Problem::new(ErrorCode::NotFound, format!("no image {batch}/{scene}/{variant}"));
     let batch_id = BatchId::parse(&batch).map_err(|_| not_found())?;
+    state.authorize(&headers, query.access_token.as_deref(), &batch_id).await?;
     let scene_id = SceneId::parse(&scene).map_err(|_| not_found())?;
     let variant: u8 = variant.parse().map_err(|_| not_found())?;
     let object = match state.store.get(&layout::image(&batch_id, &scene_id, variant)).await {

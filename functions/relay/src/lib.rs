@@ -7,9 +7,12 @@ mod images;
 pub mod refs;
 mod web;
 
-use assetgen_common::auth::Authenticator;
+use assetgen_common::auth::{Authenticator, BatchAuth, CapabilityTokens, Identity};
+use assetgen_common::domain::BatchId;
+use assetgen_common::problem::Problem;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::ObjectStore;
+use axum::http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
@@ -48,6 +51,27 @@ pub struct RelayState {
     pub config: RelayConfig,
     /// How `POST /v1/refs/fetch` fetches a reference: the row worker's policy (address rules, size cap).
     pub ref_fetch: FetchPolicy,
+    /// Signs and checks browsers' per-batch tokens (`?access_token=`; EventSource sends no headers).
+    pub capabilities: Option<CapabilityTokens>,
+}
+
+impl RelayState {
+    /// Who may see `batch`: a bearer identity, or a capability token for this very batch.
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        access_token: Option<&str>,
+        batch: &BatchId,
+    ) -> Result<Identity, Problem> {
+        match &self.capabilities {
+            Some(tokens) => {
+                BatchAuth::new(self.auth.clone(), tokens.clone())
+                    .authenticate_for_batch(headers, access_token, batch)
+                    .await
+            }
+            None => self.auth.authenticate(headers).await,
+        }
+    }
 }
 
 /// `GET /v1/batches/{id}/events`, `GET /v1/images/{batch}/{scene_id}/{variant}`, the reference

@@ -29,6 +29,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         public_url: config.public_url.clone(),
         config: RelayConfig::default(),
         ref_fetch: FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() },
+        capabilities: cloud::capability_tokens(&config)?,
     };
     shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen relay")).await?;
     Ok(())

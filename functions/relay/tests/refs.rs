@@ -32,6 +32,7 @@ fn rig_with(fetch: FetchPolicy) -> Rig {
         public_url: None,
         config: RelayConfig::default(),
         ref_fetch: fetch,
+        capabilities: None,
     };
     Rig { store, app: router(Arc::new(state)).split_for_parts().0 }
 }
@@ -366,6 +367,7 @@ async fn the_reference_endpoints_are_in_the_openapi_document() {
         public_url: None,
         config: RelayConfig::default(),
         ref_fetch: FetchPolicy::default(),
+        capabilities: None,
     };
     let api = router(Arc::new(state)).split_for_parts().1;
     let doc = serde_json::to_value(&api).expect("json");

@@ -33,8 +33,14 @@ async fn rig(rows: usize) -> Rig {
 }
 
 fn app(store: Arc<dyn ObjectStore>, config: RelayConfig) -> axum::Router {
-    let state =
-        RelayState { store, auth: Arc::new(DevAuth), public_url: None, config, ref_fetch: FetchPolicy::default() };
+    let state = RelayState {
+        store,
+        auth: Arc::new(DevAuth),
+        public_url: None,
+        config,
+        ref_fetch: FetchPolicy::default(),
+        capabilities: None,
+    };
     router(Arc::new(state)).split_for_parts().0
 }
 
@@ -215,4 +221,45 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
     // About 5 × 60 ms / 20 ms ≈ 15 polls for the whole run: one tail, not fifty.
     let lists = counting.lists.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(lists < 60, "the store was listed {lists} times for 50 clients");
+}
+
+#[tokio::test]
+async fn a_browser_token_opens_only_its_own_batch() {
+    use assetgen_common::auth::{CapabilityTokens, OidcAuth};
+    use assetgen_common::config::Secret;
+    let r = rig(1).await;
+    let other = rig(1).await;
+    let tokens =
+        CapabilityTokens::new(&Secret::new("a-test-capability-secret-of-enough-length-0123456789")).expect("secret");
+    // OIDC that nobody in this test can satisfy: only the capability token can let a browser in.
+    let auth = Arc::new(OidcAuth::new("https://relay.test", "http://127.0.0.1:9/certs", Vec::<String>::new()));
+    let state = RelayState {
+        store: r.store.clone(),
+        auth,
+        public_url: None,
+        config: fast(),
+        ref_fetch: FetchPolicy::default(),
+        capabilities: Some(tokens.clone()),
+    };
+    let router = router(Arc::new(state)).split_for_parts().0;
+    let batch = assetgen_common::domain::BatchId::parse(&r.batch_id).expect("id");
+    let user = assetgen_common::domain::UserId::new("artist@studio.test");
+    let token = tokens.issue(&batch, &user, Duration::from_secs(60));
+    let uri = format!("/v1/batches/{}/events", r.batch_id);
+
+    let (status, _, text) =
+        read(router.clone(), &format!("{uri}?access_token={token}"), None, Duration::from_millis(300)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("event: snapshot"));
+    let (status, _, _) = read(router.clone(), &uri, None, Duration::from_millis(300)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token, no OIDC: refused");
+    let (status, _, text) = read(
+        router.clone(),
+        &format!("/v1/batches/{}/events?access_token={token}", other.batch_id),
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a genuine token for another batch is refused");
+    assert!(!text.contains(&token), "the token is never echoed");
 }

@@ -8,13 +8,22 @@ use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::{base_url, read_body};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 
 async fn request(state: &SubmitState, body: Body) -> Result<BatchRequest, Problem> {
     let bytes = read_body(body, state.submitter.limits.max_body_bytes).await?;
     parse_request(&bytes)
+}
+
+/// How long a browser may follow a batch with the token in its links.
+const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `?access_token=` on a batch's own endpoints (a browser's capability token).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AccessToken {
+    pub access_token: Option<String>,
 }
 
 /// Submit a batch: validate, estimate, reserve, store, queue one message per row.
@@ -44,7 +53,15 @@ pub async fn create_batch(
             return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII"));
         }
     };
-    let accepted = state.submitter.submit(&who, &request, &base, key).await?;
+    let mut accepted = state.submitter.submit(&who, &request, &base, key).await?;
+    if let Some(tokens) = &state.capabilities {
+        // The page and the event stream are opened by a browser, which sends no Authorization.
+        let batch = batch_id(&accepted.batch_id)?;
+        let token = tokens.issue(&batch, &who.user, CAPABILITY_TTL);
+        for link in [&mut accepted.links.page, &mut accepted.links.events] {
+            link.push_str(&format!("?access_token={token}"));
+        }
+    }
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -67,7 +84,7 @@ pub async fn estimate(
 
 /// A batch's rows, statuses, errors and image links: what the Sheet writes back.
 #[utoipa::path(get, path = "/v1/batches/{id}", tag = "submit",
-    params(("id" = String, Path, description = "Batch id")),
+    params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, body = BatchView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -76,9 +93,11 @@ pub async fn get_batch(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<AccessToken>,
 ) -> Result<Json<BatchView>, Problem> {
-    state.auth.authenticate(&headers).await?;
-    let stored = batch_view::load(state.store.as_ref(), &batch_id(&id)?).await?;
+    let batch = batch_id(&id)?;
+    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    let stored = batch_view::load(state.store.as_ref(), &batch).await?;
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
     Ok(Json(presenter.view(&stored)))
 }
@@ -100,7 +119,7 @@ fn batch_id(raw: &str) -> Result<BatchId, Problem> {
 
 /// Cancels the rows that have not started; their holds are freed. Rows being generated finish.
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "submit",
-    params(("id" = String, Path, description = "Batch id")),
+    params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -109,15 +128,17 @@ pub async fn cancel(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    state.auth.authenticate(&headers).await?;
-    Ok(Json(state.control.cancel(&batch_id(&id)?).await?))
+    let batch = batch_id(&id)?;
+    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    Ok(Json(state.control.cancel(&batch).await?))
 }
 
 /// Queues the failed rows again, holding the money their missing images need first. Stored
 /// images are kept and never paid twice.
 #[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "submit",
-    params(("id" = String, Path, description = "Batch id")),
+    params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, description = "The rows queued again", body = ControlOutcome),
         (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
@@ -128,7 +149,9 @@ pub async fn retry(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    state.auth.authenticate(&headers).await?;
-    Ok(Json(state.control.retry(&batch_id(&id)?).await?))
+    let batch = batch_id(&id)?;
+    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    Ok(Json(state.control.retry(&batch).await?))
 }

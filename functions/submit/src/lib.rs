@@ -3,10 +3,13 @@
 
 mod handlers;
 
-use assetgen_common::auth::Authenticator;
+use assetgen_common::auth::{Authenticator, BatchAuth, CapabilityTokens, Identity};
 use assetgen_common::batch_control::BatchControl;
+use assetgen_common::domain::BatchId;
+use assetgen_common::problem::Problem;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::submission::Submitter;
+use axum::http::HeaderMap;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,6 +21,28 @@ pub struct SubmitState {
     pub store: Arc<dyn ObjectStore>,
     pub auth: Arc<dyn Authenticator>,
     pub public_url: Option<url::Url>,
+    /// Issues browsers' per-batch tokens (put in the page and events links) and accepts them on
+    /// that batch's status, cancel and retry.
+    pub capabilities: Option<CapabilityTokens>,
+}
+
+impl SubmitState {
+    /// Who may act on `batch`: a bearer identity, or a capability token for this very batch.
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        access_token: Option<&str>,
+        batch: &BatchId,
+    ) -> Result<Identity, Problem> {
+        match &self.capabilities {
+            Some(tokens) => {
+                BatchAuth::new(self.auth.clone(), tokens.clone())
+                    .authenticate_for_batch(headers, access_token, batch)
+                    .await
+            }
+            None => self.auth.authenticate(headers).await,
+        }
+    }
 }
 
 /// `POST /v1/batches`, `POST /v1/estimate`, `GET /v1/batches/{id}`, `GET /v1/budget`,

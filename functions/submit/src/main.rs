@@ -30,6 +30,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.clone(),
         auth: cloud::user_auth(&config)?,
         public_url: config.public_url.clone(),
+        capabilities: cloud::capability_tokens(&config)?,
     };
     shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen submit")).await?;
     Ok(())

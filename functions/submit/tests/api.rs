@@ -26,6 +26,7 @@ fn app() -> App {
         store: kit.store.clone(),
         auth: Arc::new(DevAuth),
         public_url: None,
+        capabilities: None,
     };
     let (router, _) = router(Arc::new(state)).split_for_parts();
     App { router, store: kit.store, queue: kit.queue }
