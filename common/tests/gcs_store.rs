@@ -316,3 +316,43 @@ async fn a_conditional_write_whose_answer_is_lost_is_not_reported_as_a_lost_race
     assert!(matches!(lost, Err(StoreError::PreconditionFailed(_))), "{lost:?}");
     assert_eq!(fake.raw_read(&bucket, "rows/0001.json").await, Some((g1, json("{\"n\":1}"))));
 }
+
+#[tokio::test]
+async fn signed_urls_are_v4_and_fetch_the_object() {
+    let gcs = FakeGcs::start().await;
+    let store = gcs.store().await;
+    assert_eq!(
+        store.signed_url("images/b/A-v1.png", Duration::from_secs(900)).await.expect("no signer"),
+        None,
+        "no signer, no URL"
+    );
+    // A service-account key signs locally, without a network call (test key only).
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "assetgen-test",
+        "private_key_id": "k1",
+        "private_key": include_str!("fixtures/oidc-test-key.pem"),
+        "client_email": "signer@assetgen-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    });
+    let signer = google_cloud_auth::credentials::service_account::Builder::new(key).build_signer().expect("signer");
+    let store = store.with_signer(signer);
+    store
+        .put("images/b/A v1.png", Bytes::from_static(b"\x89PNG signed"), "image/png", Precondition::None)
+        .await
+        .expect("put");
+    let url = store.signed_url("images/b/A v1.png", Duration::from_secs(900)).await.expect("sign").expect("a URL");
+    let parsed = url::Url::parse(&url).expect("a URL");
+    let query: std::collections::HashMap<String, String> = parsed.query_pairs().into_owned().collect();
+    assert_eq!(query.get("X-Goog-Algorithm").map(String::as_str), Some("GOOG4-RSA-SHA256"));
+    assert_eq!(query.get("X-Goog-Expires").map(String::as_str), Some("900"));
+    assert!(
+        query.get("X-Goog-Credential").is_some_and(|c| c.starts_with("signer@assetgen-test.iam.gserviceaccount.com/"))
+    );
+    let signature = query.get("X-Goog-Signature").expect("a signature");
+    assert!(signature.len() == 512 && signature.chars().all(|c| c.is_ascii_hexdigit()), "an RSA-2048 signature in hex");
+    // The URL names the object at the store's endpoint: fetching it gives the bytes.
+    let body = reqwest::get(&url).await.expect("get").bytes().await.expect("body");
+    assert_eq!(body, Bytes::from_static(b"\x89PNG signed"));
+}

@@ -62,6 +62,10 @@ impl ObjectStore for CountingStore {
         self.calls.deletes.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(name, when).await
     }
+
+    async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
+        self.inner.signed_url(name, ttl).await
+    }
 }
 
 #[cfg(test)]

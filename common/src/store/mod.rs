@@ -85,6 +85,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Deleting what is not there is `NotFound`.
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError>;
+
+    /// A URL a browser can fetch the object from directly for `ttl`, where the store can make one
+    /// (GCS: a V4 signed URL); `None` where it cannot, and the caller serves the bytes itself.
+    async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
+        let _ = (name, ttl);
+        Ok(None)
+    }
 }
 
 /// Object names are `/`-separated relative paths with no empty, `.` or `..` segments, so every

@@ -63,6 +63,9 @@ impl FakeGcs {
                 .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
                 .args(["-backend", "memory", "-log-level", "error"])
                 .args(["-external-url", &format!("http://127.0.0.1:{port}")])
+                // Path-style downloads (`/{bucket}/{object}`, what signed URLs name) are served
+                // only for requests whose Host is the public host.
+                .args(["-public-host", &format!("127.0.0.1:{port}")])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()

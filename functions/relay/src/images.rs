@@ -4,9 +4,13 @@ use assetgen_common::layout;
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::store::StoreError;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+
+/// How long a signed image URL is valid: enough to load it, short enough not to leak for long.
+const SIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct ImageQuery {
@@ -23,7 +27,8 @@ pub struct ImageQuery {
         ImageQuery,
     ),
     responses(
-        (status = 200, description = "The image", content_type = "image/png", body = Vec<u8>),
+        (status = 200, description = "The image (stores that cannot sign URLs)", content_type = "image/png", body = Vec<u8>),
+        (status = 302, description = "To a freshly signed V4 URL of the image (GCS)"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn image(
@@ -37,7 +42,21 @@ pub async fn image(
     state.authorize(&headers, query.access_token.as_deref(), &batch_id).await?;
     let scene_id = SceneId::parse(&scene).map_err(|_| not_found())?;
     let variant: u8 = variant.parse().map_err(|_| not_found())?;
-    let object = match state.store.get(&layout::image(&batch_id, &scene_id, variant)).await {
+    let name = layout::image(&batch_id, &scene_id, variant);
+    // Where the store can sign a URL (GCS), send the browser there: a fresh URL on every click, so
+    // a link written into the Sheet never expires, and no image bytes pass through the relay.
+    match state.store.signed_url(&name, SIGNED_URL_TTL).await {
+        Ok(Some(url)) => {
+            let location =
+                HeaderValue::from_str(&url).map_err(|_| Problem::internal("the signed URL is not a valid header"))?;
+            let headers =
+                [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"))];
+            return Ok((StatusCode::FOUND, headers).into_response());
+        }
+        Ok(None) => {}
+        Err(e) => return Err(assetgen_common::batch_view::store_problem(e)),
+    }
+    let object = match state.store.get(&name).await {
         Ok(object) => object,
         Err(StoreError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(assetgen_common::batch_view::store_problem(e)),

@@ -263,3 +263,65 @@ async fn a_browser_token_opens_only_its_own_batch() {
     assert_eq!(status, StatusCode::FORBIDDEN, "a genuine token for another batch is refused");
     assert!(!text.contains(&token), "the token is never echoed");
 }
+
+/// A store that can sign URLs, as GCS does.
+#[derive(Debug)]
+struct Signing(Arc<dyn ObjectStore>);
+
+#[async_trait::async_trait]
+impl ObjectStore for Signing {
+    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
+        self.0.get(name).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        body: bytes::Bytes,
+        ct: &str,
+        when: assetgen_common::store::Precondition,
+    ) -> Result<i64, assetgen_common::store::StoreError> {
+        self.0.put(name, body, ct, when).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(
+        &self,
+        name: &str,
+        when: assetgen_common::store::Precondition,
+    ) -> Result<(), assetgen_common::store::StoreError> {
+        self.0.delete(name, when).await
+    }
+    async fn signed_url(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, assetgen_common::store::StoreError> {
+        Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
+    }
+}
+
+#[tokio::test]
+async fn image_links_redirect_to_a_fresh_signed_url_where_the_store_signs() {
+    let r = rig(1).await;
+    r.worker.process(&r.messages[0]).await.expect("process");
+    let uri = format!("/v1/images/{}/S0/1", r.batch_id);
+    let request = || Request::builder().uri(&uri).body(Body::empty()).expect("request");
+    let plain = app(r.store.clone(), fast()).oneshot(request()).await.expect("infallible");
+    assert_eq!(
+        (plain.status(), plain.headers()["content-type"].to_str().ok()),
+        (StatusCode::OK, Some("image/png")),
+        "bytes where the store cannot sign"
+    );
+    let signing = app(Arc::new(Signing(r.store.clone())), fast()).oneshot(request()).await.expect("infallible");
+    assert_eq!(signing.status(), StatusCode::FOUND);
+    let location = signing.headers()["location"].to_str().expect("location");
+    assert!(
+        location.starts_with("https://storage.test/bucket/images/") && location.ends_with("X-Goog-Expires=900"),
+        "{location}"
+    );
+    assert_eq!(signing.headers()["cache-control"], "private, no-store", "every click gets a fresh URL");
+}
