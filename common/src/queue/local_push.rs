@@ -8,6 +8,7 @@ use super::{DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, PushEnvelope, 
 use crate::store::{ObjectStore, Precondition, read_json, write_json};
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -75,6 +76,9 @@ pub struct LocalPushQueue {
 /// Where pending messages are journaled: one object per message until it is acked or
 /// dead-lettered, so a killed process delivers them again when it starts.
 const JOURNAL: &str = "queue/local/";
+
+/// Journal writes in flight at once while publishing a batch.
+const PARALLEL_JOURNAL_WRITES: usize = 16;
 
 #[derive(Debug)]
 struct Inner {
@@ -150,15 +154,32 @@ impl RowQueue for LocalPushQueue {
     async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError> {
         let publish_time =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        for message in messages {
-            // Unique across restarts, since journaled messages outlive the process.
-            let id = uuid::Uuid::now_v7().to_string();
-            let envelope = PushEnvelope::new(&self.inner.config.subscription, &id, message, publish_time.clone());
-            if let Some(store) = &self.inner.journal {
-                write_json(store.as_ref(), &format!("{JOURNAL}{id}.json"), &envelope, Precondition::DoesNotExist)
-                    .await
-                    .map_err(|e| QueueError::Unavailable(e.to_string()))?;
-            }
+        let envelopes: Vec<PushEnvelope> = messages
+            .iter()
+            // Ids unique across restarts, since journaled messages outlive the process.
+            .map(|m| {
+                PushEnvelope::new(
+                    &self.inner.config.subscription,
+                    &uuid::Uuid::now_v7().to_string(),
+                    m,
+                    publish_time.clone(),
+                )
+            })
+            .collect();
+        if let Some(store) = &self.inner.journal {
+            // Journaled (each write synced to disk) before any is delivered, several at a time.
+            // Owned envelopes in `async move` blocks: borrowed ones would not make a `Send` future.
+            futures::stream::iter(envelopes.clone())
+                .map(|envelope| {
+                    let (store, name) = (store.clone(), format!("{JOURNAL}{}.json", envelope.message.id()));
+                    async move { write_json(store.as_ref(), &name, &envelope, Precondition::DoesNotExist).await }
+                })
+                .buffer_unordered(PARALLEL_JOURNAL_WRITES)
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        }
+        for envelope in envelopes {
             self.inner.stats.published.fetch_add(1, Ordering::SeqCst);
             self.inner.spawn_deliveries(envelope);
         }
