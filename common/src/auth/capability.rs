@@ -167,3 +167,20 @@ impl BatchAuth {
         }
     }
 }
+
+/// Who may see or act on `batch`: a bearer identity, or — where capability tokens are configured —
+/// a browser's token for this very batch. The relay and submit both decide this way.
+pub async fn authorize_batch(
+    auth: &Arc<dyn Authenticator>,
+    capabilities: Option<&CapabilityTokens>,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+    batch: &BatchId,
+) -> Result<Identity, Problem> {
+    match capabilities {
+        Some(tokens) => {
+            BatchAuth::new(auth.clone(), tokens.clone()).authenticate_for_batch(headers, access_token, batch).await
+        }
+        None => auth.authenticate(headers).await,
+    }
+}

@@ -14,6 +14,7 @@ mod oidc;
 pub use allow::AllowList;
 pub use capability::{
     BatchAuth, CapabilityTokens, DEFAULT_CAPABILITY_TTL, MIN_CAPABILITY_SECRET_BYTES, WeakCapabilitySecret,
+    authorize_batch,
 };
 pub use jwks::{GOOGLE_JWKS_URL, JwksCache, JwksOptions, KeyError};
 pub use oidc::{GOOGLE_ISSUERS, OIDC_LEEWAY_SECS, OidcAuth, OidcVerifier, PushAuth, bearer_token};

@@ -68,6 +68,23 @@ pub fn app(api: utoipa_axum::router::OpenApiRouter, store: Arc<dyn ObjectStore>,
     finish(router)
 }
 
+/// A cloud function's `main`: JSON logs, then `run`; a failure (a wrong setting at start, say) is
+/// logged with the function's name and ends the process with exit code 2.
+pub async fn run_function<F, Fut>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    init_logging(LogFormat::CloudJson);
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(function = name, error = %e, "stopped");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// Binds `0.0.0.0:PORT` (Cloud Run sends traffic there) and serves until SIGTERM.
 pub async fn listen(port: u16, app: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;

@@ -13,14 +13,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shim::init_logging(shim::LogFormat::CloudJson);
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "generate stopped");
-            ExitCode::from(2)
-        }
-    }
+    shim::run_function("generate", run).await
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,7 +7,7 @@ mod images;
 pub mod refs;
 mod web;
 
-use assetgen_common::auth::{Authenticator, BatchAuth, CapabilityTokens, Identity};
+use assetgen_common::auth::{Authenticator, CapabilityTokens, Identity, authorize_batch};
 use assetgen_common::domain::BatchId;
 use assetgen_common::problem::Problem;
 use assetgen_common::refs::fetch::FetchPolicy;
@@ -63,14 +63,7 @@ impl RelayState {
         access_token: Option<&str>,
         batch: &BatchId,
     ) -> Result<Identity, Problem> {
-        match &self.capabilities {
-            Some(tokens) => {
-                BatchAuth::new(self.auth.clone(), tokens.clone())
-                    .authenticate_for_batch(headers, access_token, batch)
-                    .await
-            }
-            None => self.auth.authenticate(headers).await,
-        }
+        authorize_batch(&self.auth, self.capabilities.as_ref(), headers, access_token, batch).await
     }
 }
 

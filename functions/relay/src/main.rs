@@ -10,14 +10,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shim::init_logging(shim::LogFormat::CloudJson);
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "relay stopped");
-            ExitCode::from(2)
-        }
-    }
+    shim::run_function("relay", run).await
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -152,47 +152,10 @@ async fn unknown_batches_are_a_problem_not_an_empty_stream() {
     assert!(text.contains("BATCH_NOT_FOUND"));
 }
 
-/// Counts store calls, to show that clients share one tail.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn ObjectStore>,
-    lists: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Counting {
-    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
-        self.inner.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: bytes::Bytes,
-        ct: &str,
-        when: assetgen_common::store::Precondition,
-    ) -> Result<i64, assetgen_common::store::StoreError> {
-        self.inner.put(name, body, ct, when).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
-        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.list(prefix).await
-    }
-    async fn delete(
-        &self,
-        name: &str,
-        when: assetgen_common::store::Precondition,
-    ) -> Result<(), assetgen_common::store::StoreError> {
-        self.inner.delete(name, when).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_clients_share_one_tail_and_all_see_every_row() {
     let r = rig(5).await;
-    let counting = Arc::new(Counting { inner: r.store.clone(), lists: Default::default() });
+    let counting = Arc::new(assetgen_common::store::CountingStore::new(r.store.clone()));
     let router = app(counting.clone(), fast());
     let uri = format!("/v1/batches/{}/events", r.batch_id);
     let readers: Vec<_> = (0..50)
@@ -202,7 +165,7 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = counting.lists.load(std::sync::atomic::Ordering::SeqCst);
+    let before = counting.calls.snapshot().2;
     for m in &r.messages {
         r.worker.process(m).await.expect("process");
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -219,7 +182,7 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
         }
     }
     // About 5 × 60 ms / 20 ms ≈ 15 polls for the whole run: one tail, not fifty.
-    let lists = counting.lists.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let lists = counting.calls.snapshot().2 - before;
     assert!(lists < 60, "the store was listed {lists} times for 50 clients");
 }
 
