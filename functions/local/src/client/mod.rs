@@ -94,6 +94,9 @@ pub struct BatchOptions {
     /// Reference image added to every row, after the row's own (URL or local path); repeatable
     #[arg(long = "global-ref", value_name = "URL")]
     pub global_refs: Vec<String>,
+    /// Also add the references tagged as the global set on the server's /refs page
+    #[arg(long)]
+    pub global_set: bool,
     /// Generate real images with the live model (costs money); a dry run otherwise
     #[arg(long)]
     pub live: bool,
@@ -148,7 +151,12 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
 }
 
 async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let Some((request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    let Some((mut request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    if args.batch.global_set
+        && let Err(refusal) = add_global_set(api, &mut request).await?
+    {
+        return refused(&refusal, None, c);
+    }
     let response: SubmitResponse = match api.post(api.url(&["v1", "batches"]), &request).await? {
         Ok(response) => response,
         Err(refusal) => return refused(&refusal, Some(&lines), c),
@@ -194,7 +202,12 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
 }
 
 async fn estimate(api: &Api, args: EstimateArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let Some((request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    let Some((mut request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    if args.batch.global_set
+        && let Err(refusal) = add_global_set(api, &mut request).await?
+    {
+        return refused(&refusal, None, c);
+    }
     let response: EstimateResponse = match api.post(api.url(&["v1", "estimate"]), &request).await? {
         Ok(response) => response,
         Err(refusal) => return refused(&refusal, Some(&lines), c),
@@ -301,6 +314,21 @@ fn read_request(
         model: options.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned),
     };
     Ok(Some((request, batch.lines)))
+}
+
+/// Appends the server's tagged global reference set (`GET /v1/refs/sets/global`) to the batch's
+/// global references, after those given with `--global-ref`.
+async fn add_global_set(api: &Api, request: &mut BatchRequest) -> anyhow::Result<Result<(), Refusal>> {
+    let set: serde_json::Value = match api.get(api.url(&["v1", "refs", "sets", "global"])).await? {
+        Ok(set) => set,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    for url in set["refs"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
+        if !request.global_refs.iter().any(|r| r == url) {
+            request.global_refs.push(url.to_owned());
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn refused(refusal: &Refusal, csv_lines: Option<&[u64]>, c: &mut Console<'_>) -> anyhow::Result<u8> {
@@ -590,6 +618,43 @@ mod tests {
         let run = execute_captured(&base, &["retry", "b2"], dir.path()).await?;
         assert_eq!(run.code, 2);
         assert!(run.err.contains("NOTHING_TO_RETRY"), "{}", run.err);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn global_set_adds_the_tagged_refs_after_the_explicit_ones() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "scene_id,prompt\nA,a cat\n")?;
+        let seen: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+        let got = seen.clone();
+        let set = || async {
+            Json(
+                serde_json::json!({"name": "global", "refs": ["https://a.test/1.png", "https://a.test/2.png"], "revision": 3}),
+            )
+        };
+        let estimate = move |Json(body): Json<serde_json::Value>| {
+            let got = got.clone();
+            async move {
+                *got.lock().expect("lock") = Some(body);
+                Json(serde_json::json!({"estimate": {"images": 1, "usd": 0.0, "usd_if_live": 0.039},
+                    "budget_after": {"limit_usd": 10.0, "spent_usd": 0.0, "reserved_usd": 0.0, "remaining_usd": 10.0}, "models": []}))
+            }
+        };
+        let base = serve(
+            Router::new().route("/v1/refs/sets/global", get(set)).route("/v1/estimate", axum::routing::post(estimate)),
+        )
+        .await?;
+        let file = csv.to_string_lossy().into_owned();
+        let run = execute_captured(
+            &base,
+            &["estimate", &file, "--global-ref", "https://a.test/2.png", "--global-set"],
+            dir.path(),
+        )
+        .await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        let body = seen.lock().expect("lock").clone().expect("the estimate request");
+        assert_eq!(body["global_refs"], serde_json::json!(["https://a.test/2.png", "https://a.test/1.png"]));
         Ok(())
     }
 
