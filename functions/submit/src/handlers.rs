@@ -95,8 +95,7 @@ pub async fn get_batch(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<BatchView>, Problem> {
-    let batch = batch_id(&id)?;
-    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    let batch = authorized(&state, &headers, &id, &query).await?;
     let stored = batch_view::load(state.store.as_ref(), &batch).await?;
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
     Ok(Json(presenter.view(&stored)))
@@ -111,6 +110,18 @@ pub async fn get_budget(
     let who = state.auth.authenticate(&headers).await?;
     let today = time::OffsetDateTime::now_utc().date();
     Ok(Json(state.submitter.budget.view(&who.user, today).await?))
+}
+
+/// The batch a request names, once its caller is allowed to see it.
+async fn authorized(
+    state: &SubmitState,
+    headers: &HeaderMap,
+    id: &str,
+    query: &AccessToken,
+) -> Result<BatchId, Problem> {
+    let batch = batch_id(id)?;
+    state.authorize(headers, query.access_token.as_deref(), &batch).await?;
+    Ok(batch)
 }
 
 fn batch_id(raw: &str) -> Result<BatchId, Problem> {
@@ -130,8 +141,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = batch_id(&id)?;
-    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    let batch = authorized(&state, &headers, &id, &query).await?;
     Ok(Json(state.control.cancel(&batch).await?))
 }
 
@@ -151,7 +161,6 @@ pub async fn retry(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = batch_id(&id)?;
-    state.authorize(&headers, query.access_token.as_deref(), &batch).await?;
+    let batch = authorized(&state, &headers, &id, &query).await?;
     Ok(Json(state.control.retry(&batch).await?))
 }

@@ -120,3 +120,64 @@ async fn estimates_write_nothing_and_unknown_batches_are_404() {
     let (status, _, budget) = call(&app, "GET", "/v1/budget", None).await;
     assert_eq!((status, budget["limit_usd"].as_f64()), (StatusCode::OK, Some(10.0)));
 }
+
+/// Lets in only requests with `x-test-user`: stands for OIDC, which a test cannot satisfy.
+#[derive(Debug)]
+struct HeaderOnly;
+
+#[async_trait::async_trait]
+impl assetgen_common::auth::Authenticator for HeaderOnly {
+    async fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<assetgen_common::auth::Identity, assetgen_common::problem::Problem> {
+        match headers.get("x-test-user").and_then(|v| v.to_str().ok()) {
+            Some(user) => Ok(assetgen_common::auth::Identity { user: assetgen_common::domain::UserId::new(user) }),
+            None => Err(assetgen_common::problem::Problem::new(
+                assetgen_common::problem::ErrorCode::Unauthenticated,
+                "no credentials",
+            )),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_submit_hands_the_browser_a_token_for_this_batch_only() {
+    use assetgen_common::auth::CapabilityTokens;
+    use assetgen_common::config::Secret;
+    let kit = Rig::new(|_| {});
+    let state = SubmitState {
+        submitter: kit.pipeline.submitter.clone(),
+        control: kit.pipeline.control.clone(),
+        store: kit.store.clone(),
+        auth: Arc::new(HeaderOnly),
+        public_url: None,
+        capabilities: Some(
+            CapabilityTokens::new(&Secret::new("a-test-capability-secret-of-enough-length-0123456789"))
+                .expect("secret"),
+        ),
+    };
+    let router = router(Arc::new(state)).split_for_parts().0;
+    let post = Request::builder()
+        .method("POST")
+        .uri("/v1/batches")
+        .header("host", "assetgen.test")
+        .header("x-test-user", "artist@studio.test")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"rows": [{"scene_id": "A", "prompt": "a"}]}).to_string()))
+        .expect("request");
+    let response = router.clone().oneshot(post).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value =
+        serde_json::from_slice(&response.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let page = accepted["links"]["page"].as_str().expect("page link");
+    let token = page.split_once("?access_token=").map(|(_, t)| t.to_owned()).expect("the page link carries a token");
+    assert!(accepted["links"]["events"].as_str().is_some_and(|e| e.ends_with(&format!("?access_token={token}"))));
+    let id = accepted["batch_id"].as_str().expect("id");
+    let get = |uri: String| Request::builder().uri(uri).body(Body::empty()).expect("request");
+    let with_token =
+        router.clone().oneshot(get(format!("/v1/batches/{id}?access_token={token}"))).await.expect("infallible");
+    assert_eq!(with_token.status(), StatusCode::OK, "the token opens its batch without any header");
+    let without = router.clone().oneshot(get(format!("/v1/batches/{id}"))).await.expect("infallible");
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+}
