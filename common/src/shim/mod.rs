@@ -61,6 +61,7 @@ pub fn app(api: utoipa_axum::router::OpenApiRouter, store: Arc<dyn ObjectStore>,
     let (router, mut doc) = api.split_for_parts();
     doc.info.title = title.to_owned();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.info.description = Some("Turn rows of a Sheet into images made by Gemini.".to_owned());
     let doc = Arc::new(doc);
     let router = router
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))

@@ -64,7 +64,7 @@ impl FileStore {
 
         let mut last = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = generation_of(&path)?;
-        check(current, when, name)?;
+        when.check(current, name)?;
         let generation = Self::next_generation(&mut last);
         tmp.as_file().set_modified(time_of(generation)).map_err(|e| unavailable(&path, e))?;
         self.set_content_type(name, content_type)?;
@@ -134,18 +134,9 @@ impl FileStore {
         let path = self.path(name);
         let _writes = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = generation_of(&path)?.ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        check(Some(current), when, name)?;
+        when.check(Some(current), name)?;
         std::fs::remove_file(&path).map_err(|e| unavailable(&path, e))
     }
-}
-
-fn check(current: Option<Generation>, when: Precondition, name: &str) -> Result<(), StoreError> {
-    let ok = match when {
-        Precondition::None => true,
-        Precondition::DoesNotExist => current.is_none(),
-        Precondition::GenerationMatch(g) => current == Some(g),
-    };
-    if ok { Ok(()) } else { Err(StoreError::PreconditionFailed(name.to_owned())) }
 }
 
 /// The content type an object name's extension implies.

@@ -32,15 +32,6 @@ fn meta(name: &str, generation: Generation, body: &Bytes) -> ObjectMeta {
     ObjectMeta { name: name.to_owned(), generation, size: body.len() as u64 }
 }
 
-fn check(current: Option<Generation>, when: Precondition, name: &str) -> Result<(), StoreError> {
-    let ok = match when {
-        Precondition::None => true,
-        Precondition::DoesNotExist => current.is_none(),
-        Precondition::GenerationMatch(g) => current == Some(g),
-    };
-    if ok { Ok(()) } else { Err(StoreError::PreconditionFailed(name.to_owned())) }
-}
-
 #[async_trait]
 impl ObjectStore for MemoryStore {
     async fn get(&self, name: &str) -> Result<Object, StoreError> {
@@ -60,7 +51,7 @@ impl ObjectStore for MemoryStore {
     ) -> Result<Generation, StoreError> {
         check_name(name)?;
         let mut inner = self.lock();
-        check(inner.objects.get(name).map(|o| o.0), when, name)?;
+        when.check(inner.objects.get(name).map(|o| o.0), name)?;
         inner.last_generation += 1;
         let generation = inner.last_generation;
         inner.objects.insert(name.to_owned(), (generation, content_type.to_owned(), body));
@@ -81,7 +72,7 @@ impl ObjectStore for MemoryStore {
         check_name(name)?;
         let mut inner = self.lock();
         let current = inner.objects.get(name).map(|o| o.0).ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        check(Some(current), when, name)?;
+        when.check(Some(current), name)?;
         inner.objects.remove(name);
         Ok(())
     }

@@ -34,6 +34,19 @@ pub enum Precondition {
     GenerationMatch(Generation),
 }
 
+impl Precondition {
+    /// Whether a write or delete may go ahead on an object now at `current` (`None`: absent).
+    /// The local adapters check it under their lock; GCS checks it on its side.
+    pub fn check(self, current: Option<Generation>, name: &str) -> Result<(), StoreError> {
+        let ok = match self {
+            Self::None => true,
+            Self::DoesNotExist => current.is_none(),
+            Self::GenerationMatch(g) => current == Some(g),
+        };
+        if ok { Ok(()) } else { Err(StoreError::PreconditionFailed(name.to_owned())) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub name: String,

@@ -34,7 +34,7 @@ fn parse_date(raw: &str) -> Result<Date, String> {
 
 pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env(Profile::Local).context("configuration")?;
-    let store = crate::serve::open_store(&config).await?;
+    let store = assetgen_common::cloud::store(&config).await?;
     let today = time::OffsetDateTime::now_utc().date();
     match args.action {
         Action::Compact(d) => {

@@ -6,17 +6,15 @@ use anyhow::Context;
 use assetgen_common::auth::DevAuth;
 use assetgen_common::budget::{DailyBudget, UserLimits};
 use assetgen_common::config::{Config, GeminiBackend, Profile, StoreUrl};
-use assetgen_common::model::{GeminiModel, GeminiTimeouts, ImageModel};
+use assetgen_common::model::ImageModel;
 use assetgen_common::pipeline::{Parts, Pipeline};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
-use assetgen_common::shim;
-use assetgen_common::store::{CountingStore, FileStore, GcsStore, MemoryStore, ObjectStore};
+use assetgen_common::store::{CountingStore, ObjectStore};
+use assetgen_common::{cloud, shim};
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
-use axum::Json;
-use axum::routing::get;
 use std::process::ExitCode;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,39 +32,18 @@ pub struct ServeArgs {
     live: bool,
 }
 
-/// Opens the store `ASSETGEN_STORE` names: a directory, memory, or a GCS bucket (through
-/// `STORAGE_EMULATOR_HOST` when set, e.g. fake-gcs-server; else with Application Default Credentials).
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    Ok(match &config.store {
-        StoreUrl::File(path) => Arc::new(FileStore::open(path).with_context(|| format!("opening {}", path.display()))?),
-        StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::Gcs { bucket } => {
-            let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty());
-            Arc::new(
-                GcsStore::connect(bucket, emulator.as_deref())
-                    .await
-                    .with_context(|| format!("opening gs://{bucket}"))?,
-            )
-        }
-    })
-}
-
 fn live_model(config: &Config) -> anyhow::Result<Arc<dyn ImageModel>> {
     if config.gemini_backend != GeminiBackend::Developer {
         anyhow::bail!("serve --live uses the Gemini Developer API: unset GEMINI_BACKEND or set it to developer");
     }
-    let key = config
-        .gemini_api_key
-        .clone()
-        .context("--live needs GEMINI_API_KEY (the key is read from the environment only)")?;
-    Ok(Arc::new(GeminiModel::developer(key, config.gemini_base_url.clone(), GeminiTimeouts::default())?))
+    cloud::live_model(config)?.context("--live needs GEMINI_API_KEY (the key is read from the environment only)")
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shim::init_logging(shim::LogFormat::Text);
     let config = Config::from_env(Profile::Local).context("configuration")?;
     let live = if args.live { Some(live_model(&config)?) } else { None };
-    let mut store = open_store(&config).await?;
+    let mut store = cloud::store(&config).await?;
     if std::env::var_os("ASSETGEN_STORE_STATS").is_some() {
         // Operators' and benchmarks' view of what the store is asked, every 10 s on stderr.
         let counting = Arc::new(CountingStore::new(store));
@@ -170,17 +147,9 @@ pub fn app(
     relay: RelayState,
     store: Arc<dyn ObjectStore>,
 ) -> axum::Router {
-    let (router, mut api) = OpenApiRouter::new()
+    let api = OpenApiRouter::new()
         .merge(assetgen_submit::router(Arc::new(submit)))
         .merge(assetgen_generate::router(Arc::new(generate)))
-        .merge(assetgen_relay::router(Arc::new(relay)))
-        .split_for_parts();
-    api.info.title = "assetgen".to_owned();
-    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    api.info.description = Some("Turn rows of a Sheet into images made by Gemini.".to_owned());
-    let api = Arc::new(api);
-    let router = router
-        .route("/openapi.json", get(move || std::future::ready(Json(api.as_ref().clone()))))
-        .merge(shim::health_routes(store));
-    shim::finish(router)
+        .merge(assetgen_relay::router(Arc::new(relay)));
+    shim::app(api, store, "assetgen")
 }
