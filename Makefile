@@ -64,7 +64,7 @@ images:
 terraform-test:
 	"$$(tools/terraform.sh)" fmt -check -recursive -diff terraform
 	"$$(tools/checkov.sh)" --skip-download --quiet --compact --framework terraform -d terraform
-	PROVIDER_SCHEMA_JSII="$$(tools/provider-schema.sh)" "$$(tools/hcl2-python.sh)" -m pytest -q terraform/tests
+	PROVIDER_SCHEMA_JSII="$$(tools/provider-schema.sh)" "$$(tools/hcl2-python.sh)" -m pytest -q -p no:cacheprovider terraform/tests
 
 ## One environment on Google Cloud (README "Deploying to Google Cloud"): `make deploy ENV=dev`
 ## builds and pushes the images and applies terraform/envs/ENV; CANARY=10 gives the new revisions
