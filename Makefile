@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Rust's components (rustfmt, clippy) are installed by `toolchain` if the machine lacks them.
 
 .PHONY: run test lint fmt bench toolchain tools build submit clean web-test web-tools images
-.PHONY: terraform-test deploy promote rollback
+.PHONY: terraform-test deploy promote rollback apps-script-test
 
 ## Build and start the whole pipeline in one process (file store in ./.data, dry-run model).
 run: toolchain
@@ -22,12 +22,22 @@ test: toolchain tools lint
 	FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory web-test
 	$(MAKE) --no-print-directory terraform-test
+	$(MAKE) --no-print-directory apps-script-test
 
 ## The pages (web/): Node's test runner, unit tests and Debian's Chromium driven by playwright-core
 ## against a real `assetgen serve`. Screenshots land in target/screenshots/.
 web-test: web-tools
 	$(CARGO) build -p assetgen-local --bin assetgen
 	cd web && node --test --test-concurrency=1 tests/
+
+## The Sheet side (apps-script/): every .gs file type-checked (tsc --checkJs against
+## @types/google-apps-script), unit tests with fakes of the Apps Script services, and an end-to-end
+## test against a real `assetgen serve` with OIDC on (UrlFetchApp over curl).
+apps-script-test:
+	cd apps-script && npm ci --no-audit --no-fund
+	@command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get install -y curl || { $(SUDO) apt-get update && $(SUDO) apt-get install -y curl; }; }
+	$(CARGO) build -p assetgen-local --bin assetgen
+	cd apps-script && node --test --test-concurrency=1 tests/
 
 ## What the browser tests need: the Node packages of web/package-lock.json, and Debian's chromium
 ## (never a browser download of a test tool's own). apt-get update runs only if the install fails.
@@ -88,4 +98,4 @@ toolchain:
 
 clean:
 	$(CARGO) clean
-	rm -rf .data web/node_modules
+	rm -rf .data web/node_modules apps-script/node_modules

@@ -1,0 +1,354 @@
+/**
+ * Validation: every selected row is checked the way the server checks it (common/src/domain/*.rs,
+ * common/src/batch_spec.rs, common/src/limits.rs), so the user sees all problems at once, before
+ * anything is sent. The server checks again; its 422 is shown the same way (Client.gs).
+ */
+
+var LIMITS = {
+  maxPromptChars: 4000, // Limits::max_prompt_chars
+  maxRefs: 6, // Limits::max_refs, row and global references together
+  maxSceneIdLen: 64, // SceneId::MAX_LEN
+  maxVariants: 3, // Variants::MAX
+  maxRefUrlLen: 2048, // RefUrl::MAX_LEN
+};
+var ASPECT_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
+
+/** How to fix each kind of problem: the server's advice (ErrorCode::advice), word for word. */
+var ADVICE = {
+  INVALID_JSON: 'Send a JSON body shaped like the OpenAPI document at /openapi.json.',
+  UNKNOWN_FIELD: 'Remove the field or check its spelling against /openapi.json.',
+  BATCH_EMPTY: 'Select at least one row.',
+  TOO_MANY_ROWS: 'Split the selection into smaller batches.',
+  DUPLICATE_SCENE_ID: 'Give every row its own scene_id, or remove the repeated row.',
+  INVALID_SCENE_ID: "Use 1–64 letters, digits, '-', '_' or '.', not starting with '.'.",
+  INVALID_PROMPT: 'Write a prompt that is not empty and within the length limit.',
+  INVALID_VARIANTS: 'Ask for 1, 2 or 3 variants.',
+  TOO_MANY_REFS: 'Use at most 6 distinct reference images per row, row and global refs together.',
+  INVALID_REF_URL: "Use an https:// or gs:// URL (separate several with '|').",
+  INVALID_REF_MODE: 'Use style_only or style_and_composition.',
+  INVALID_ASPECT_RATIO: 'Use one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.',
+};
+
+/**
+ * @typedef {Object} RowProblem
+ * @property {number|null} row sheet row number (null for the whole selection)
+ * @property {string} column the column to fix
+ * @property {string} message what is wrong
+ * @property {string} fix how to fix it
+ */
+
+/**
+ * @typedef {Object} RowRequest the wire shape of one row (api.rs RowRequest)
+ * @property {string} scene_id
+ * @property {string} prompt
+ * @property {number} variants
+ * @property {string[]} refs
+ * @property {string} ref_mode
+ * @property {string} [aspect_ratio]
+ */
+
+/**
+ * Checks the rows and builds the request's rows. `problems` lists everything wrong; the rows are
+ * only meant to be sent when it is empty.
+ * @param {SheetRow[]} rows
+ * @param {{maxRows: number}} settings
+ * @returns {{rows: RowRequest[], problems: RowProblem[]}}
+ */
+function validateRows_(rows, settings) {
+  var problems = [];
+  if (rows.length === 0) {
+    problems.push({ row: null, column: '', message: 'No filled-in rows are selected.', fix: ADVICE.BATCH_EMPTY });
+    return { rows: [], problems: problems };
+  }
+  if (rows.length > settings.maxRows) {
+    problems.push({
+      row: null,
+      column: '',
+      message: rows.length + ' rows are selected; the service accepts at most ' + settings.maxRows + ' rows in one batch.',
+      fix: 'Select at most ' + settings.maxRows + ' rows and run it again for the rest (nothing was sent).',
+    });
+  }
+  var seen = {};
+  var out = rows.map(function (row) {
+    var add = function (column, code, message) {
+      problems.push({ row: row.sheetRow, column: column, message: message, fix: ADVICE[code] });
+    };
+    var c = row.cells;
+    var sceneId = String(c.scene_id).trim();
+    var sceneError = sceneIdError_(sceneId);
+    if (sceneError) {
+      add('scene_id', 'INVALID_SCENE_ID', sceneError);
+    } else {
+      var lower = sceneId.toLowerCase();
+      if (seen[lower]) {
+        add('scene_id', 'DUPLICATE_SCENE_ID', 'scene_id "' + sceneId + '" is already used by row ' + seen[lower] + '.');
+      } else {
+        seen[lower] = row.sheetRow;
+      }
+    }
+    var prompt = String(c.prompt).trim();
+    var promptError = promptError_(prompt);
+    if (promptError) {
+      add('prompt', 'INVALID_PROMPT', promptError);
+    }
+    var variants = parseVariants_(c.variants);
+    if (variants.error) {
+      add('variants', 'INVALID_VARIANTS', variants.error);
+    }
+    var refs = [];
+    splitRefs_(c.refs).forEach(function (raw) {
+      var error = refUrlError_(raw);
+      if (error) {
+        add('refs', 'INVALID_REF_URL', error);
+      } else if (refs.indexOf(raw) < 0) {
+        refs.push(raw);
+      }
+    });
+    if (refs.length > LIMITS.maxRefs) {
+      add('refs', 'TOO_MANY_REFS', refs.length + ' distinct references; the limit is ' + LIMITS.maxRefs + '.');
+    }
+    var refMode = parseRefMode_(c.ref_mode);
+    if (refMode.error) {
+      add('ref_mode', 'INVALID_REF_MODE', refMode.error);
+    }
+    var aspect = parseAspectRatio_(c.aspect_ratio);
+    if (aspect.error) {
+      add('aspect_ratio', 'INVALID_ASPECT_RATIO', aspect.error);
+    }
+    /** @type {RowRequest} */
+    var request = {
+      scene_id: sceneId,
+      prompt: prompt,
+      variants: variants.value,
+      refs: refs,
+      ref_mode: refMode.value,
+    };
+    if (aspect.value) {
+      request.aspect_ratio = aspect.value;
+    }
+    return request;
+  });
+  return { rows: out, problems: problems };
+}
+
+/** SceneId::parse. The length counts UTF-8 bytes, as Rust's str::len does. */
+function sceneIdError_(s) {
+  if (s === '') {
+    return 'scene_id is empty.';
+  }
+  var bytes = Utilities.newBlob(s).getBytes().length;
+  if (bytes > LIMITS.maxSceneIdLen) {
+    return 'scene_id is ' + bytes + ' characters long; the limit is ' + LIMITS.maxSceneIdLen + '.';
+  }
+  if (s.charAt(0) === '.') {
+    return 'scene_id "' + s + '" starts with ".".';
+  }
+  var bad = s.match(/[^A-Za-z0-9._-]/);
+  if (bad) {
+    return 'scene_id "' + s + '" contains ' + describeChar_(bad[0]) + '; use letters, digits, "-", "_" or ".".';
+  }
+  return '';
+}
+
+function describeChar_(ch) {
+  return ch === ' ' ? 'a space' : '"' + ch + '"';
+}
+
+/** Prompt::parse: not empty, at most maxPromptChars characters, no control characters but \n \t \r. */
+function promptError_(s) {
+  if (s === '') {
+    return 'prompt is empty.';
+  }
+  var chars = Array.from(s).length;
+  if (chars > LIMITS.maxPromptChars) {
+    return 'prompt is ' + chars + ' characters long; the limit is ' + LIMITS.maxPromptChars + '.';
+  }
+  // Rust's char::is_control: the Cc category, U+0000–U+001F and U+007F–U+009F.
+  if (/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/.test(s)) {
+    return 'prompt contains control characters (invisible characters pasted with the text).';
+  }
+  return '';
+}
+
+/** Variants::parse; a blank cell is 1, as on the server. */
+function parseVariants_(cell) {
+  var raw = typeof cell === 'number' ? cell : String(cell).trim();
+  if (raw === '') {
+    return { value: 1, error: '' };
+  }
+  var n = typeof raw === 'number' ? raw : /^[+-]?\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n)) {
+    return { value: 1, error: 'variants "' + raw + '" is not a whole number; ask for 1 to ' + LIMITS.maxVariants + '.' };
+  }
+  if (n < 1 || n > LIMITS.maxVariants) {
+    return { value: 1, error: 'variants is ' + n + '; ask for 1 to ' + LIMITS.maxVariants + '.' };
+  }
+  return { value: n, error: '' };
+}
+
+/** RefMode::parse, sent in its canonical spelling. */
+function parseRefMode_(cell) {
+  var raw = String(cell).trim().toLowerCase().replace(/[- ]/g, '_');
+  if (raw === '' || raw === 'style_only' || raw === 'style') {
+    return { value: 'style_only', error: '' };
+  }
+  if (raw === 'style_and_composition' || raw === 'style_composition' || raw === 'composition') {
+    return { value: 'style_and_composition', error: '' };
+  }
+  return { value: '', error: 'ref_mode "' + raw + '" is not style_only or style_and_composition.' };
+}
+
+/**
+ * AspectRatio::parse. Sheets turns a typed 16:9 into the time 16:09:00, so a time cell is read back
+ * as hours:minutes.
+ */
+function parseAspectRatio_(cell) {
+  var raw;
+  if (Object.prototype.toString.call(cell) === '[object Date]') {
+    raw = cell.getHours() + ':' + cell.getMinutes();
+  } else {
+    raw = String(cell).trim();
+  }
+  if (raw === '') {
+    return { value: '', error: '' };
+  }
+  var m = raw.match(/^\s*(\d+)\s*:\s*(\d+)\s*$/);
+  var canonical = m ? Number(m[1]) + ':' + Number(m[2]) : '';
+  if (ASPECT_RATIOS.indexOf(canonical) < 0) {
+    return { value: '', error: 'aspect_ratio "' + raw + '" is not supported.' };
+  }
+  return { value: canonical, error: '' };
+}
+
+/** The refs cell: several URLs separated by "|" or line breaks; empty pieces are ignored. */
+function splitRefs_(cell) {
+  return String(cell)
+    .split(/[|\r\n]+/)
+    .map(function (s) { return s.trim(); })
+    .filter(function (s) { return s !== ''; });
+}
+
+/**
+ * RefUrl::parse with the cloud's policy (no http://, no private hosts, no files). Apps Script has
+ * no URL class, so the parts that matter are read with patterns.
+ */
+function refUrlError_(s) {
+  if (s.length > LIMITS.maxRefUrlLen) {
+    return 'reference URL is longer than ' + LIMITS.maxRefUrlLen + ' characters.';
+  }
+  var scheme = s.match(/^([A-Za-z][A-Za-z0-9+.-]*):/);
+  if (!scheme) {
+    return 'reference "' + s + '" is not a URL.';
+  }
+  var name = scheme[1].toLowerCase();
+  var rest = s.slice(scheme[0].length);
+  if (name === 'gs') {
+    var gs = rest.match(/^\/\/([^/]+)\/(.+)$/);
+    return gs ? '' : 'reference "' + s + '" must look like gs://bucket/object.';
+  }
+  if (name === 'http') {
+    return 'reference "' + s + '" uses http://; use https://.';
+  }
+  if (name === 'file') {
+    return 'reference "' + s + '" is a local file; upload it and use its https:// URL.';
+  }
+  if (name !== 'https') {
+    return 'reference "' + s + '" has scheme "' + name + '"; use https:// or gs://.';
+  }
+  var authority = rest.match(/^\/\/([^/?#]*)/);
+  if (!authority || authority[1] === '') {
+    return 'reference "' + s + '" has no host.';
+  }
+  var hostPort = authority[1];
+  if (hostPort.indexOf('@') >= 0) {
+    return 'reference "' + s + '" carries credentials; use a public URL.';
+  }
+  if (/\s/.test(s)) {
+    return 'reference "' + s + '" is not a URL (it contains a space).';
+  }
+  var host = hostPort.charAt(0) === '[' ? hostPort.slice(0, hostPort.indexOf(']') + 1) : hostPort.replace(/:\d*$/, '');
+  if (host === '') {
+    return 'reference "' + s + '" has no host.';
+  }
+  if (hostIsForbidden_(host)) {
+    return 'reference "' + s + '" points at a private or internal address.';
+  }
+  return '';
+}
+
+/** refs/address_policy.rs host_is_forbidden: loopback, private, link-local, metadata and the like. */
+function hostIsForbidden_(host) {
+  var h = host.toLowerCase().replace(/\.$/, '');
+  if (h.charAt(0) === '[') {
+    return ipv6IsForbidden_(h.slice(1, -1));
+  }
+  var v4 = parseIpv4_(h);
+  if (v4) {
+    return ipv4IsForbidden_(v4);
+  }
+  var internal = ['localhost', 'metadata', 'metadata.google.internal', 'metadata.goog'];
+  return (
+    internal.some(function (n) { return h === n || h.slice(-(n.length + 1)) === '.' + n; }) ||
+    /\.internal$/.test(h) ||
+    /\.local$/.test(h)
+  );
+}
+
+/**
+ * A host as the WHATWG URL parser reads an IPv4 address (1 to 4 parts, decimal, 0x hex or 0 octal,
+ * the last part filling the remaining bytes), or null when it is a name.
+ * @returns {number[]|null} four octets
+ */
+function parseIpv4_(host) {
+  var parts = host.split('.');
+  if (parts.length > 4 || !/^(0x[0-9a-f]*|\d+)$/.test(parts[parts.length - 1])) {
+    return null;
+  }
+  var nums = [];
+  for (var i = 0; i < parts.length; i++) {
+    var p = parts[i];
+    var n = /^0x[0-9a-f]*$/.test(p) ? parseInt(p.slice(2) || '0', 16)
+      : /^0[0-7]+$/.test(p) ? parseInt(p, 8)
+      : /^\d+$/.test(p) ? parseInt(p, 10) : NaN;
+    if (isNaN(n)) {
+      return null;
+    }
+    nums.push(n);
+  }
+  var last = nums.pop();
+  var value = last;
+  nums.forEach(function (n, i) { value += n * Math.pow(256, 3 - i); });
+  return [Math.floor(value / 16777216) % 256, Math.floor(value / 65536) % 256, Math.floor(value / 256) % 256, value % 256];
+}
+
+function ipv4IsForbidden_(o) {
+  var a = o[0], b = o[1];
+  return (
+    a === 127 || a === 10 || a === 0 || a >= 224 || // loopback, private, "this network", multicast, reserved, broadcast
+    (a === 172 && b >= 16 && b < 32) ||
+    (a === 192 && b === 168) ||
+    (a === 169 && b === 254) || // link-local: the metadata server lives at 169.254.169.254
+    (a === 100 && b >= 64 && b < 128) || // CGNAT
+    (a === 192 && b === 0) || // protocol assignments, and 192.0.2.0/24 documentation
+    (a === 198 && (b === 18 || b === 19)) || // benchmarking
+    (a === 198 && b === 51 && o[2] === 100) || (a === 203 && b === 0 && o[2] === 113) // documentation
+  );
+}
+
+function ipv6IsForbidden_(h) {
+  var mapped = h.match(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/);
+  if (mapped) {
+    var v4 = parseIpv4_(mapped[1]);
+    return v4 ? ipv4IsForbidden_(v4) : true;
+  }
+  if (h === '::1' || h === '::') {
+    return true;
+  }
+  var first = parseInt(h.split(':')[0] || '0', 16);
+  return (
+    (first & 0xfe00) === 0xfc00 || // unique local
+    (first & 0xffc0) === 0xfe80 || // link-local
+    (first & 0xff00) === 0xff00 || // multicast
+    /^2001:db8:/.test(h) // documentation
+  );
+}

@@ -1,0 +1,231 @@
+// End to end: the .gs files with the same fakes, but UrlFetchApp is real HTTP (curl) to a real
+// `assetgen serve` with OIDC on. The test is its own Google: it makes an RSA key, serves its key
+// set on loopback, and signs the ID token ScriptApp.getIdentityToken() returns, with the fake
+// script's OAuth client id as audience.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const { makeWorld, plain, sheetWith, blockFor, ROOT } = require('./fakes');
+const { CurlUrlFetch } = require('./curl-fetch');
+
+const REPO = path.resolve(ROOT, '..');
+const BINARY = process.env.ASSETGEN_BIN || path.join(REPO, 'target', 'debug', 'assetgen');
+const CLIENT_ID = '123456789012-sheetscript.apps.googleusercontent.com';
+const PUSH_AUDIENCE = 'https://assetgen-generate.test/pubsub/rows';
+const USER = 'lead@studio.test';
+const KID = 'e2e-key-1';
+const HEADERS = ['scene_id', 'prompt', 'variants', 'refs', 'ref_mode', 'aspect_ratio'];
+const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+// Server pieces of issue 9 that are being added to `assetgen serve` (OIDC in serve with a list of
+// audiences and email_verified required; HMAC-signed image links; control tokens). Until they are
+// on main, the subtests that need them run and are reported as TODO: not passed, not hidden.
+const SERVER_TODO = {
+  oidc: false,
+  signedLinks: false,
+  controlToken: false,
+};
+const todo = (piece, what) => (SERVER_TODO[piece] ? {} : { todo: `assetgen serve does not yet ${what}` });
+
+const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/** A Google-shaped ID token signed by the test's key (`overrides` change or drop claims). */
+function idToken(overrides = {}, key = privateKey, kid = KID) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: 'https://accounts.google.com',
+    aud: CLIENT_ID,
+    azp: CLIENT_ID,
+    sub: '109876543210987654321',
+    email: USER,
+    email_verified: true,
+    iat: now,
+    exp: now + 3600,
+    ...overrides,
+  };
+  Object.keys(claims).forEach((k) => claims[k] === undefined && delete claims[k]);
+  const head = b64url(JSON.stringify({ alg: 'RS256', kid, typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const signature = crypto.sign('RSA-SHA256', Buffer.from(`${head}.${body}`), key);
+  return `${head}.${body}.${b64url(signature)}`;
+}
+
+/** Starts a process with its output in a file (a pipe could fill while curl blocks this one) and waits for `pattern`. */
+async function startLogged(name, command, args, env, pattern) {
+  const log = path.join(os.tmpdir(), `assetgen-sheet-e2e-${name}-${process.pid}.log`);
+  const fd = fs.openSync(log, 'w');
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  const deadline = Date.now() + 30000;
+  while (Date.now() < deadline) {
+    const text = fs.readFileSync(log, 'utf8');
+    const m = pattern.exec(text);
+    if (m) return { child, match: m, log };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${name} did not start:\n${fs.readFileSync(log, 'utf8')}`);
+}
+
+/** A plain HTTP call from "a browser": no Authorization, whatever the Sheet would send. */
+function bare(fetcher, url, params = {}) {
+  return fetcher.fetch(url, { muteHttpExceptions: true, ...params });
+}
+
+function scenes() {
+  return Array.from({ length: 12 }, (_, i) => ({
+    scene_id: `SHEET-${String(i + 1).padStart(3, '0')}`,
+    prompt: `a ceramic mug on a walnut desk, angle ${i + 1}`,
+    variants: (i % 3) + 1,
+    aspect_ratio: i % 4 === 0 ? '16:9' : '',
+  }));
+}
+
+test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry run, follow, write back, load every image', async (t) => {
+  assert.ok(fs.existsSync(BINARY), `${BINARY} is missing: run cargo build -p assetgen-local --bin assetgen`);
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: KID, alg: 'RS256', use: 'sig' };
+  const jwks = await startLogged('jwks', process.execPath, [path.join(__dirname, 'jwks-server.js')],
+    { ASSETGEN_TEST_JWKS: JSON.stringify({ keys: [jwk] }) }, /jwks listening on (\d+)/);
+  t.after(() => jwks.child.kill('SIGTERM'));
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'assetgen-sheet-e2e-'));
+  t.after(() => fs.rmSync(data, { recursive: true, force: true }));
+  const serve = await startLogged('serve', BINARY, ['serve'], {
+    PORT: '0',
+    ASSETGEN_STORE: `file://${data}`,
+    ASSETGEN_AUTH: 'oidc',
+    ASSETGEN_OIDC_JWKS_URL: `http://127.0.0.1:${jwks.match[1]}/certs`,
+    ASSETGEN_OIDC_AUDIENCE: `${CLIENT_ID},${PUSH_AUDIENCE}`,
+    ASSETGEN_ALLOWED: USER,
+    ASSETGEN_LINK_SECRET: crypto.randomBytes(32).toString('hex'),
+    ASSETGEN_CAPABILITY_SECRET: crypto.randomBytes(32).toString('hex'),
+    ASSETGEN_MAX_ROWS: '12',
+    RUST_LOG: 'info',
+  }, /assetgen is listening on (http:\/\/[0-9.:]+)\/?/);
+  t.after(() => serve.child.kill('SIGTERM'));
+  const base = serve.match[1];
+  const http = new CurlUrlFetch();
+
+  await t.test('the service checks the token: none, wrong audience, unverified email, unknown key and other users are refused',
+    todo('oidc', 'honour ASSETGEN_AUTH=oidc'), () => {
+    const body = JSON.stringify({ rows: [{ scene_id: 'A', prompt: 'p' }] });
+    const post = (token) => bare(http, `${base}/v1/estimate`, {
+      method: 'post', contentType: 'application/json', payload: body,
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    }).getResponseCode();
+    const other = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    assert.equal(post(idToken()), 200, 'the script\'s token is accepted');
+    assert.equal(post(idToken({ aud: PUSH_AUDIENCE, email: USER })), 200, 'the second audience of the list is accepted too');
+    assert.equal(post(null), 401, 'no token');
+    assert.equal(post(idToken({ aud: 'someone-else.apps.googleusercontent.com' })), 401, 'another audience');
+    assert.equal(post(idToken({ email_verified: false })), 401, 'an unverified email');
+    assert.equal(post(idToken({ email_verified: undefined })), 401, 'no email_verified claim');
+    assert.equal(post(idToken({ exp: Math.floor(Date.now() / 1000) - 600 })), 401, 'expired');
+    assert.equal(post(idToken({}, other)), 401, 'signed by another key');
+    assert.equal(post(idToken({ email: 'intruder@elsewhere.test' })), 403, 'not on the allow-list');
+  });
+
+  const sheet = sheetWith(HEADERS, scenes());
+  // Row 7 (SHEET-006) asks for 4 variants: the server would refuse it.
+  sheet.cell(7, 3).value = 4;
+  const w = makeWorld({ sheets: [sheet], http, token: () => idToken(), email: USER, realSleepScale: 0.02 });
+  assert.equal(w.gs.saveSettings({ serviceUrl: base, defaultRunMode: 'dry_run', maxRows: 12 }).ok, true);
+
+  await t.test('one invalid row among 12: every problem listed, nothing sent, and the server agrees', () => {
+    sheet.select('A2:F13');
+    const before = http.requests.length;
+    w.gs.generateDryRun();
+    assert.equal(http.requests.length, before, 'nothing was sent');
+    const problems = plain(w.ui.sidebars[0].data().problems);
+    assert.deepEqual(problems.map((p) => [p.row, p.column, p.message]), [[7, 'variants', 'variants is 4; ask for 1 to 3.']]);
+    // The client's rules mirror the server's: the same rows sent as they are get the same refusal.
+    const rows = scenes().map((r, i) => ({ ...r, variants: i === 5 ? 4 : r.variants, aspect_ratio: r.aspect_ratio || undefined }));
+    const res = bare(http, `${base}/v1/estimate`, {
+      method: 'post', contentType: 'application/json', payload: JSON.stringify({ rows }),
+      headers: { Authorization: `Bearer ${idToken()}` },
+    });
+    assert.equal(res.getResponseCode(), 422);
+    const server = JSON.parse(res.getContentText());
+    assert.deepEqual(server.errors.map((e) => [e.row + 2, e.field, e.detail + '.']), [[7, 'rows[5].variants', problems[0].message]]);
+  });
+
+  let batchId;
+  await t.test('fixed, the 12 rows go as one dry-run batch and show queued with the batch id', () => {
+    sheet.cell(7, 3).value = 3;
+    w.ui.sidebars.length = 0;
+    sheet.select('A2:F13');
+    w.gs.generateDryRun();
+    assert.equal(w.ui.sidebars.length, 0, JSON.stringify(w.ui.sidebars.map((s) => s.data())));
+    assert.deepEqual(w.ui.alerts, []);
+    const submits = http.requests.filter((r) => r.method === 'POST' && r.url === `${base}/v1/batches`);
+    assert.equal(submits.length, 1);
+    assert.match(submits[0].headers['Idempotency-Key'], /^[0-9a-f-]{36}$/);
+    assert.match(submits[0].headers.Authorization, /^Bearer ey/);
+    const rows = sheet.table();
+    batchId = rows[0].batch_id;
+    assert.match(batchId, /^[0-9a-f-]{36}$/);
+    assert.ok(rows.every((r) => r.batch_id === batchId && ['queued', 'running', 'succeeded'].includes(r.status)));
+    assert.equal(w.scriptApp.triggers.length, 1);
+  });
+
+  await t.test('the trigger runs until the batch is done, writes every row, and deletes itself', () => {
+    // The user sorts the sheet while the batch runs: rows are found by scene_id + batch_id.
+    sheet.sortRows((a, b) => String(b[0]).localeCompare(String(a[0])));
+    let runs = 0;
+    while (w.scriptApp.triggers.length > 0 && runs < 20) {
+      w.gs.followBatches(); // what the time-driven trigger does every minute
+      runs++;
+      blockFor(200);
+    }
+    assert.equal(w.scriptApp.triggers.length, 0, `the trigger deleted itself (after ${runs} runs)`);
+    const rows = sheet.table();
+    assert.equal(rows.length, 12);
+    for (const r of rows) {
+      const n = Number(/(\d+)$/.exec(r.scene_id)[1]);
+      const variants = ((n - 1) % 3) + 1;
+      assert.equal(r.status, 'succeeded', `${r.scene_id}: ${r.error}`);
+      assert.equal(r.batch_id, batchId);
+      assert.equal(r.error, '');
+      assert.equal(r.cost, 0, 'a dry run costs nothing');
+      assert.equal(r['images.links'].length, variants, r.scene_id);
+      assert.equal(r['preview.formula'], `=IMAGE("${r['images.links'][0].replace(/"/g, '""')}")`);
+    }
+  });
+
+  await t.test('every image link loads with no header at all and is a PNG', () => {
+    const links = sheet.table().flatMap((r) => r['images.links']);
+    assert.equal(links.length, 24);
+    for (const link of links) {
+      const res = bare(http, link);
+      assert.equal(res.getResponseCode(), 200, `${link}: ${res.getContentText().slice(0, 200)}`);
+      assert.ok(res.bytes.subarray(0, 8).equals(PNG_MAGIC), `${link} is a PNG`);
+      const type = res.getHeaders()['content-type'] || res.getHeaders()['Content-Type'];
+      assert.equal(type, 'image/png');
+    }
+  });
+
+  await t.test('an image link opens only its own image', todo('signedLinks', 'sign image links (ASSETGEN_LINK_SECRET)'), () => {
+    const links = sheet.table().flatMap((r) => r['images.links']);
+    // A link is not a key to other images: change the image it names and it stops working.
+    const tampered = links[0].replace(/\/1(\?|$)/, '/2$1').replace('SHEET-001', 'SHEET-002');
+    assert.notEqual(bare(http, tampered).getResponseCode(), 200, 'a link signed for one image does not open another');
+  });
+
+  await t.test('the progress page opens with a short-lived control token in the fragment',
+    todo('controlToken', 'issue control tokens (POST /v1/batches/{id}/control-token)'), () => {
+    const row = sheet.table().find((r) => r.scene_id === 'SHEET-001');
+    sheet.select(`A${row._row}:F${row._row}`);
+    w.gs.openProgressPage();
+    const dialog = w.ui.dialogs.at(-1);
+    const link = dialog.html.data().url;
+    assert.ok(link.startsWith(`${base}/b/${batchId}`), link);
+    assert.match(link, /#control=[^&\s]+/, 'the page link carries a control token in its fragment');
+    const page = bare(http, link.replace(/#.*$/, ''));
+    assert.equal(page.getResponseCode(), 200);
+  });
+});
