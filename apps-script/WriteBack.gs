@@ -107,6 +107,7 @@ function followBatches() {
           unfollowBatch_(batch.id);
         }
       });
+      SpreadsheetApp.flush(); // show this pass's rows now, not when the run ends
       if (followedBatches_().length === 0) {
         stopFollowing_();
         return;
