@@ -5,10 +5,14 @@
 
 /** @param {GoogleAppsScript.Events.SheetsOnOpen} [e] */
 function onOpen(e) {
-  SpreadsheetApp.getUi()
-    .createMenu('Assets')
-    .addItem('Generate selected rows (dry run)', 'generateDryRun')
-    .addItem('Generate selected rows (live)', 'generateLive')
+  var menu = SpreadsheetApp.getUi().createMenu('Assets');
+  var dry = ['Generate selected rows (dry run)', 'generateDryRun'];
+  var live = ['Generate selected rows (live)', 'generateLive'];
+  // The default run mode (Settings) comes first.
+  (getSettings_().defaultRunMode === 'live' ? [live, dry] : [dry, live]).forEach(function (item) {
+    menu.addItem(item[0], item[1]);
+  });
+  menu
     .addItem('Estimate cost', 'estimateCost')
     .addSeparator()
     .addItem('Open progress page', 'openProgressPage')
@@ -25,12 +29,25 @@ var CLICK_LOCK_MS = 30 * 1000;
 /** A request that was sent but whose answer was lost is sent again with the same key this long. */
 var PENDING_KEY_TTL_MS = 15 * 60 * 1000;
 
-function generateDryRun() {
-  submitSelection_('dry_run');
-}
+// The menu's entry points. Each runs its action under guarded_, so an unexpected error reaches the
+// user as a sentence in a dialog, never as a stack trace.
+function generateDryRun() { guarded_(function () { submitSelection_('dry_run'); }); }
+function generateLive() { guarded_(function () { submitSelection_('live'); }); }
+function estimateCost() { guarded_(estimateCost_); }
+function openProgressPage() { guarded_(openProgressPage_); }
+function retryFailedRows() { guarded_(retryFailedRows_); }
+function cancelBatch() { guarded_(cancelBatch_); }
+function openReferenceManager() { guarded_(openReferenceManager_); }
 
-function generateLive() {
-  submitSelection_('live');
+/** @param {function(): void} action */
+function guarded_(action) {
+  try {
+    action();
+  } catch (e) {
+    var ui = SpreadsheetApp.getUi();
+    ui.alert('Assets', 'That did not finish: ' + errorText_(e) + '\n\nWhat was already written stays; run it again ' +
+      'in a minute. Rows of a batch that was accepted are still followed.', ui.ButtonSet.OK);
+  }
 }
 
 /**
@@ -206,7 +223,7 @@ function showSubmitProblem_(problem, sheetRows) {
 }
 
 /** Menu: what the selected rows would cost live, and the budget. */
-function estimateCost() {
+function estimateCost_() {
   var settings = requireSettings_();
   if (!settings) {
     return;
@@ -261,7 +278,7 @@ function batchForAction_(settings) {
   if (distinct.length === 1) {
     return distinct[0];
   }
-  var followed = followedBatches_();
+  var followed = myFollowedBatches_();
   if (followed.length > 0) {
     return followed[followed.length - 1].id;
   }
@@ -273,7 +290,7 @@ function batchForAction_(settings) {
  * Menu: the batch's progress page. The page needs a short-lived control token (browsers send no
  * Authorization header); it travels in the fragment, which never reaches a server log.
  */
-function openProgressPage() {
+function openProgressPage_() {
   var settings = requireSettings_();
   if (!settings) {
     return;
@@ -303,7 +320,7 @@ function openProgressPage() {
 }
 
 /** Menu: the reference manager, where references are uploaded and their stable URLs copied. */
-function openReferenceManager() {
+function openReferenceManager_() {
   var settings = requireSettings_();
   if (!settings) {
     return;
@@ -312,7 +329,7 @@ function openReferenceManager() {
 }
 
 /** Menu: queue the batch's failed rows again (live: after CONFIRM). */
-function retryFailedRows() {
+function retryFailedRows_() {
   var settings = requireSettings_();
   if (!settings) {
     return;
@@ -359,7 +376,7 @@ function retryFailedRows() {
 }
 
 /** Menu: cancel the rows of the batch that have not started; the follower writes `cancelled`. */
-function cancelBatch() {
+function cancelBatch_() {
   var settings = requireSettings_();
   if (!settings) {
     return;

@@ -28,15 +28,32 @@ var BACKOFF_ATTEMPTS = 6;
  * @property {string} runMode
  * @property {string} page the progress page link submit answered
  * @property {string} submittedAt ISO time
+ * @property {string} [owner] who submitted it: only they may read it, so only their trigger follows it
  */
 
 /** @param {FollowedBatch} batch */
 function followBatch_(batch) {
+  batch.owner = currentUser_();
   PropertiesService.getDocumentProperties().setProperty(BATCH_PREFIX + batch.id, JSON.stringify(batch));
   ensureFollowTrigger_();
 }
 
-/** @returns {FollowedBatch[]} oldest first */
+/** The account this run acts as (a trigger runs as whoever created it). */
+function currentUser_() {
+  return String(Session.getEffectiveUser().getEmail() || '').toLowerCase();
+}
+
+/**
+ * The batches the current user follows. A batch belongs to its submitter (others get 404), so in a
+ * Sheet shared by several people each one's trigger follows only their own batches.
+ * @returns {FollowedBatch[]} oldest first
+ */
+function myFollowedBatches_() {
+  var me = currentUser_();
+  return followedBatches_().filter(function (b) { return !b.owner || !me || b.owner === me; });
+}
+
+/** @returns {FollowedBatch[]} every batch this Sheet follows, oldest first */
 function followedBatches_() {
   var all = PropertiesService.getDocumentProperties().getProperties();
   return Object.keys(all)
@@ -93,7 +110,7 @@ function followBatches() {
   try {
     var settings = getSettings_();
     for (;;) {
-      var batches = followedBatches_();
+      var batches = myFollowedBatches_();
       if (batches.length === 0) {
         stopFollowing_();
         return;
@@ -108,7 +125,7 @@ function followBatches() {
         }
       });
       SpreadsheetApp.flush(); // show this pass's rows now, not when the run ends
-      if (followedBatches_().length === 0) {
+      if (myFollowedBatches_().length === 0) {
         stopFollowing_();
         return;
       }
@@ -125,7 +142,7 @@ function followBatches() {
 /** Deletes the trigger; a batch submitted meanwhile gets it back (its submit may have seen the old one). */
 function stopFollowing_() {
   deleteFollowTriggers_();
-  if (followedBatches_().length > 0) {
+  if (myFollowedBatches_().length > 0) {
     ensureFollowTrigger_();
   }
 }

@@ -556,6 +556,7 @@ function makeWorld({ sheets, http, token = () => 'test-identity-token', clock = 
   const scriptApp = new FakeScriptApp(token);
   const urlFetch = http instanceof Object && typeof http.fetch === 'function' ? http : new FakeUrlFetch(http, clock, fetchCostMs);
   let context = null;
+  const user = { email }; // who runs the script now: `world.user.email = …` switches
   const globals = {
     SpreadsheetApp: {
       getActiveSpreadsheet: () => ss,
@@ -580,8 +581,8 @@ function makeWorld({ sheets, http, token = () => 'test-identity-token', clock = 
     Utilities: makeUtilities(clock, realSleepScale),
     Session: {
       getScriptTimeZone: () => 'Europe/Paris',
-      getEffectiveUser: () => ({ getEmail: () => email }),
-      getActiveUser: () => ({ getEmail: () => email }),
+      getEffectiveUser: () => ({ getEmail: () => user.email }),
+      getActiveUser: () => ({ getEmail: () => user.email }),
     },
     Logger: { log: () => {} },
     console: { log: () => {}, info: () => {}, warn: () => {}, error: () => {} },
@@ -593,7 +594,7 @@ function makeWorld({ sheets, http, token = () => 'test-identity-token', clock = 
   for (const file of fs.readdirSync(ROOT).filter((f) => f.endsWith('.gs')).sort()) {
     new vm.Script(fs.readFileSync(path.join(ROOT, file), 'utf8'), { filename: file }).runInContext(context);
   }
-  return { ss, ui, props, locks, scriptApp, urlFetch, clock, context, gs: context };
+  return { ss, ui, props, locks, scriptApp, urlFetch, clock, context, gs: context, user };
 }
 
 /** Arrays made in the vm context are not deepStrictEqual to ours: compare through JSON. */
