@@ -365,13 +365,15 @@ function retryFailedRows_() {
     return;
   }
   var known = knownBatch_(id);
-  followBatch_({
+  var batch = {
     id: id,
     sheetId: known ? known.sheetId : SpreadsheetApp.getActiveSpreadsheet().getActiveSheet().getSheetId(),
     runMode: view.body.run_mode,
     page: known ? known.page : '',
     submittedAt: new Date(Date.now()).toISOString(),
-  });
+  };
+  followBatch_(batch);
+  followOnce_(settings, batch); // the retried rows show `queued` now, not at the trigger's next run
   SpreadsheetApp.getActiveSpreadsheet().toast(failed.length + ' failed rows of batch ' + id + ' queued again.', 'Assets', 10);
 }
 
@@ -397,13 +399,15 @@ function cancelBatch_() {
     return;
   }
   var known = knownBatch_(id);
-  followBatch_({
+  var batch = {
     id: id,
     sheetId: known ? known.sheetId : SpreadsheetApp.getActiveSpreadsheet().getActiveSheet().getSheetId(),
     runMode: known ? known.runMode : '',
     page: known ? known.page : '',
     submittedAt: known ? known.submittedAt : new Date(Date.now()).toISOString(),
-  });
+  };
+  followBatch_(batch);
+  followOnce_(settings, batch); // the cancelled rows show it now
   SpreadsheetApp.getActiveSpreadsheet().toast('Batch ' + id + ' cancelled.', 'Assets', 10);
 }
 

@@ -503,7 +503,8 @@ test('cancel, retry (live: after CONFIRM) and the progress page act on the selec
   w.gs.cancelBatch();
   assert.equal(w.service.requests.filter((r) => r.url.endsWith('/cancel')).length, 0, 'not confirmed');
   w.gs.cancelBatch();
-  w.gs.followBatches(); // the row being generated finishes; the queued one is cancelled
+  assert.deepEqual(w.sheet.table().map((r) => r.status), ['succeeded', 'running', 'cancelled'], 'shown at once');
+  w.gs.followBatches(); // the row being generated finishes; the queued one stays cancelled
   assert.deepEqual(w.sheet.table().map((r) => r.status), ['succeeded', 'running', 'cancelled']);
   w.service.advance(id, 1);
   w.gs.followBatches();
@@ -524,8 +525,11 @@ test('cancel, retry (live: after CONFIRM) and the progress page act on the selec
   assert.equal(live.service.requests.filter((r) => r.url.endsWith('/retry')).length, 0);
   assert.match(live.ui.prompts.at(-1).text, /1 failed rows, 2 images to make again/);
   live.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  live.service.manual = true;
   live.gs.retryFailedRows();
+  assert.deepEqual(live.sheet.table().map((r) => [r.status, r.error]), [['succeeded', ''], ['queued', '']], 'shown at once');
   assert.equal(live.scriptApp.triggers.length, 1);
+  live.service.manual = false;
   live.gs.followBatches();
   assert.deepEqual(live.sheet.table().map((r) => [r.status, r.error]), [['succeeded', ''], ['succeeded', '']]);
 });
