@@ -1,7 +1,7 @@
 // End to end: the .gs files with the same fakes, but UrlFetchApp is real HTTP (curl) to a real
-// `assetgen serve` with OIDC on. The test is its own Google: it makes an RSA key, serves its key
+// `assetgen serve --live` with OIDC on. The test is its own Google: it makes an RSA key, serves its key
 // set on loopback, and signs the ID token ScriptApp.getIdentityToken() returns, with the fake
-// script's OAuth client id as audience.
+// script's OAuth client id as audience; and a Gemini stub speaking the real wire format.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -90,16 +90,22 @@ function scenes() {
 test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry run, follow, write back, load every image', async (t) => {
   assert.ok(fs.existsSync(BINARY), `${BINARY} is missing: run cargo build -p assetgen-local --bin assetgen`);
   const jwk = { ...publicKey.export({ format: 'jwk' }), kid: KID, alg: 'RS256', use: 'sig' };
-  const jwks = await startLogged('jwks', process.execPath, [path.join(__dirname, 'jwks-server.js')],
-    { ASSETGEN_TEST_JWKS: JSON.stringify({ keys: [jwk] }) }, /jwks listening on (\d+)/);
-  t.after(() => jwks.child.kill('SIGTERM'));
+  const geminiKey = `test-${crypto.randomBytes(8).toString('hex')}`;
+  const google = await startLogged('google', process.execPath, [path.join(__dirname, 'loopback-google.js')],
+    { ASSETGEN_TEST_JWKS: JSON.stringify({ keys: [jwk] }), ASSETGEN_TEST_GEMINI_KEY: geminiKey },
+    /loopback google listening on (\d+)/);
+  t.after(() => google.child.kill('SIGTERM'));
+  const googleUrl = `http://127.0.0.1:${google.match[1]}`;
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'assetgen-sheet-e2e-'));
   t.after(() => fs.rmSync(data, { recursive: true, force: true }));
-  const serve = await startLogged('serve', BINARY, ['serve'], {
+  const serve = await startLogged('serve', BINARY, ['serve', '--live'], {
     PORT: '0',
     ASSETGEN_STORE: `file://${data}`,
     ASSETGEN_AUTH: 'oidc',
-    ASSETGEN_OIDC_JWKS_URL: `http://127.0.0.1:${jwks.match[1]}/certs`,
+    ASSETGEN_OIDC_JWKS_URL: `${googleUrl}/certs`,
+    GEMINI_API_KEY: geminiKey,
+    GEMINI_BASE_URL: googleUrl,
+    ASSETGEN_DAILY_LIMIT_USD: '0.5',
     ASSETGEN_OIDC_AUDIENCE: `${CLIENT_ID},${PUSH_AUDIENCE}`,
     ASSETGEN_ALLOWED: USER,
     ASSETGEN_LINK_SECRET: crypto.randomBytes(32).toString('hex'),
@@ -227,5 +233,69 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.match(link, /#control=[^&\s]+/, 'the page link carries a control token in its fragment');
     const page = bare(http, link.replace(/#.*$/, ''));
     assert.equal(page.getResponseCode(), 200);
+  });
+  await t.test('live: the estimate and today\'s budget, CONFIRM, then real (stub) Gemini images and their cost in the rows', () => {
+    const liveSheet = sheetWith(HEADERS, scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LIVE-${r.scene_id}` })), 202, 'Live');
+    w.ss.sheets.push(liveSheet);
+    w.ss.active = liveSheet;
+    liveSheet.select('A2:F4');
+    w.ui.promptAnswers.push({ button: 'OK', text: 'confirm' });
+    const before = http.requests.length;
+    w.gs.generateLive();
+    assert.deepEqual(http.requests.slice(before).map((r) => r.url), [`${base}/v1/estimate`], 'only the estimate without CONFIRM');
+    const prompt = w.ui.prompts.at(-1).text;
+    assert.match(prompt, /^3 rows, 6 images: \$0\.234\.\nBudget left today: \$0\.50 of \$0\.50; after this batch \$0\.266\.\nThe budget resets at 00:00 UTC/);
+    w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+    w.gs.generateLive();
+    const live = liveSheet.table();
+    assert.ok(live.every((r) => r.status !== '' && r.batch_id), JSON.stringify(live));
+    let runs = 0;
+    while (w.scriptApp.triggers.length > 0 && runs++ < 20) {
+      w.gs.followBatches();
+      blockFor(200);
+    }
+    const rows = liveSheet.table();
+    assert.deepEqual(rows.map((r) => [r.status, r.cost, r['images.links'].length]), [['succeeded', 0.039, 1], ['succeeded', 0.078, 2], ['succeeded', 0.117, 3]]);
+    for (const link of rows.flatMap((r) => r['images.links'])) {
+      const res = bare(http, link);
+      assert.equal(res.getResponseCode(), 200);
+      assert.ok(res.bytes.subarray(0, 8).equals(PNG_MAGIC));
+    }
+    const counts = JSON.parse(bare(http, `${googleUrl}/counts`).getContentText());
+    assert.equal(counts.generate, 6, 'one model call per image');
+  });
+
+  await t.test('live beyond what is left: the estimate says so, no CONFIRM is asked, nothing is sent', () => {
+    const big = sheetWith(HEADERS, scenes().slice(0, 6).map((r) => ({ ...r, scene_id: `BIG-${r.scene_id}` })), 303, 'Big');
+    w.ss.sheets.push(big);
+    w.ss.active = big;
+    big.select('A2:F7');
+    const prompts = w.ui.prompts.length;
+    const before = http.requests.length;
+    w.gs.generateLive();
+    assert.equal(w.ui.prompts.length, prompts, 'no CONFIRM offered');
+    assert.deepEqual(http.requests.slice(before).map((r) => r.url), [`${base}/v1/estimate`]);
+    assert.match(w.ui.alerts.at(-1).text, /^Over today's budget: \$0\.266 left, resets at 00:00 UTC \(\d{4}-\d\d-\d\d \d\d:\d\d Europe\/Paris, in \d+ h \d+ min\)\.\n\nThis batch needs \$0\.468\./);
+  });
+
+  await t.test('a 402 at submit (the budget went elsewhere after the estimate) reads "over today\'s budget"', () => {
+    const sheet402 = sheetWith(HEADERS, scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LATE-${r.scene_id}` })), 404, 'Late');
+    w.ss.sheets.push(sheet402);
+    w.ss.active = sheet402;
+    sheet402.select('A2:F4');
+    w.ui.promptAnswers.push(() => {
+      // While the user reads the estimate, another live batch of theirs spends what is left.
+      const res = bare(http, `${base}/v1/batches`, {
+        method: 'post', contentType: 'application/json', headers: { Authorization: `Bearer ${idToken()}` },
+        payload: JSON.stringify({ run_mode: 'live', rows: [{ scene_id: 'ELSEWHERE', prompt: 'p', variants: 3 }, { scene_id: 'ELSEWHERE-2', prompt: 'p', variants: 3 }] }),
+      });
+      assert.equal(res.getResponseCode(), 202, res.getContentText());
+      return { button: 'OK', text: 'CONFIRM' };
+    });
+    w.gs.generateLive();
+    const alert = w.ui.alerts.at(-1).text;
+    assert.match(alert, /^Over today's budget: \$0\.032 left, resets at 00:00 UTC \(/);
+    assert.doesNotMatch(alert, /Error|\.gs:\d+/);
+    assert.ok(sheet402.table().every((r) => r.status === ''), 'nothing marked queued');
   });
 });

@@ -323,7 +323,8 @@ class FakeUi {
   }
   prompt(title, prompt, buttons) {
     this.prompts.push({ title, text: prompt, buttons });
-    const a = this.promptAnswers.length ? this.promptAnswers.shift() : { button: BUTTONS.CANCEL, text: '' };
+    const next = this.promptAnswers.length ? this.promptAnswers.shift() : { button: BUTTONS.CANCEL, text: '' };
+    const a = typeof next === 'function' ? next() : next; // a function acts while the prompt is open
     return { getSelectedButton: () => a.button, getResponseText: () => a.text };
   }
   showSidebar(html) {
