@@ -54,13 +54,16 @@ case "$command" in
     tf apply -input=false "${approve[@]}" -var "image_tag=$tag" \
       -target=module.assetgen.google_artifact_registry_repository.images \
       -target=module.assetgen.google_secret_manager_secret.gemini_api_key
-    if [[ "$(tf_eval var.gemini_backend)" == developer ]] &&
-      [[ -z "$(gcloud secrets versions list "$secret" --project "$project" --filter=state=enabled --limit 1 --format='value(name)')" ]]; then
-      [[ -n "${GEMINI_API_KEY:-}" ]] || {
+    # The services read GEMINI_API_KEY from the secret's latest version, so it needs one; with
+    # Vertex AI the key is unused and a placeholder will do.
+    if [[ -z "$(gcloud secrets versions list "$secret" --project "$project" --filter=state=enabled --limit 1 --format='value(name)')" ]]; then
+      key="${GEMINI_API_KEY:-}"
+      [[ "$(tf_eval var.gemini_backend)" == developer ]] || key="${key:-unused-with-vertex}"
+      [[ -n "$key" ]] || {
         echo "the secret $secret has no Gemini API key yet: run again with GEMINI_API_KEY=… in the environment" >&2
         exit 1
       }
-      printf %s "$GEMINI_API_KEY" | gcloud secrets versions add "$secret" --project "$project" --data-file=- >&2
+      printf %s "$key" | gcloud secrets versions add "$secret" --project "$project" --data-file=- >&2
     fi
 
     gcloud auth configure-docker "${registry%%/*}" --quiet >&2

@@ -35,9 +35,11 @@ resource "google_storage_bucket_iam_member" "relay_reads" {
   member = "serviceAccount:${local.sa.relay}"
 }
 
+# The reference library: new references are created, the tagged set (refs/sets/) is replaced by
+# compare-and-swap, which GCS counts as a delete.
 resource "google_storage_bucket_iam_member" "relay_writes_references" {
   bucket = google_storage_bucket.state.name
-  role   = "roles/storage.objectCreator"
+  role   = "roles/storage.objectUser"
   member = "serviceAccount:${local.sa.relay}"
   condition {
     title      = "references only"
