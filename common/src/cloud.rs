@@ -131,7 +131,11 @@ pub async fn parts(config: &Config) -> Result<Parts, SetupError> {
     });
     let mut parts = Parts::new(store, queue, budget);
     parts.live = live_model(config)?;
-    parts.fetch = FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() };
+    parts.fetch = FetchPolicy {
+        allow_private: config.allow_private_refs,
+        bucket: config.store.bucket().map(str::to_owned),
+        ..FetchPolicy::default()
+    };
     parts.limits = config.limits;
     parts.ref_policy = config.ref_policy(Profile::Cloud);
     parts.default_model = config.gemini_model.clone();

@@ -13,6 +13,16 @@ pub enum StoreUrl {
     Gcs { bucket: String },
 }
 
+impl StoreUrl {
+    /// The bucket's name, for a GCS store.
+    pub fn bucket(&self) -> Option<&str> {
+        match self {
+            Self::Gcs { bucket } => Some(bucket),
+            Self::File(_) | Self::Memory => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueUrl {
     Local,

@@ -259,7 +259,9 @@ impl RowWorker {
             return self.succeed(manifest, spec, holder).await;
         }
 
-        let merged = match merge_refs(&self.fetcher, &spec.refs, &manifest.spec.global_refs, self.max_refs).await {
+        // `gs://` references may read the images of this submitter's batches, nobody else's.
+        let fetcher = self.fetcher.for_submitter(manifest.user.clone());
+        let merged = match merge_refs(&fetcher, &spec.refs, &manifest.spec.global_refs, self.max_refs).await {
             Ok(merged) => merged,
             Err(e) if e.is_retryable() => {
                 return self.retry(manifest, spec, holder, e.code(), e.to_string(), None).await;

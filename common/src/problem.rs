@@ -44,6 +44,7 @@ pub enum ErrorCode {
     RefNotImage,
     RefTooLarge,
     RefForbiddenAddress,
+    RefForbiddenObject,
     ModelRateLimited,
     ModelUnavailable,
     ModelRejected,
@@ -81,7 +82,7 @@ impl ErrorCode {
             TooManyRows | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LiveNotConfigured => StatusCode::CONFLICT,
             Unauthenticated => StatusCode::UNAUTHORIZED,
-            Forbidden | RefForbiddenAddress => StatusCode::FORBIDDEN,
+            Forbidden | RefForbiddenAddress | RefForbiddenObject => StatusCode::FORBIDDEN,
             NotFound | BatchNotFound => StatusCode::NOT_FOUND,
             BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
             ModelRateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -125,6 +126,7 @@ impl ErrorCode {
             RefNotImage => "A reference is not an image",
             RefTooLarge => "A reference image is too large",
             RefForbiddenAddress => "A reference points at an address that is not allowed",
+            RefForbiddenObject => "A gs:// reference names an object it may not read",
             ModelRateLimited => "The image model is rate limiting us",
             ModelUnavailable => "The image model is unavailable",
             ModelRejected => "The image model rejected the request",
@@ -171,6 +173,9 @@ impl ErrorCode {
             RefNotImage => "Point the reference at a PNG, JPEG, WebP or GIF image.",
             RefTooLarge => "Use a smaller reference image (at most 8 MiB).",
             RefForbiddenAddress => "Use a public https:// URL; private and internal addresses are refused.",
+            RefForbiddenObject => {
+                "Use a reference from the library (/refs) or an image of one of your own batches, in this deployment's bucket."
+            }
             ModelRateLimited => "Nothing to do: the row is retried automatically after a pause.",
             ModelUnavailable => "Nothing to do: the row is retried automatically.",
             ModelRejected => "Shorten or rephrase the prompt, or use other references, then retry the row.",

@@ -1,4 +1,4 @@
-use super::ParseError;
+use super::{BatchId, ParseError};
 use crate::refs::address_policy;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,9 @@ impl RefUrl {
                 if url.host_str().is_none_or(str::is_empty) || url.path().len() <= 1 {
                     return Err(ParseError(format!("reference {s:?} must look like gs://bucket/object")));
                 }
+                if GsObject::of(&url).is_none() {
+                    return Err(ParseError(format!("reference {s:?}: {GS_REFUSAL}")));
+                }
                 return Ok(Self(url.into()));
             }
             "file" if policy.allow_local_files => return Ok(Self(url.into())),
@@ -74,6 +77,60 @@ impl RefUrl {
     }
 }
 
+/// Why a `gs://` reference is refused, whichever the reason (another bucket, another part of the
+/// bucket, someone else's batch, a batch or object that does not exist): one sentence, so that a
+/// refusal never tells whether an object exists.
+pub const GS_REFUSAL: &str = "a gs:// reference may name only this deployment's bucket, and in it only the reference \
+     library (refs/…) or the images of your own batches (images/{batch}/…)";
+
+/// What a `gs://` reference may name: an object of the reference library, or an image of a batch
+/// (readable only by that batch's submitter; the fetcher checks who).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GsObject {
+    pub bucket: String,
+    /// The object name, percent-decoded.
+    pub name: String,
+    /// `Some` for `images/{batch}/…`: the batch whose submitter alone may read it.
+    pub batch: Option<BatchId>,
+}
+
+impl GsObject {
+    /// The bucket and object a `gs://` URL names, if it names one a reference may read at all.
+    pub fn of(url: &url::Url) -> Option<Self> {
+        if url.scheme() != "gs" || url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        let bucket = url.host_str().filter(|b| !b.is_empty())?.to_owned();
+        let name = percent_decode(url.path().strip_prefix('/')?)?;
+        crate::store::check_name(&name).ok()?;
+        if let Some(rest) = name.strip_prefix("refs/") {
+            // The library's images; its sets are JSON, not references.
+            return (!rest.starts_with("sets/")).then_some(Self { bucket, name, batch: None });
+        }
+        let (batch, file) = name.strip_prefix("images/")?.split_once('/')?;
+        let batch = BatchId::parse(batch).ok().filter(|b| b.to_string() == batch)?;
+        (!file.is_empty()).then_some(Self { bucket, name, batch: Some(batch) })
+    }
+}
+
+/// `%XX` sequences decoded; `None` if malformed or not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let raw = s.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl std::fmt::Display for RefUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -91,6 +148,7 @@ mod tests {
     fn cloud_accepts_public_https_and_gs_only() {
         assert!(RefUrl::parse("https://example.com/a.png", CLOUD).is_ok());
         assert!(RefUrl::parse("gs://bucket/refs/a.png", CLOUD).is_ok());
+        assert!(RefUrl::parse("gs://bucket/images/0193a0e4-7f57-7e1c-8a11-5b9f2e0c1d2e/S-1-v1.png", CLOUD).is_ok());
         for bad in [
             "http://example.com/a.png",
             "ftp://example.com/a.png",
@@ -107,6 +165,42 @@ mod tests {
         ] {
             assert!(RefUrl::parse(bad, CLOUD).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn gs_refs_may_name_only_the_library_and_batch_images() {
+        let batch = "0193a0e4-7f57-7e1c-8a11-5b9f2e0c1d2e";
+        let url = |s: &str| url::Url::parse(s).expect("url");
+        assert_eq!(
+            GsObject::of(&url("gs://b/refs/abc%20d.png")),
+            Some(GsObject { bucket: "b".into(), name: "refs/abc d.png".into(), batch: None })
+        );
+        let image = GsObject::of(&url(&format!("gs://b/images/{batch}/S-1-v2.png"))).expect("a batch image");
+        assert_eq!(image.batch.map(|b| b.to_string()).as_deref(), Some(batch));
+        for bad in [
+            "gs://b/ledger/2026-11-28/x.json".to_owned(),
+            "gs://b/budget/2026-11-28/someone@example.com.json".to_owned(),
+            format!("gs://b/batches/{batch}/manifest.json"),
+            "gs://b/refs/sets/global.json".to_owned(),
+            "gs://b/images/not-a-batch/S-1-v1.png".to_owned(),
+            format!("gs://b/images/{batch}/"),
+            format!("gs://b/images/{}/S-1-v1.png", batch.to_uppercase()),
+            "gs://b/refs/../ledger/x.json".to_owned(),
+            "gs://b/refs/%2e%2e/ledger/x.json".to_owned(),
+            "gs://b/refs/a.png?alt=media".to_owned(),
+        ] {
+            assert_eq!(GsObject::of(&url(&bad)), None, "{bad}");
+            let err = RefUrl::parse(&bad, CLOUD).expect_err("refused at submit");
+            assert!(err.0.contains(GS_REFUSAL), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_of_object_names() {
+        assert_eq!(percent_decode("a/ref%20one.png").as_deref(), Some("a/ref one.png"));
+        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
     }
 
     #[test]

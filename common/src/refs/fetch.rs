@@ -2,12 +2,18 @@
 //! `gs://` through the object store, `file://` for the local runner. Images only, size-capped,
 //! retried on transient failures, and cached content-addressed under `refs/{sha256}`.
 //!
+//! A `gs://` reference is read with the service's own rights, so it may name only the deployment's
+//! bucket, and in it only the reference library or an image of a batch of the same submitter as the
+//! batch being generated (see [`RefFetcher::for_submitter`]); never the ledger, the budgets or other
+//! users' images. Every refusal reads the same ([`GS_REFUSAL`]), whether the object exists or not.
+//!
 //! A reference URL comes from a spreadsheet cell, so the HTTP client is guarded against SSRF at
 //! every step where an address can appear: the URL itself (IP literals never reach a resolver), every
 //! redirect target (a custom redirect policy) and every name lookup (a custom resolver that drops
 //! private, loopback, link-local and metadata addresses, so DNS rebinding gains nothing).
 
-use crate::domain::{RefScheme, RefUrl};
+use crate::batch_view::load_manifest;
+use crate::domain::{GS_REFUSAL, GsObject, RefScheme, RefUrl, UserId};
 use crate::layout;
 use crate::model::RefImage;
 use crate::problem::ErrorCode;
@@ -46,6 +52,9 @@ pub struct FetchPolicy {
     pub max_bytes: u64,
     /// Fetches in flight at once in [`RefFetcher::fetch_all`].
     pub concurrency: usize,
+    /// The bucket `gs://` references must name: the deployment's. `None` where the store has no
+    /// bucket (the local runner's disk or memory), and any bucket name means that store.
+    pub bucket: Option<String>,
 }
 
 impl Default for FetchPolicy {
@@ -57,6 +66,7 @@ impl Default for FetchPolicy {
             retry_delays: vec![Duration::from_secs(1), Duration::from_secs(2)],
             max_bytes: 8 * 1024 * 1024,
             concurrency: 4,
+            bucket: None,
         }
     }
 }
@@ -74,6 +84,9 @@ pub struct FetchedRef {
 pub enum FetchError {
     #[error("reference {url} is refused: {detail}")]
     Forbidden { url: String, detail: String },
+    /// A `gs://` reference to an object this batch may not read, whatever the reason.
+    #[error("reference {url} is refused: {}", GS_REFUSAL)]
+    ForbiddenObject { url: String },
     #[error("reference {url} is not an image: {detail}")]
     NotImage { url: String, detail: String },
     #[error("reference {url} is larger than {limit} bytes")]
@@ -86,6 +99,7 @@ impl FetchError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Forbidden { .. } => ErrorCode::RefForbiddenAddress,
+            Self::ForbiddenObject { .. } => ErrorCode::RefForbiddenObject,
             Self::NotImage { .. } => ErrorCode::RefNotImage,
             Self::TooLarge { .. } => ErrorCode::RefTooLarge,
             Self::Unreachable { .. } => ErrorCode::RefFetchFailed,
@@ -100,6 +114,7 @@ impl FetchError {
     pub fn url(&self) -> &str {
         match self {
             Self::Forbidden { url, .. }
+            | Self::ForbiddenObject { url }
             | Self::NotImage { url, .. }
             | Self::TooLarge { url, .. }
             | Self::Unreachable { url, .. } => url,
@@ -113,6 +128,7 @@ impl FetchError {
                 detail.clone()
             }
             Self::TooLarge { limit, .. } => format!("larger than {limit} bytes"),
+            Self::ForbiddenObject { .. } => GS_REFUSAL.to_owned(),
         }
     }
 }
@@ -137,6 +153,9 @@ pub fn sniff_image_type(bytes: &[u8]) -> Option<&'static str> {
 #[derive(Debug, Clone)]
 pub struct RefFetcher {
     inner: Arc<Inner>,
+    /// Whose batch the references are fetched for: the only user whose batches' images a `gs://`
+    /// reference may read. `None`: only the reference library.
+    submitter: Option<UserId>,
 }
 
 #[derive(Debug)]
@@ -173,7 +192,13 @@ impl RefFetcher {
             .no_proxy()
             .build()
             .expect("the reference HTTP client can be built");
-        Self { inner: Arc::new(Inner { policy, store, client, guard }) }
+        Self { inner: Arc::new(Inner { policy, store, client, guard }), submitter: None }
+    }
+
+    /// The same fetcher, for a batch of `user`: `gs://` references may also read the images of
+    /// `user`'s own batches.
+    pub fn for_submitter(&self, user: UserId) -> Self {
+        Self { inner: self.inner.clone(), submitter: Some(user) }
     }
 
     pub fn policy(&self) -> &FetchPolicy {
@@ -275,15 +300,11 @@ impl RefFetcher {
         Ok(Loaded { bytes: body.freeze(), claim })
     }
 
-    /// `gs://bucket/path/obj` is object `path/obj` of the deployment's store.
+    /// `gs://bucket/path/obj` is object `path/obj` of the deployment's store, once
+    /// [`Self::gs_allowed`] says this batch may read it.
     async fn load_gs(&self, url: &RefUrl) -> Result<Loaded, FetchError> {
-        let parsed = parse(url)?;
-        let object = parsed
-            .path()
-            .strip_prefix('/')
-            .and_then(percent_decode)
-            .ok_or_else(|| unreachable(url, "the object name is not valid".to_owned(), false))?;
-        let found = self.inner.store.get(&object).await.map_err(|e| match e {
+        let object = self.gs_allowed(url).await?;
+        let found = self.inner.store.get(&object.name).await.map_err(|e| match e {
             StoreError::NotFound(_) => unreachable(url, "the object does not exist".to_owned(), false),
             other => unreachable(url, format!("the store failed ({other})"), other.is_retryable()),
         })?;
@@ -293,6 +314,26 @@ impl RefFetcher {
         }
         let claim = Some(format!("the object's content type is {}", short(&found.content_type)));
         Ok(Loaded { bytes: found.body, claim })
+    }
+
+    /// The object a `gs://` reference may read: the deployment's bucket, and in it the reference
+    /// library or an image of a batch whose manifest names this fetcher's submitter. Anything else
+    /// is the one [`GS_REFUSAL`], decided before the object itself is looked at, so that no answer
+    /// depends on whether it exists.
+    async fn gs_allowed(&self, url: &RefUrl) -> Result<GsObject, FetchError> {
+        let refuse = || FetchError::ForbiddenObject { url: url.to_string() };
+        let object = GsObject::of(&parse(url)?).ok_or_else(refuse)?;
+        if self.inner.policy.bucket.as_ref().is_some_and(|b| *b != object.bucket) {
+            return Err(refuse());
+        }
+        let Some(batch) = &object.batch else { return Ok(object) };
+        let Some(submitter) = &self.submitter else { return Err(refuse()) };
+        match load_manifest(self.inner.store.as_ref(), batch).await {
+            Ok(manifest) if manifest.user == *submitter => Ok(object),
+            Ok(_) => Err(refuse()),
+            Err(p) if p.code == ErrorCode::BatchNotFound => Err(refuse()),
+            Err(p) => Err(unreachable(url, "the store failed".to_owned(), p.code == ErrorCode::StoreUnavailable)),
+        }
     }
 
     async fn load_file(&self, url: &RefUrl) -> Result<Loaded, FetchError> {
@@ -382,24 +423,6 @@ fn redacted(url: &RefUrl) -> String {
         }
         Err(_) => "(invalid URL)".to_owned(),
     }
-}
-
-/// `%XX` sequences decoded; `None` if malformed or not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let raw = s.as_bytes();
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn find_cause<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
@@ -629,6 +652,7 @@ pub(crate) mod tests {
             retry_delays: vec![Duration::from_millis(10), Duration::from_millis(20)],
             max_bytes: 64 * 1024,
             concurrency: 4,
+            bucket: Some("bucket".to_owned()),
         }
     }
 
@@ -682,14 +706,6 @@ pub(crate) mod tests {
             assert_eq!(err.is_retryable(), retryable, "{err}");
             assert_eq!(err.url(), "https://example.com/a.png");
         }
-    }
-
-    #[test]
-    fn percent_decoding_of_object_names() {
-        assert_eq!(percent_decode("a/ref%20one.png").as_deref(), Some("a/ref one.png"));
-        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
     }
 
     #[test]
@@ -830,29 +846,75 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn gs_refs_are_read_through_the_store() {
+    async fn gs_refs_read_the_reference_library_through_the_store() {
         let (fetcher, store) = fetcher(test_policy());
         store
-            .put("uploads/ref one.png", Bytes::from(png(9)), "image/png", Precondition::None)
+            .put("refs/ref one.png", Bytes::from(png(9)), "image/png", Precondition::None)
             .await
             .expect("seed the store");
         store
-            .put("uploads/notes.txt", Bytes::from_static(b"hello"), "text/plain", Precondition::None)
+            .put("refs/notes.txt", Bytes::from_static(b"hello"), "text/plain", Precondition::None)
             .await
             .expect("seed");
 
-        let got = fetcher.fetch(&ref_url("gs://bucket/uploads/ref one.png")).await.expect("read from the store");
+        let got = fetcher.fetch(&ref_url("gs://bucket/refs/ref one.png")).await.expect("read from the store");
         assert_eq!(got.image.bytes.as_ref(), png(9).as_slice());
         assert_eq!(got.image.mime_type, "image/png");
+        assert_eq!(got.image.gs_uri.as_deref(), Some("gs://bucket/refs/ref%20one.png"));
 
-        let err = fetcher.fetch(&ref_url("gs://bucket/uploads/missing.png")).await.expect_err("missing");
+        // The library is shared: saying that one of its objects is missing tells nothing private.
+        let err = fetcher.fetch(&ref_url("gs://bucket/refs/missing.png")).await.expect_err("missing");
         assert!(matches!(err, FetchError::Unreachable { retryable: false, .. }), "{err}");
 
-        let err = fetcher.fetch(&ref_url("gs://bucket/uploads/notes.txt")).await.expect_err("not an image");
+        let err = fetcher.fetch(&ref_url("gs://bucket/refs/notes.txt")).await.expect_err("not an image");
         match err {
             FetchError::NotImage { detail, .. } => assert!(detail.contains("text/plain"), "{detail}"),
             other => panic!("expected NotImage, got {other:?}"),
         }
+    }
+
+    /// A `gs://` URL the form check of [`RefUrl::parse`] would refuse: as read back from a manifest
+    /// written before that check existed.
+    fn stored_ref(s: &str) -> RefUrl {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).expect("a stored URL")
+    }
+
+    #[tokio::test]
+    async fn gs_refs_outside_the_library_and_batch_images_are_refused_alike_present_or_not() {
+        let (fetcher, store) = fetcher(test_policy());
+        let owner = fetcher.for_submitter(UserId::new("owner@studio.test"));
+        for name in ["ledger/2026-11-28/b.0.v1.r0.charge.json", "budget/2026-11-28/owner@studio.test.json"] {
+            store.put(name, Bytes::from(png(1)), "image/png", Precondition::None).await.expect("seed");
+        }
+        store.put("refs/a.png", Bytes::from(png(2)), "image/png", Precondition::None).await.expect("seed");
+        let mut answers = Vec::new();
+        for url in [
+            "gs://bucket/ledger/2026-11-28/b.0.v1.r0.charge.json",
+            "gs://bucket/ledger/2026-11-28/nothing.json",
+            "gs://bucket/budget/2026-11-28/owner@studio.test.json",
+            "gs://bucket/budget/2026-11-28/nobody@studio.test.json",
+            "gs://other-bucket/refs/a.png",
+            "gs://other-bucket/refs/missing.png",
+        ] {
+            for who in [&fetcher, &owner] {
+                let err = who.fetch(&stored_ref(url)).await.expect_err("refused");
+                assert!(matches!(err, FetchError::ForbiddenObject { .. }), "{url}: {err}");
+                assert_eq!(err.code(), ErrorCode::RefForbiddenObject);
+                assert!(!err.is_retryable());
+                answers.push(err.to_string().replace(url, "URL"));
+            }
+        }
+        answers.dedup();
+        assert_eq!(answers, [format!("reference URL is refused: {GS_REFUSAL}")], "one answer for every refusal");
+        // Control: the library in the deployment's bucket is readable.
+        fetcher.fetch(&ref_url("gs://bucket/refs/a.png")).await.expect("the library");
+    }
+
+    #[tokio::test]
+    async fn without_a_bucket_name_any_bucket_means_the_local_store() {
+        let (fetcher, store) = fetcher(FetchPolicy { bucket: None, ..test_policy() });
+        store.put("refs/a.png", Bytes::from(png(3)), "image/png", Precondition::None).await.expect("seed");
+        fetcher.fetch(&ref_url("gs://anything/refs/a.png")).await.expect("the local store");
     }
 
     #[tokio::test]

@@ -78,8 +78,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let mut parts = Parts::new(store.clone(), Arc::new(queue.clone()), budget);
     parts.live = live;
-    parts.fetch =
-        FetchPolicy { allow_private: config.allow_private_refs, allow_local_files: true, ..FetchPolicy::default() };
+    parts.fetch = FetchPolicy {
+        allow_private: config.allow_private_refs,
+        allow_local_files: true,
+        bucket: config.store.bucket().map(str::to_owned),
+        ..FetchPolicy::default()
+    };
     parts.limits = config.limits;
     parts.ref_policy = config.ref_policy(Profile::Local);
     parts.default_model = config.gemini_model.clone();
