@@ -85,13 +85,19 @@ async fn the_reference_library_is_open_to_every_batch_but_the_rest_of_the_bucket
         let (m, _) = run_row(&kit, OWNER, row("SEED", 1)).await;
         kit.store.get(&format!("images/{}/SEED-v1.png", m.batch_id)).await.expect("an image").body
     };
-    kit.store.put("refs/palette.png", png, "image/png", Precondition::None).await.expect("seed the library");
-    let (_, state) = run_row(&kit, OTHER, with_refs("LIB", vec![format!("gs://{BUCKET}/refs/palette.png")])).await;
+    let sha256 = "5e".repeat(32);
+    kit.store.put(&layout::reference(&sha256), png, "image/png", Precondition::None).await.expect("seed the library");
+    let (_, state) = run_row(&kit, OTHER, with_refs("LIB", vec![format!("gs://{BUCKET}/refs/{sha256}")])).await;
     assert_eq!(state.status, RowStatus::Succeeded, "{:?}", state.error);
 
     // The ledger, the budgets, the manifests and the library's sets are refused when the batch is
     // submitted, with the same sentence.
-    for object in ["ledger/2026-11-28/x.json", "budget/2026-11-28/owner@studio.test.json", "refs/sets/global.json"] {
+    for object in [
+        "ledger/2026-11-28/x.json",
+        "budget/2026-11-28/owner@studio.test.json",
+        "refs/sets/global.json",
+        "refs/palette.png",
+    ] {
         let request = BatchRequest {
             rows: vec![with_refs("LEAK", vec![format!("gs://{BUCKET}/{object}")])],
             ..BatchRequest::default()

@@ -81,10 +81,10 @@ impl RefUrl {
 /// bucket, someone else's batch, a batch or object that does not exist): one sentence, so that a
 /// refusal never tells whether an object exists.
 pub const GS_REFUSAL: &str = "a gs:// reference may name only this deployment's bucket, and in it only the reference \
-     library (refs/…) or the images of your own batches (images/{batch}/…)";
+     library (refs/{sha256}) or the images of your own batches (images/{batch}/…)";
 
-/// What a `gs://` reference may name: an object of the reference library, or an image of a batch
-/// (readable only by that batch's submitter; the fetcher checks who).
+/// What a `gs://` reference may name: an image of the reference library (`refs/{sha256}`), or an
+/// image of a batch (readable only by that batch's submitter; the fetcher checks who).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GsObject {
     pub bucket: String,
@@ -103,9 +103,10 @@ impl GsObject {
         let bucket = url.host_str().filter(|b| !b.is_empty())?.to_owned();
         let name = percent_decode(url.path().strip_prefix('/')?)?;
         crate::store::check_name(&name).ok()?;
-        if let Some(rest) = name.strip_prefix("refs/") {
-            // The library's images; its sets are JSON, not references.
-            return (!rest.starts_with("sets/")).then_some(Self { bucket, name, batch: None });
+        if let Some(sha256) = name.strip_prefix("refs/") {
+            // The library is content-addressed (`refs/{sha256}`); its sets are JSON, not references.
+            let library = sha256.len() == 64 && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            return library.then_some(Self { bucket, name, batch: None });
         }
         let (batch, file) = name.strip_prefix("images/")?.split_once('/')?;
         let batch = BatchId::parse(batch).ok().filter(|b| b.to_string() == batch)?;
@@ -147,7 +148,7 @@ mod tests {
     #[test]
     fn cloud_accepts_public_https_and_gs_only() {
         assert!(RefUrl::parse("https://example.com/a.png", CLOUD).is_ok());
-        assert!(RefUrl::parse("gs://bucket/refs/a.png", CLOUD).is_ok());
+        assert!(RefUrl::parse(&format!("gs://bucket/refs/{}", "ab".repeat(32)), CLOUD).is_ok());
         assert!(RefUrl::parse("gs://bucket/images/0193a0e4-7f57-7e1c-8a11-5b9f2e0c1d2e/S-1-v1.png", CLOUD).is_ok());
         for bad in [
             "http://example.com/a.png",
@@ -171,9 +172,10 @@ mod tests {
     fn gs_refs_may_name_only_the_library_and_batch_images() {
         let batch = "0193a0e4-7f57-7e1c-8a11-5b9f2e0c1d2e";
         let url = |s: &str| url::Url::parse(s).expect("url");
+        let sha = "0123456789abcdef".repeat(4);
         assert_eq!(
-            GsObject::of(&url("gs://b/refs/abc%20d.png")),
-            Some(GsObject { bucket: "b".into(), name: "refs/abc d.png".into(), batch: None })
+            GsObject::of(&url(&format!("gs://b/refs/{sha}"))),
+            Some(GsObject { bucket: "b".into(), name: format!("refs/{sha}"), batch: None })
         );
         let image = GsObject::of(&url(&format!("gs://b/images/{batch}/S-1-v2.png"))).expect("a batch image");
         assert_eq!(image.batch.map(|b| b.to_string()).as_deref(), Some(batch));
@@ -182,6 +184,9 @@ mod tests {
             "gs://b/budget/2026-11-28/someone@example.com.json".to_owned(),
             format!("gs://b/batches/{batch}/manifest.json"),
             "gs://b/refs/sets/global.json".to_owned(),
+            "gs://b/refs/palette.png".to_owned(),
+            format!("gs://b/refs/{}", "AB".repeat(32)),
+            format!("gs://b/refs/{}/x", "ab".repeat(32)),
             "gs://b/images/not-a-batch/S-1-v1.png".to_owned(),
             format!("gs://b/images/{batch}/"),
             format!("gs://b/images/{}/S-1-v1.png", batch.to_uppercase()),

@@ -849,29 +849,34 @@ pub(crate) mod tests {
     async fn gs_refs_read_the_reference_library_through_the_store() {
         let (fetcher, store) = fetcher(test_policy());
         store
-            .put("refs/ref one.png", Bytes::from(png(9)), "image/png", Precondition::None)
+            .put(&layout::reference(LIB_A), Bytes::from(png(9)), "image/png", Precondition::None)
             .await
             .expect("seed the store");
         store
-            .put("refs/notes.txt", Bytes::from_static(b"hello"), "text/plain", Precondition::None)
+            .put(&layout::reference(LIB_B), Bytes::from_static(b"hello"), "text/plain", Precondition::None)
             .await
             .expect("seed");
 
-        let got = fetcher.fetch(&ref_url("gs://bucket/refs/ref one.png")).await.expect("read from the store");
+        let got = fetcher.fetch(&ref_url(&format!("gs://bucket/refs/{LIB_A}"))).await.expect("read from the store");
         assert_eq!(got.image.bytes.as_ref(), png(9).as_slice());
         assert_eq!(got.image.mime_type, "image/png");
-        assert_eq!(got.image.gs_uri.as_deref(), Some("gs://bucket/refs/ref%20one.png"));
+        assert_eq!(got.image.gs_uri, Some(format!("gs://bucket/refs/{LIB_A}")));
 
         // The library is shared: saying that one of its objects is missing tells nothing private.
-        let err = fetcher.fetch(&ref_url("gs://bucket/refs/missing.png")).await.expect_err("missing");
+        let err = fetcher.fetch(&ref_url(&format!("gs://bucket/refs/{LIB_C}"))).await.expect_err("missing");
         assert!(matches!(err, FetchError::Unreachable { retryable: false, .. }), "{err}");
 
-        let err = fetcher.fetch(&ref_url("gs://bucket/refs/notes.txt")).await.expect_err("not an image");
+        let err = fetcher.fetch(&ref_url(&format!("gs://bucket/refs/{LIB_B}"))).await.expect_err("not an image");
         match err {
             FetchError::NotImage { detail, .. } => assert!(detail.contains("text/plain"), "{detail}"),
             other => panic!("expected NotImage, got {other:?}"),
         }
     }
+
+    /// Names in the reference library (`refs/{sha256}`).
+    const LIB_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const LIB_B: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    const LIB_C: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
 
     /// A `gs://` URL the form check of [`RefUrl::parse`] would refuse: as read back from a manifest
     /// written before that check existed.
@@ -886,16 +891,17 @@ pub(crate) mod tests {
         for name in ["ledger/2026-11-28/b.0.v1.r0.charge.json", "budget/2026-11-28/owner@studio.test.json"] {
             store.put(name, Bytes::from(png(1)), "image/png", Precondition::None).await.expect("seed");
         }
-        store.put("refs/a.png", Bytes::from(png(2)), "image/png", Precondition::None).await.expect("seed");
+        store.put(&layout::reference(LIB_A), Bytes::from(png(2)), "image/png", Precondition::None).await.expect("seed");
         let mut answers = Vec::new();
         for url in [
-            "gs://bucket/ledger/2026-11-28/b.0.v1.r0.charge.json",
-            "gs://bucket/ledger/2026-11-28/nothing.json",
-            "gs://bucket/budget/2026-11-28/owner@studio.test.json",
-            "gs://bucket/budget/2026-11-28/nobody@studio.test.json",
-            "gs://other-bucket/refs/a.png",
-            "gs://other-bucket/refs/missing.png",
+            "gs://bucket/ledger/2026-11-28/b.0.v1.r0.charge.json".to_owned(),
+            "gs://bucket/ledger/2026-11-28/nothing.json".to_owned(),
+            "gs://bucket/budget/2026-11-28/owner@studio.test.json".to_owned(),
+            "gs://bucket/budget/2026-11-28/nobody@studio.test.json".to_owned(),
+            format!("gs://other-bucket/refs/{}", LIB_A),
+            format!("gs://other-bucket/refs/{}", LIB_C),
         ] {
+            let url = url.as_str();
             for who in [&fetcher, &owner] {
                 let err = who.fetch(&stored_ref(url)).await.expect_err("refused");
                 assert!(matches!(err, FetchError::ForbiddenObject { .. }), "{url}: {err}");
@@ -907,14 +913,14 @@ pub(crate) mod tests {
         answers.dedup();
         assert_eq!(answers, [format!("reference URL is refused: {GS_REFUSAL}")], "one answer for every refusal");
         // Control: the library in the deployment's bucket is readable.
-        fetcher.fetch(&ref_url("gs://bucket/refs/a.png")).await.expect("the library");
+        fetcher.fetch(&ref_url(&format!("gs://bucket/refs/{LIB_A}"))).await.expect("the library");
     }
 
     #[tokio::test]
     async fn without_a_bucket_name_any_bucket_means_the_local_store() {
         let (fetcher, store) = fetcher(FetchPolicy { bucket: None, ..test_policy() });
-        store.put("refs/a.png", Bytes::from(png(3)), "image/png", Precondition::None).await.expect("seed");
-        fetcher.fetch(&ref_url("gs://anything/refs/a.png")).await.expect("the local store");
+        store.put(&layout::reference(LIB_A), Bytes::from(png(3)), "image/png", Precondition::None).await.expect("seed");
+        fetcher.fetch(&ref_url(&format!("gs://anything/refs/{LIB_A}"))).await.expect("the local store");
     }
 
     #[tokio::test]
