@@ -32,8 +32,9 @@ web-test: web-tools
 
 ## The Sheet side (apps-script/): every .gs file type-checked (tsc --checkJs against
 ## @types/google-apps-script), unit tests with fakes of the Apps Script services, and an end-to-end
-## test against a real `assetgen serve` with OIDC on (UrlFetchApp over curl).
-apps-script-test:
+## test against a real `assetgen serve` with OIDC on (UrlFetchApp over curl); the sidebar and dialogs
+## in Debian's Chromium (web-tools installs it).
+apps-script-test: web-tools
 	cd apps-script && npm ci --no-audit --no-fund
 	@command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get install -y curl || { $(SUDO) apt-get update && $(SUDO) apt-get install -y curl; }; }
 	$(CARGO) build -p assetgen-local --bin assetgen

@@ -120,6 +120,9 @@ function readRows_(sheet, columns, rowNumbers) {
   rowNumbers.forEach(function (r) {
     var line = values[r - first];
     var cells = {};
+    INPUT_COLUMNS.concat(OUTPUT_COLUMNS).forEach(function (name) {
+      cells[name] = ''; // an optional column the sheet does not have reads as blank
+    });
     Object.keys(columns).forEach(function (name) {
       var value = line[columns[name] - 1];
       cells[name] = value === undefined || value === null ? '' : value;

@@ -63,6 +63,14 @@ test('columns are found by header name, in any order and spelling; missing outpu
   assert.equal(w.sheet.cells[0].length, headers.length + 5, 'not added twice');
 });
 
+test('a sheet with only scene_id and prompt columns sends the defaults', () => {
+  const w = world({ headers: ['scene_id', 'prompt'], rows: [{ scene_id: 'A', prompt: 'a cat' }] });
+  w.sheet.select('A2:B2');
+  w.gs.generateDryRun();
+  assert.equal(w.ui.sidebars.length, 0, JSON.stringify(w.ui.sidebars.map((s) => s.data())));
+  assert.deepEqual(JSON.parse(submits(w)[0].payload).rows, [{ scene_id: 'A', prompt: 'a cat', variants: 1, refs: [], ref_mode: 'style_only' }]);
+});
+
 test('a sheet without a prompt column says so and sends nothing', () => {
   const w = world({ headers: ['scene_id', 'variants'], rows: [{ scene_id: 'A', variants: 1 }] });
   w.sheet.select('A2:B2');
