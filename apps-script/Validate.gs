@@ -243,8 +243,11 @@ function refUrlError_(s) {
   var name = scheme[1].toLowerCase();
   var rest = s.slice(scheme[0].length);
   if (name === 'gs') {
-    var gs = rest.match(/^\/\/([^/]+)\/(.+)$/);
-    return gs ? '' : 'reference "' + s + '" must look like gs://bucket/object.';
+    var gs = rest.match(/^\/\/([^/?#]*)(\/[^?#]*)?([?#].*)?$/) || ['', '', '', ''];
+    if (!gs[1] || !gs[2] || gs[2].length <= 1) {
+      return 'reference "' + s + '" must look like gs://bucket/object.';
+    }
+    return !gs[3] && gsObjectIsReadable_(gs[2].slice(1)) ? '' : 'reference "' + s + '": ' + GS_REFUSAL + '.';
   }
   if (name === 'http') {
     return 'reference "' + s + '" uses http://; use https://.';
@@ -274,6 +277,33 @@ function refUrlError_(s) {
     return 'reference "' + s + '" points at a private or internal address.';
   }
   return '';
+}
+
+/** ref_url.rs GS_REFUSAL: one sentence whatever the reason, as the server words it. */
+var GS_REFUSAL = "a gs:// reference may name only this deployment's bucket, and in it only the reference " +
+  'library (refs/{sha256}) or the images of your own batches (images/{batch}/…)';
+
+/**
+ * ref_url.rs GsObject::of: the reference library (refs/{64 hex}) or a batch's image
+ * (images/{batch id}/…), with a name the store accepts (store::check_name).
+ */
+function gsObjectIsReadable_(path) {
+  var name;
+  try {
+    name = decodeURIComponent(path);
+  } catch (e) {
+    return false;
+  }
+  var storable = name.length > 0 && Utilities.newBlob(name).getBytes().length <= 1024 && name.indexOf('\\') < 0 &&
+    !/[\u0000-\u001F\u007F-\u009F]/.test(name) &&
+    name.split('/').every(function (seg) { return seg !== '' && seg !== '.' && seg !== '..'; });
+  if (!storable) {
+    return false;
+  }
+  if (name.indexOf('refs/') === 0) {
+    return /^refs\/[0-9a-f]{64}$/.test(name);
+  }
+  return /^images\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\/.+$/.test(name);
 }
 
 /** refs/address_policy.rs host_is_forbidden: loopback, private, link-local, metadata and the like. */
@@ -321,34 +351,85 @@ function parseIpv4_(host) {
   return [Math.floor(value / 16777216) % 256, Math.floor(value / 65536) % 256, Math.floor(value / 256) % 256, value % 256];
 }
 
+/** address_policy.rs REFUSED_V4: the IANA IPv4 Special-Purpose Address Registry, multicast, reserved. */
+var REFUSED_V4 = [
+  [0, 0, 0, 0, 8], [10, 0, 0, 0, 8], [100, 64, 0, 0, 10], [127, 0, 0, 0, 8], [169, 254, 0, 0, 16],
+  [172, 16, 0, 0, 12], [192, 0, 0, 0, 24], [192, 0, 2, 0, 24], [192, 31, 196, 0, 24], [192, 52, 193, 0, 24],
+  [192, 88, 99, 0, 24], [192, 168, 0, 0, 16], [192, 175, 48, 0, 24], [198, 18, 0, 0, 15], [198, 51, 100, 0, 24],
+  [203, 0, 113, 0, 24], [224, 0, 0, 0, 4], [240, 0, 0, 0, 4],
+];
+
+/** address_policy.rs REFUSED_V6 (inside 2000::/3; everything outside it is refused too). */
+var REFUSED_V6 = [
+  [[0x2001, 0, 0, 0, 0, 0, 0, 0], 23], [[0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32], [[0x2002, 0, 0, 0, 0, 0, 0, 0], 16],
+  [[0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48], [[0x3fff, 0, 0, 0, 0, 0, 0, 0], 20],
+];
+
+/** Whether the first `prefix` bits of two equal-length lists of `width`-bit numbers agree. */
+function prefixMatches_(a, b, prefix, width) {
+  for (var i = 0; i < a.length && prefix > 0; i++, prefix -= width) {
+    var bits = Math.min(width, prefix);
+    var shift = width - bits;
+    if (Math.floor(a[i] / Math.pow(2, shift)) !== Math.floor(b[i] / Math.pow(2, shift))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 function ipv4IsForbidden_(o) {
-  var a = o[0], b = o[1];
-  return (
-    a === 127 || a === 10 || a === 0 || a >= 224 || // loopback, private, "this network", multicast, reserved, broadcast
-    (a === 172 && b >= 16 && b < 32) ||
-    (a === 192 && b === 168) ||
-    (a === 169 && b === 254) || // link-local: the metadata server lives at 169.254.169.254
-    (a === 100 && b >= 64 && b < 128) || // CGNAT
-    (a === 192 && b === 0) || // protocol assignments, and 192.0.2.0/24 documentation
-    (a === 198 && (b === 18 || b === 19)) || // benchmarking
-    (a === 198 && b === 51 && o[2] === 100) || (a === 203 && b === 0 && o[2] === 113) // documentation
-  );
+  return REFUSED_V4.some(function (net) { return prefixMatches_(o, net.slice(0, 4), net[4], 8); });
+}
+
+/**
+ * An IPv6 address's eight 16-bit groups ("::" and a trailing dotted IPv4 allowed), or null.
+ * @returns {number[]|null}
+ */
+function parseIpv6_(text) {
+  var h = text.toLowerCase();
+  var tail = [];
+  var v4 = h.match(/^(.*:)(\d+\.\d+\.\d+\.\d+)$/);
+  if (v4) {
+    var parts = v4[2].split('.').map(Number);
+    if (parts.some(function (p) { return p > 255; })) {
+      return null;
+    }
+    tail = [parts[0] * 256 + parts[1], parts[2] * 256 + parts[3]];
+    h = v4[1].slice(-2) === '::' ? v4[1] : v4[1].slice(0, -1);
+  }
+  var halves = h.split('::');
+  if (halves.length > 2) {
+    return null;
+  }
+  var groups = function (x) { return x === '' ? [] : x.split(':'); };
+  var head = groups(halves[0]);
+  var rest = halves.length === 2 ? groups(halves[1]) : [];
+  if (head.concat(rest).some(function (g) { return !/^[0-9a-f]{1,4}$/.test(g); })) {
+    return null;
+  }
+  var missing = 8 - head.length - rest.length - tail.length;
+  if ((halves.length === 2 && missing < 1) || (halves.length === 1 && missing !== 0)) {
+    return null;
+  }
+  var zeros = [];
+  for (var i = 0; i < missing; i++) {
+    zeros.push(0);
+  }
+  return head.concat(zeros, rest).map(function (g) { return typeof g === 'number' ? g : parseInt(g, 16); }).concat(tail);
 }
 
 function ipv6IsForbidden_(h) {
-  var mapped = h.match(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/);
-  if (mapped) {
-    var v4 = parseIpv4_(mapped[1]);
-    return v4 ? ipv4IsForbidden_(v4) : true;
+  var g = parseIpv6_(h);
+  if (!g) {
+    return true; // the server would not parse it as a URL host either
   }
-  if (h === '::1' || h === '::') {
-    return true;
+  var mapped = g.slice(0, 5).every(function (x) { return x === 0; }) && g[5] === 0xffff;
+  var nat64 = prefixMatches_(g, [0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, 16);
+  if (mapped || nat64) {
+    return ipv4IsForbidden_([g[6] >> 8, g[6] & 0xff, g[7] >> 8, g[7] & 0xff]);
   }
-  var first = parseInt(h.split(':')[0] || '0', 16);
-  return (
-    (first & 0xfe00) === 0xfc00 || // unique local
-    (first & 0xffc0) === 0xfe80 || // link-local
-    (first & 0xff00) === 0xff00 || // multicast
-    /^2001:db8:/.test(h) // documentation
-  );
+  if (!prefixMatches_(g, [0x2000, 0, 0, 0, 0, 0, 0, 0], 3, 16)) {
+    return true; // outside global unicast 2000::/3
+  }
+  return REFUSED_V6.some(function (net) { return prefixMatches_(g, net[0], net[1], 16); });
 }

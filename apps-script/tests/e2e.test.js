@@ -160,6 +160,44 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.deepEqual(server.errors.map((e) => [e.row + 2, e.field, e.detail + '.']), [[7, 'rows[5].variants', problems[0].message]]);
   });
 
+  await t.test('the client\'s checks and the server\'s agree, cell by cell, on a table of tricky rows', () => {
+    const hex = 'ab'.repeat(32);
+    const uuid = '0190d6a2-5b7e-7c3a-9f1e-3c5d7e9f1a2b';
+    const table = [
+      { scene_id: 'ok-1', prompt: 'fine', refs: `https://example.com/a.png|gs://bucket/refs/${hex}|gs://bucket/images/${uuid}/x-v1.png` },
+      { scene_id: '.dot', prompt: '  ' },
+      { scene_id: 'é', prompt: 'p', refs: 'https://10.0.0.1/a|https://[fd00::1]/a|https://[2001:db8::1]/a|https://[::ffff:127.0.0.1]/a' },
+      { scene_id: 'v6', prompt: 'p', refs: 'https://[64:ff9b::a00:1]/a|https://[2002::1]/a|https://[2606:4700::1]/a|https://0x7f.1/a|https://198.18.0.1/a|https://[64:ff9b::808:808]/a' },
+      { scene_id: 'gs', prompt: 'p', refs: `gs://bucket/other/x.png|gs://bucket/refs/abc|gs://bucket/images/not-a-uuid/x|gs://bucket/refs/${hex}?x=1|gs://bucket|gs:///refs/${hex}` },
+      { scene_id: 'names', prompt: 'p', refs: 'https://metadata.goog/x|https://foo.internal/x|https://printer.local/x|https://example.com./x|https://LOCALHOST/x' },
+      { scene_id: 'modes', prompt: 'p', variants: 0, ref_mode: 'collage', aspect_ratio: '7:5' },
+      { scene_id: 'fine-2', prompt: 'p', variants: 3, ref_mode: 'Style-Only', aspect_ratio: '16 : 9' },
+      { scene_id: 'many', prompt: 'p', refs: Array.from({ length: 7 }, (_, i) => `https://example.com/${i}.png`).join('|') },
+      { scene_id: 'OK-1', prompt: 'p', variants: 4 },
+      { scene_id: 'a/b', prompt: 'bell\u0001' },
+      { scene_id: 'schemes', prompt: 'p', refs: 'https://user@example.com/a|ftp://x/y|http://example.com/a|not a url|https://example.com/ok.png' },
+    ];
+    const sheetRows = table.map((cells, i) => ({ sheetRow: i + 2, cells: { variants: '', refs: '', ref_mode: '', aspect_ratio: '', ...cells } }));
+    const client = plain(w.gs.validateRows_(sheetRows, { maxRows: 12 }).problems).map((p) => `${p.row} ${p.column}`);
+    // The same cells as a client that checks nothing would send them.
+    const rows = table.map((c) => ({
+      scene_id: c.scene_id,
+      prompt: c.prompt,
+      ...(c.variants !== undefined ? { variants: c.variants } : {}),
+      refs: (c.refs || '').split('|').filter((r) => r !== ''),
+      ...(c.ref_mode ? { ref_mode: c.ref_mode } : {}),
+      ...(c.aspect_ratio ? { aspect_ratio: c.aspect_ratio } : {}),
+    }));
+    const res = bare(http, `${base}/v1/estimate`, {
+      method: 'post', contentType: 'application/json', payload: JSON.stringify({ rows }),
+      headers: { Authorization: `Bearer ${idToken()}` },
+    });
+    assert.equal(res.getResponseCode(), 422, res.getContentText());
+    const server = JSON.parse(res.getContentText()).errors.map((e) => `${e.row + 2} ${/^rows\[\d+\]\.([a-z_]+)/.exec(e.field)[1]}`);
+    assert.deepEqual(client.sort(), server.sort());
+    assert.ok(client.length >= 30, `a table with many problems (${client.length})`);
+  });
+
   let batchId;
   await t.test('fixed, the 12 rows go as one dry-run batch and show queued with the batch id', () => {
     sheet.cell(7, 3).value = 3;

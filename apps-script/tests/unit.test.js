@@ -151,7 +151,7 @@ test('a cell that breaks out of a script element is shown as text, not run', () 
 test('valid spellings the server accepts are accepted and sent canonically', () => {
   const time = new Date(2026, 0, 1, 16, 9, 0); // Sheets turns a typed 16:9 into a time
   const rows = [
-    { scene_id: ' hero_shot.v2 ', prompt: ' two\nlines\t', variants: '3', refs: 'https://example.com/a.png| |https://example.com/a.png|gs://bucket/refs/b.png', ref_mode: 'Composition', aspect_ratio: time },
+    { scene_id: ' hero_shot.v2 ', prompt: ' two\nlines\t', variants: '3', refs: 'https://example.com/a.png| |https://example.com/a.png|gs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', ref_mode: 'Composition', aspect_ratio: time },
     { scene_id: 'B', prompt: 'ééééé', variants: '', ref_mode: '', aspect_ratio: ' 9 : 16 ' },
   ];
   const w = world({ rows });
@@ -159,7 +159,7 @@ test('valid spellings the server accepts are accepted and sent canonically', () 
   w.gs.generateDryRun();
   assert.equal(w.ui.sidebars.length, 0, JSON.stringify(w.ui.sidebars.map((s) => s.data())));
   assert.deepEqual(JSON.parse(submits(w)[0].payload).rows, [
-    { scene_id: 'hero_shot.v2', prompt: 'two\nlines', variants: 3, refs: ['https://example.com/a.png', 'gs://bucket/refs/b.png'], ref_mode: 'style_and_composition', aspect_ratio: '16:9' },
+    { scene_id: 'hero_shot.v2', prompt: 'two\nlines', variants: 3, refs: ['https://example.com/a.png', 'gs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'], ref_mode: 'style_and_composition', aspect_ratio: '16:9' },
     { scene_id: 'B', prompt: 'ééééé', variants: 1, refs: [], ref_mode: 'style_only', aspect_ratio: '9:16' },
   ]);
 });
