@@ -12,6 +12,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { makeWorld, plain, sheetWith, blockFor, ROOT } = require('./fakes');
 const { CurlUrlFetch } = require('./curl-fetch');
+const { FakeService } = require('./fake-service');
 
 const REPO = path.resolve(ROOT, '..');
 const BINARY = process.env.ASSETGEN_BIN || path.join(REPO, 'target', 'debug', 'assetgen');
@@ -160,6 +161,36 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.deepEqual(server.errors.map((e) => [e.row + 2, e.field, e.detail + '.']), [[7, 'rows[5].variants', problems[0].message]]);
   });
 
+  await t.test('the unit tests\' stand-in answers what /openapi.json says the service answers', () => {
+    const api = JSON.parse(bare(http, `${base}/openapi.json`).getContentText());
+    for (const p of ['/v1/batches', '/v1/estimate', '/v1/batches/{id}', '/v1/batches/{id}/cancel', '/v1/batches/{id}/retry']) {
+      assert.ok(api.paths[p], `${p} is in the contract`);
+    }
+    const schemas = api.components.schemas;
+    const required = (name) => schemas[name].required.slice().sort();
+    const keys = (o) => Object.keys(o).sort();
+    const fake = new FakeService();
+    fake.failScene.add('B');
+    const call = (method, url, body, headers = {}) => fake.handle({ method, url: `https://assetgen.test${url}`, headers, payload: body && JSON.stringify(body) });
+    const body = { rows: [{ scene_id: 'A', prompt: 'p', variants: 2 }, { scene_id: 'B', prompt: 'p' }], run_mode: 'live' };
+    const est = call('POST', '/v1/estimate', body).body;
+    assert.deepEqual(keys(est), required('EstimateResponse'));
+    assert.deepEqual(keys(est.estimate), required('Estimate'));
+    assert.deepEqual(keys(est.budget_after), required('BudgetView'));
+    const sub = call('POST', '/v1/batches', body, { 'Idempotency-Key': 'k' }).body;
+    assert.deepEqual(keys(sub), required('SubmitResponse'));
+    assert.deepEqual(keys(sub.links), required('BatchLinks'));
+    const view = call('GET', `/v1/batches/${sub.batch_id}`).body;
+    assert.deepEqual(keys(view), required('BatchView'));
+    assert.deepEqual(keys(view.totals), required('Totals'));
+    assert.deepEqual(keys(view.rows[0]), required('RowView'));
+    assert.deepEqual(keys(view.rows[1]).filter((k) => k !== 'error'), required('RowView'));
+    assert.deepEqual(keys(view.rows[1].error), required('RowErrorView'));
+    assert.deepEqual(keys(call('POST', `/v1/batches/${sub.batch_id}/retry`).body), required('ControlOutcome'));
+    const problem = call('GET', '/v1/batches/nope').body;
+    assert.ok(required('Problem').every((k) => k in problem), 'a problem has every required field');
+  });
+
   await t.test('the client\'s checks and the server\'s agree, cell by cell, on a table of tricky rows', () => {
     const hex = 'ab'.repeat(32);
     const uuid = '0190d6a2-5b7e-7c3a-9f1e-3c5d7e9f1a2b';
@@ -271,6 +302,10 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.match(link, /#control=[^&\s]+/, 'the page link carries a control token in its fragment');
     const page = bare(http, link.replace(/#.*$/, ''));
     assert.equal(page.getResponseCode(), 200);
+    // The unit tests' stand-in answers this endpoint in the contract's shape.
+    const api = JSON.parse(bare(http, `${base}/openapi.json`).getContentText());
+    const fake = new FakeService().handle({ method: 'POST', url: `https://assetgen.test/v1/batches/${batchId}/control-token`, headers: {} });
+    assert.deepEqual(Object.keys(fake.body).sort(), api.components.schemas.ControlTokenResponse.required.slice().sort());
   });
   await t.test('live: the estimate and today\'s budget, CONFIRM, then real (stub) Gemini images and their cost in the rows', () => {
     const liveSheet = sheetWith(HEADERS, scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LIVE-${r.scene_id}` })), 202, 'Live');

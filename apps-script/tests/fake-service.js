@@ -45,7 +45,7 @@ class FakeService {
     if (req.method === 'POST' && (m = /^\/v1\/batches\/([^/]+)\/retry$/.exec(p))) return this.retry(m[1]);
     if (req.method === 'POST' && (m = /^\/v1\/batches\/([^/]+)\/control-token$/.exec(p))) {
       if (!this.controlTokens) return problem(404, 'NOT_FOUND', 'no route');
-      return { status: 200, body: { token: 'ctl-' + m[1], page: `${BASE}/b/${m[1]}#control=ctl-${m[1]}`, expires_in: 900 } };
+      return { status: 200, body: { batch_id: m[1], token: 'ctl-' + m[1], expires_at: '2026-11-28T10:00:00Z', page: `${BASE}/b/${m[1]}?access_token=read-${m[1]}#control=ctl-${m[1]}` } };
     }
     return problem(404, 'NOT_FOUND', `${req.method} ${p}`);
   }
@@ -86,7 +86,9 @@ class FakeService {
     this.batches.set(id, {
       id,
       run_mode: body.run_mode,
-      rows: body.rows.map((r, i) => ({ row: i, scene_id: r.scene_id, status: 'queued', attempts: 0, variants: r.variants || 1, images: [], cost_usd: 0 })),
+      estimate,
+      created_at: new Date().toISOString(),
+      rows: body.rows.map((r, i) => ({ row: i, scene_id: r.scene_id, status: 'queued', attempts: 0, variants: r.variants || 1, images: [], objects: [], refs: [], cost_usd: 0 })),
     });
     const answer = {
       batch_id: id,
@@ -113,6 +115,7 @@ class FakeService {
         } else {
           row.status = 'succeeded';
           row.images = Array.from({ length: row.variants }, (_, v) => `${BASE}/v1/images/${id}/${row.scene_id}/${v + 1}?sig=abc"def`);
+          row.objects = Array.from({ length: row.variants }, (_, v) => `images/${id}/${row.scene_id}-v${v + 1}.png`);
           row.cost_usd = b.run_mode === 'live' ? +(row.variants * PRICE).toFixed(6) : 0;
           delete row.error;
         }
@@ -134,12 +137,21 @@ class FakeService {
     }
     const done = b.rows.every((r) => ['succeeded', 'failed', 'cancelled'].includes(r.status));
     const anyBad = b.rows.some((r) => r.status !== 'succeeded');
+    const count = (st) => b.rows.filter((r) => r.status === st).length;
     return {
       status: 200,
       body: {
         batch_id: id,
         status: done ? (anyBad ? 'completed_with_failures' : 'succeeded') : 'running',
+        created_at: b.created_at,
         run_mode: b.run_mode,
+        model: 'gemini-2.5-flash-image',
+        estimate: b.estimate,
+        totals: {
+          rows: b.rows.length, queued: count('queued'), running: count('running'), succeeded: count('succeeded'),
+          failed: count('failed'), cancelled: count('cancelled'),
+          images_done: b.rows.reduce((n, r) => n + r.images.length, 0), images_total: b.rows.reduce((n, r) => n + r.variants, 0),
+        },
         rows: b.rows.map((r) => ({ ...r, images: r.images.slice() })),
         cost_usd: b.rows.reduce((s, r) => s + r.cost_usd, 0),
       },
@@ -151,7 +163,7 @@ class FakeService {
     if (!b) return problem(404, 'BATCH_NOT_FOUND', 'no batch');
     const rows = b.rows.filter((r) => r.status === 'queued');
     rows.forEach((r) => { r.status = 'cancelled'; });
-    return { status: 200, body: { batch_id: id, rows: rows.map((r) => r.row) } };
+    return { status: 200, body: { batch_id: id, rows: rows.map((r) => r.row), reserved_usd: 0 } };
   }
 
   retry(id) {
@@ -161,7 +173,7 @@ class FakeService {
     if (rows.length === 0) return problem(409, 'NOTHING_TO_RETRY', 'no failed rows');
     rows.forEach((r) => { r.status = 'queued'; delete r.error; });
     this.failScene.clear();
-    return { status: 200, body: { batch_id: id, rows: rows.map((r) => r.row) } };
+    return { status: 200, body: { batch_id: id, rows: rows.map((r) => r.row), reserved_usd: 0 } };
   }
 }
 

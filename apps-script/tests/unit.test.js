@@ -501,7 +501,7 @@ test('cancel, retry (live: after CONFIRM) and the progress page act on the selec
   const id = submitted(w, 3);
   w.sheet.select('A3:F3');
   w.gs.openProgressPage();
-  assert.equal(w.ui.dialogs.at(-1).html.data().url, `https://assetgen.test/b/${id}#control=ctl-${id}`);
+  assert.equal(w.ui.dialogs.at(-1).html.data().url, `https://assetgen.test/b/${id}?access_token=read-${id}#control=ctl-${id}`);
   w.service.controlTokens = false;
   w.gs.openProgressPage();
   assert.equal(w.ui.dialogs.at(-1).html.data().url, `https://assetgen.test/b/${id}`, 'falls back to the page link submit gave');
