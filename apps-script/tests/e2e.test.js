@@ -17,7 +17,8 @@ const { FakeService } = require('./fake-service');
 const REPO = path.resolve(ROOT, '..');
 const BINARY = process.env.ASSETGEN_BIN || path.join(REPO, 'target', 'debug', 'assetgen');
 const CLIENT_ID = '123456789012-sheetscript.apps.googleusercontent.com';
-const PUSH_AUDIENCE = 'https://assetgen-generate.test/pubsub/rows';
+// A deployment lists the Sheet's client id and its own URL (what the CLI's tokens carry).
+const SERVICE_AUDIENCE = 'https://assetgen-submit.test';
 const USER = 'lead@studio.test';
 const KID = 'e2e-key-1';
 const HEADERS = ['scene_id', 'prompt', 'variants', 'refs', 'ref_mode', 'aspect_ratio'];
@@ -107,7 +108,7 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     GEMINI_API_KEY: geminiKey,
     GEMINI_BASE_URL: googleUrl,
     ASSETGEN_DAILY_LIMIT_USD: '0.5',
-    ASSETGEN_OIDC_AUDIENCE: `${CLIENT_ID},${PUSH_AUDIENCE}`,
+    ASSETGEN_OIDC_AUDIENCE: `${CLIENT_ID},${SERVICE_AUDIENCE}`,
     ASSETGEN_ALLOWED: USER,
     ASSETGEN_LINK_SECRET: crypto.randomBytes(32).toString('hex'),
     ASSETGEN_CAPABILITY_SECRET: crypto.randomBytes(32).toString('hex'),
@@ -127,7 +128,7 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     }).getResponseCode();
     const other = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     assert.equal(post(idToken()), 200, 'the script\'s token is accepted');
-    assert.equal(post(idToken({ aud: PUSH_AUDIENCE, email: USER })), 200, 'the second audience of the list is accepted too');
+    assert.equal(post(idToken({ aud: SERVICE_AUDIENCE })), 200, 'the second audience of the list is accepted too');
     assert.equal(post(null), 401, 'no token');
     assert.equal(post(idToken({ aud: 'someone-else.apps.googleusercontent.com' })), 401, 'another audience');
     assert.equal(post(idToken({ email_verified: false })), 401, 'an unverified email');
