@@ -118,6 +118,8 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
   t.after(() => serve.child.kill('SIGTERM'));
   const base = serve.match[1];
   const http = new CurlUrlFetch();
+  /** What the test user has left today, from GET /v1/budget. */
+  const budgetLeft = () => JSON.parse(bare(http, `${base}/v1/budget`, { headers: { Authorization: `Bearer ${idToken()}` } }).getContentText()).remaining_usd;
 
   await t.test('the service checks the token: none, wrong audience, unverified email, unknown key and other users are refused',
     todo('oidc', 'honour ASSETGEN_AUTH=oidc'), () => {
@@ -339,6 +341,40 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.equal(counts.generate, 6, 'one model call per image');
   });
 
+  await t.test('a live row blocked for safety shows the advice; Retry failed rows (after CONFIRM) makes it', () => {
+    const retrySheet = sheetWith(HEADERS, [
+      { scene_id: 'RETRY-OK', prompt: 'a plain mug', variants: 1 },
+      { scene_id: 'RETRY-BLOCKED', prompt: 'a mug BLOCK-ONCE', variants: 1 },
+    ], 505, 'Retry');
+    w.ss.sheets.push(retrySheet);
+    w.ss.active = retrySheet;
+    retrySheet.select('A2:F3');
+    w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+    w.gs.generateLive();
+    let runs = 0;
+    while (w.scriptApp.triggers.length > 0 && runs++ < 20) {
+      w.gs.followBatches();
+      blockFor(200);
+    }
+    let rows = retrySheet.table();
+    assert.deepEqual(rows.map((r) => r.status), ['succeeded', 'failed'], JSON.stringify(rows));
+    assert.match(rows[1].error, /^CONTENT_BLOCKED: .* — Rephrase the prompt or change the references/);
+    assert.equal(rows[1].cost, 0, 'a blocked image costs nothing');
+    retrySheet.select('A3:F3');
+    w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+    w.gs.retryFailedRows();
+    assert.match(w.ui.prompts.at(-1).text, /^1 failed rows, 1 images to make again/);
+    assert.ok(['queued', 'running', 'succeeded'].includes(retrySheet.table()[1].status), 'no longer failed, at once');
+    assert.equal(retrySheet.table()[1].error, '');
+    runs = 0;
+    while (w.scriptApp.triggers.length > 0 && runs++ < 20) {
+      w.gs.followBatches();
+      blockFor(200);
+    }
+    rows = retrySheet.table();
+    assert.deepEqual(rows.map((r) => [r.status, r.error, r.cost, r['images.links'].length]), [['succeeded', '', 0.039, 1], ['succeeded', '', 0.039, 1]]);
+  });
+
   await t.test('live beyond what is left: the estimate says so, no CONFIRM is asked, nothing is sent', () => {
     const big = sheetWith(HEADERS, scenes().slice(0, 6).map((r) => ({ ...r, scene_id: `BIG-${r.scene_id}` })), 303, 'Big');
     w.ss.sheets.push(big);
@@ -349,26 +385,36 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     w.gs.generateLive();
     assert.equal(w.ui.prompts.length, prompts, 'no CONFIRM offered');
     assert.deepEqual(http.requests.slice(before).map((r) => r.url), [`${base}/v1/estimate`]);
-    assert.match(w.ui.alerts.at(-1).text, /^Over today's budget: \$0\.266 left, resets at 00:00 UTC \(\d{4}-\d\d-\d\d \d\d:\d\d Europe\/Paris, in \d+ h \d+ min\)\.\n\nThis batch needs \$0\.468\./);
+    const left = budgetLeft();
+    assert.ok(left < 0.468, `${left} left`);
+    assert.equal(w.ui.alerts.at(-1).text.split('\n\n')[0],
+      `Over today's budget: ${w.gs.usd_(left)} left, resets at ${w.gs.formatResetTime_(w.gs.nextUtcMidnight_())}.`);
+    assert.match(w.ui.alerts.at(-1).text, /resets at 00:00 UTC \(\d{4}-\d\d-\d\d \d\d:\d\d Europe\/Paris, in \d+ h \d+ min\)\.\n\nThis batch needs \$0\.468\./);
   });
 
   await t.test('a 402 at submit (the budget went elsewhere after the estimate) reads "over today\'s budget"', () => {
-    const sheet402 = sheetWith(HEADERS, scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LATE-${r.scene_id}` })), 404, 'Late');
+    const sheet402 = sheetWith(HEADERS, [{ scene_id: 'LATE-1', prompt: 'one more mug', variants: 1 }], 404, 'Late');
     w.ss.sheets.push(sheet402);
     w.ss.active = sheet402;
-    sheet402.select('A2:F4');
+    sheet402.select('A2:F2');
+    let leftAfter = null;
     w.ui.promptAnswers.push(() => {
-      // While the user reads the estimate, another live batch of theirs spends what is left.
+      // While the user reads the estimate, another live batch of theirs spends all but a few cents.
+      const images = Math.floor(budgetLeft() / 0.039 + 1e-9);
+      const rows = [];
+      for (let n = images, i = 0; n > 0; n -= 3, i++) rows.push({ scene_id: `ELSEWHERE-${i}`, prompt: 'p', variants: Math.min(3, n) });
       const res = bare(http, `${base}/v1/batches`, {
         method: 'post', contentType: 'application/json', headers: { Authorization: `Bearer ${idToken()}` },
-        payload: JSON.stringify({ run_mode: 'live', rows: [{ scene_id: 'ELSEWHERE', prompt: 'p', variants: 3 }, { scene_id: 'ELSEWHERE-2', prompt: 'p', variants: 3 }] }),
+        payload: JSON.stringify({ run_mode: 'live', rows }),
       });
       assert.equal(res.getResponseCode(), 202, res.getContentText());
+      leftAfter = budgetLeft();
+      assert.ok(leftAfter < 0.039, `${leftAfter} left`);
       return { button: 'OK', text: 'CONFIRM' };
     });
     w.gs.generateLive();
     const alert = w.ui.alerts.at(-1).text;
-    assert.match(alert, /^Over today's budget: \$0\.032 left, resets at 00:00 UTC \(/);
+    assert.ok(alert.startsWith(`Over today's budget: ${w.gs.usd_(leftAfter)} left, resets at 00:00 UTC (`), alert);
     assert.doesNotMatch(alert, /Error|\.gs:\d+/);
     assert.ok(sheet402.table().every((r) => r.status === ''), 'nothing marked queued');
   });

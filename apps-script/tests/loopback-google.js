@@ -10,6 +10,7 @@ const zlib = require('node:zlib');
 const jwks = process.env.ASSETGEN_TEST_JWKS;
 const apiKey = process.env.ASSETGEN_TEST_GEMINI_KEY;
 const counts = { certs: 0, generate: 0 };
+const blockedOnce = new Set();
 
 function crc32(bytes) {
   let crc = 0xffffffff;
@@ -51,6 +52,18 @@ function generate(req, res, body) {
   counts.generate++;
   const request = JSON.parse(body);
   const prompt = request.contents[0].parts.map((p) => p.text || '').join(' ');
+  // A prompt saying BLOCK-ONCE is blocked for safety the first time it is asked for
+  // (fixtures/gemini-response-blocked.json), and drawn when it is retried.
+  if (prompt.includes('BLOCK-ONCE') && !blockedOnce.has(prompt)) {
+    blockedOnce.add(prompt);
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({
+      candidates: [{ finishReason: 'IMAGE_SAFETY', index: 0 }],
+      usageMetadata: { promptTokenCount: 12, totalTokenCount: 12 },
+      modelVersion: 'gemini-2.5-flash-image',
+    }));
+    return;
+  }
   res.writeHead(200, { 'Content-Type': 'application/json' });
   res.end(JSON.stringify({
     candidates: [{
