@@ -74,7 +74,8 @@ impl BatchControl {
         }
         let missing: u64 = failed.iter().map(|s| missing_images(&batch, s)).sum();
         let m = &batch.manifest;
-        let amount = self.settlement.prices.charge(m.spec.run_mode, &m.spec.model, missing);
+        // At the price the batch was accepted at, like every other event of the batch.
+        let amount = m.price_per_image().times(missing);
         let mut round = 0;
         if amount > Money::ZERO {
             let hold = self.settlement.budget.extend(&m.user, day_of(m), batch_id, amount).await?;

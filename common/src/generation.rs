@@ -4,15 +4,17 @@
 //! Pub/Sub delivers at least once, so every step is safe to repeat: the row is leased by
 //! compare-and-swap on its state object, a finished row is acknowledged without work, a variant
 //! whose image is stored is never generated again (also when a crash came between storing the image
-//! and recording it), and every state update checks that this delivery still holds the lease.
+//! and recording it). The lease is renewed in the background while the row runs
+//! ([`LeaseKeeper`]) and checked before every write; images are written create-only, so a delivery
+//! that outlived its lease adopts the image a later holder stored instead of overwriting it.
 
 use crate::api::RowStatus;
 use crate::batch_spec::RowSpec;
 use crate::batch_view::{load_manifest, store_problem};
 use crate::budget::Budget;
-use crate::cost::PriceTable;
-use crate::domain::RunMode;
+use crate::domain::{BatchId, RunMode};
 use crate::layout;
+use crate::lease::{self, LeaseKeeper};
 use crate::model::{ImageModel, ImageRequest, ModelError};
 use crate::problem::{ErrorCode, Problem};
 use crate::queue::RowMessage;
@@ -54,19 +56,19 @@ pub struct RowWorker {
     /// `None` where no live model is configured: live rows then fail with `LIVE_NOT_CONFIGURED`.
     pub live: Option<Arc<dyn ImageModel>>,
     pub fetcher: RefFetcher,
-    pub prices: PriceTable,
     /// Where finished batches are settled.
     pub budget: Arc<dyn Budget>,
     pub max_refs: usize,
-    /// How long a lease holds without renewal; renewed after every variant.
+    /// How long a lease holds without renewal; renewed every third of it while the row runs.
     pub lease_ttl: Duration,
 }
 
 async fn load_row(store: &dyn ObjectStore, manifest: &Manifest, row: u32) -> Result<RowState, Problem> {
-    crate::store::read_json(store, &layout::row_state(&manifest.batch_id, row))
-        .await
-        .map(|o| o.value)
-        .map_err(store_problem)
+    load_row_state(store, &manifest.batch_id, row).await.map_err(store_problem)
+}
+
+async fn load_row_state(store: &dyn ObjectStore, batch: &BatchId, row: u32) -> Result<RowState, StoreError> {
+    crate::store::read_json(store, &layout::row_state(batch, row)).await.map(|o| o.value)
 }
 
 /// Why an update of the row state was not made.
@@ -90,7 +92,7 @@ enum Take {
 
 impl RowWorker {
     fn settlement(&self) -> Settlement {
-        Settlement { store: self.store.clone(), budget: self.budget.clone(), prices: self.prices.clone() }
+        Settlement { store: self.store.clone(), budget: self.budget.clone() }
     }
 
     /// After a row ended: free what it will not make, and close the batch if it was the last.
@@ -116,7 +118,15 @@ impl RowWorker {
             Take::Ended => return Ok(Delivery::AlreadyHandled),
             Take::Busy => return Ok(Delivery::Busy),
         };
-        match self.generate(&manifest, &spec, &holder, state).await {
+        let keeper = LeaseKeeper::start(
+            self.store.clone(),
+            layout::row_state(&manifest.batch_id, spec.row),
+            holder.clone(),
+            self.lease_ttl,
+        );
+        let outcome = self.generate(&manifest, &spec, &holder, state).await;
+        drop(keeper);
+        match outcome {
             Ok(Delivery::Finished(status)) => {
                 let ended = load_row(self.store.as_ref(), &manifest, spec.row).await?;
                 self.row_ended(&manifest, &ended).await?;
@@ -210,6 +220,15 @@ impl RowWorker {
         }
     }
 
+    /// Before a write that is not itself a compare-and-swap on the row state (an image, a ledger
+    /// event): does this delivery still hold an unexpired lease? A delivery that stalled past its
+    /// lease stops here, and the holder after it carries on.
+    async fn check_lease(&self, manifest: &Manifest, row: u32, holder: &str) -> Result<(), Stop> {
+        let state = load_row_state(self.store.as_ref(), &manifest.batch_id, row).await?;
+        let live = state.lease.as_ref().is_some_and(|l| l.until > OffsetDateTime::now_utc());
+        if lease::holds(&state, holder) && live { Ok(()) } else { Err(Stop::LostLease) }
+    }
+
     /// Applies `change` to the row state if this delivery still holds the lease, renewing it.
     async fn update(
         &self,
@@ -221,8 +240,7 @@ impl RowWorker {
         let name = layout::row_state(&manifest.batch_id, row);
         let until = OffsetDateTime::now_utc() + self.lease_ttl;
         update_json::<RowState, Stop, _>(self.store.as_ref(), &name, |s| {
-            let ours = s.status == RowStatus::Running && s.lease.as_ref().is_some_and(|l| l.holder == holder);
-            if !ours {
+            if !lease::holds(s, holder) {
                 return Err(Stop::LostLease);
             }
             let mut next = s.clone();
@@ -298,17 +316,32 @@ impl RowWorker {
                 }
             };
             let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
+            self.check_lease(manifest, spec.row, holder).await?;
+            let body = match self
+                .store
+                .put(&object, image.bytes.clone(), &image.mime_type, Precondition::DoesNotExist)
+                .await
+            {
+                Ok(_) => image.bytes,
+                Err(StoreError::PreconditionFailed(_)) => {
+                    // Another holder stored this variant while this delivery's lease had lapsed:
+                    // its image stands, and the state describes the bytes that are stored.
+                    tracing::warn!(%object, "adopting the image another delivery stored first");
+                    self.store.get(&object).await?.body
+                }
+                Err(e) => return Err(e.into()),
+            };
             let stored = StoredVariant {
                 variant,
                 object: object.clone(),
-                sha256: hex::encode(Sha256::digest(&image.bytes)),
-                bytes: image.bytes.len() as u64,
+                sha256: hex::encode(Sha256::digest(&body)),
+                bytes: body.len() as u64,
                 model: manifest.spec.model.clone(),
-                cost: self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1),
+                cost: manifest.price_per_image(),
             };
-            self.store.put(&object, image.bytes, &image.mime_type, Precondition::None).await?;
             // Spent before the state records it: a crash in between leaves an image and its spend
             // event, which the next delivery adopts without paying again (the event is create-only).
+            self.check_lease(manifest, spec.row, holder).await?;
             self.settlement().spend(manifest, &state, variant).await?;
             state = self
                 .update(manifest, spec.row, holder, |s| {
@@ -344,6 +377,7 @@ impl RowWorker {
             }
             let stored = self.store.get(&object).await?;
             tracing::warn!(%object, "adopting an image stored by an interrupted delivery");
+            self.check_lease(manifest, spec.row, holder).await?;
             self.settlement().spend(manifest, &state, variant).await?;
             adopted.push(StoredVariant {
                 variant,
@@ -351,7 +385,7 @@ impl RowWorker {
                 sha256: hex::encode(Sha256::digest(&stored.body)),
                 bytes: stored.body.len() as u64,
                 model: manifest.spec.model.clone(),
-                cost: self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1),
+                cost: manifest.price_per_image(),
             });
         }
         if adopted.is_empty() {

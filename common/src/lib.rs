@@ -14,6 +14,7 @@ pub mod domain;
 pub mod events;
 pub mod generation;
 pub mod layout;
+pub mod lease;
 pub mod ledger;
 pub mod limits;
 pub mod model;

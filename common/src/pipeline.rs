@@ -65,14 +65,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn assemble(parts: Parts) -> Self {
-        let settlement =
-            Settlement { store: parts.store.clone(), budget: parts.budget.clone(), prices: parts.prices.clone() };
+        let settlement = Settlement { store: parts.store.clone(), budget: parts.budget.clone() };
         Self {
             submitter: Submitter {
                 store: parts.store.clone(),
                 queue: parts.queue.clone(),
                 budget: parts.budget.clone(),
-                prices: parts.prices.clone(),
+                prices: parts.prices,
                 limits: parts.limits,
                 ref_policy: parts.ref_policy,
                 default_model: parts.default_model.clone(),
@@ -83,7 +82,6 @@ impl Pipeline {
                 dry_run: parts.dry_run,
                 live: parts.live,
                 fetcher: RefFetcher::new(parts.fetch, parts.store.clone()),
-                prices: parts.prices,
                 budget: parts.budget,
                 max_refs: parts.limits.max_refs,
                 lease_ttl: parts.lease_ttl,

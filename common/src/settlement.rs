@@ -8,7 +8,6 @@
 
 use crate::batch_view::{read_rows, store_problem};
 use crate::budget::Budget;
-use crate::cost::PriceTable;
 use crate::domain::{Money, RunMode};
 use crate::layout;
 use crate::ledger::{self, EventKind, LedgerEvent, Recorded};
@@ -22,7 +21,6 @@ use time::{Date, OffsetDateTime};
 pub struct Settlement {
     pub store: Arc<dyn ObjectStore>,
     pub budget: Arc<dyn Budget>,
-    pub prices: PriceTable,
 }
 
 /// The budget day of a batch: the UTC date it was submitted on.
@@ -31,10 +29,6 @@ pub fn day_of(manifest: &Manifest) -> Date {
 }
 
 impl Settlement {
-    fn price(&self, manifest: &Manifest) -> Money {
-        self.prices.charge(manifest.spec.run_mode, &manifest.spec.model, 1)
-    }
-
     fn event(&self, manifest: &Manifest, kind: EventKind, row: u32, variant: u8, round: u32) -> LedgerEvent {
         LedgerEvent {
             kind,
@@ -44,7 +38,7 @@ impl Settlement {
             row: Some(row),
             variant: Some(variant),
             round,
-            amount: self.price(manifest),
+            amount: manifest.price_per_image(),
             at: OffsetDateTime::now_utc(),
         }
     }

@@ -22,6 +22,19 @@ pub struct Manifest {
     pub reserved: Money,
 }
 
+impl Manifest {
+    /// The price of one image of this batch: the price it was accepted at (its hold divided by its
+    /// images, exact in micro-dollars), not today's table, which may have changed since. Every
+    /// spend, release and retry hold of the batch uses it, so the ledger matches what the user was
+    /// told. Zero for a dry run.
+    pub fn price_per_image(&self) -> Money {
+        match self.estimate.images {
+            0 => Money::ZERO,
+            images => Money::from_micros(self.reserved.micros() / images as i64),
+        }
+    }
+}
+
 /// A row's lease: who is generating it and until when. Another delivery of the same row waits
 /// (nack) while it is held; a lease past `until` is abandoned (its holder crashed) and can be taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,7 +70,7 @@ impl Submitter {
     }
 
     fn settlement(&self) -> Settlement {
-        Settlement { store: self.store.clone(), budget: self.budget.clone(), prices: self.prices.clone() }
+        Settlement { store: self.store.clone(), budget: self.budget.clone() }
     }
 
     /// `POST /v1/estimate`: the same validation and price as a submit, and nothing written.
