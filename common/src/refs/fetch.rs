@@ -767,6 +767,9 @@ pub(crate) mod tests {
         async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
             self.0.delete(name, when).await
         }
+        fn settled_generation(&self) -> Option<i64> {
+            self.0.settled_generation()
+        }
     }
 
     #[tokio::test]

@@ -66,6 +66,10 @@ impl ObjectStore for CountingStore {
     async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
         self.inner.signed_url(name, ttl).await
     }
+
+    fn settled_generation(&self) -> Option<Generation> {
+        self.inner.settled_generation()
+    }
 }
 
 #[cfg(test)]

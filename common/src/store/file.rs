@@ -184,6 +184,11 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl ObjectStore for FileStore {
+    /// One lock assigns a generation and publishes the write: listings show writes in order.
+    fn settled_generation(&self) -> Option<Generation> {
+        None
+    }
+
     async fn get(&self, name: &str) -> Result<Object, StoreError> {
         check_name(name)?;
         let this = self.clone();

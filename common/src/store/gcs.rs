@@ -42,6 +42,10 @@ const CONTENT_TYPE_KEY: &str = "assetgen-content-type";
 /// Objects up to this size are written in one request (assetgen's largest are images of a few
 /// MiB); larger ones use a resumable upload.
 const SINGLE_SHOT_LIMIT: usize = 32 * 1024 * 1024;
+/// How long after its generation (a timestamp in microseconds, taken as the write starts
+/// committing) a write may still be missing from a listing, clocks' skew included. GCS commits a
+/// small write in well under a second; a relay cursor claims only generations older than this.
+pub const VISIBILITY_SETTLE: Duration = Duration::from_secs(3);
 /// Names per list page by default (the JSON API's maximum).
 const LIST_PAGE_SIZE: u32 = 1000;
 
@@ -399,6 +403,13 @@ impl GcsStore {
 
 #[async_trait]
 impl ObjectStore for GcsStore {
+    /// Generations are microseconds since the epoch: every write older than
+    /// [`VISIBILITY_SETTLE`] is in a listing that starts now.
+    fn settled_generation(&self) -> Option<Generation> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+        Some(Generation::try_from(now).unwrap_or(Generation::MAX) - VISIBILITY_SETTLE.as_micros() as Generation)
+    }
+
     async fn get(&self, name: &str) -> Result<Object, StoreError> {
         check_name(name)?;
         self.run(&format!("read gs://{}/{name}", self.inner.bucket), true, |_| self.get_once(name)).await

@@ -34,6 +34,11 @@ fn meta(name: &str, generation: Generation, body: &Bytes) -> ObjectMeta {
 
 #[async_trait]
 impl ObjectStore for MemoryStore {
+    /// One lock assigns a generation and publishes the write: listings show writes in order.
+    fn settled_generation(&self) -> Option<Generation> {
+        None
+    }
+
     async fn get(&self, name: &str) -> Result<Object, StoreError> {
         check_name(name)?;
         let inner = self.lock();

@@ -99,6 +99,17 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Deleting what is not there is `NotFound`.
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError>;
 
+    /// Up to which generation every write is surely visible to a listing that starts now.
+    ///
+    /// `None` where writes become visible in generation order (one lock assigns the generation
+    /// and publishes the write: the file and memory stores), so a listing shows every write up to
+    /// the highest generation it shows. GCS generations are timestamps taken when a write starts
+    /// committing, so a concurrent writer's lower generation can become visible after a higher
+    /// one: there the answer is "now, less the longest such delay". Readers that resume from a
+    /// generation (the relay's event cursor) rely on it; a wrapper must pass it on, so it has no
+    /// default.
+    fn settled_generation(&self) -> Option<Generation>;
+
     /// A URL a browser can fetch the object from directly for `ttl`, where the store can make one
     /// (GCS: a V4 signed URL); `None` where it cannot, and the caller serves the bytes itself.
     async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {

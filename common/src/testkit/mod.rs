@@ -11,6 +11,8 @@ use crate::store::{MemoryStore, ObjectStore};
 use async_trait::async_trait;
 
 mod fake_gcs;
+mod late_writes;
+pub use late_writes::LateWrites;
 pub use fake_gcs::{FakeGcs, fake_gcs_binary};
 mod pubsub_emulator;
 pub use pubsub_emulator::{PubSubEmulator, PulledMessage, SubscriptionSpec, pubsub_emulator_binary};

@@ -6,7 +6,7 @@ use assetgen_common::domain::BatchId;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::base_url;
-use assetgen_common::tail::Sequenced;
+use assetgen_common::tail::{Sequenced, merge};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -57,13 +57,13 @@ pub async fn batch_events(
         .and_then(|raw| Cursor::parse(&raw));
     let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
     let shared = hub.tail(&batch_id, presenter).await?;
-    let (initial, live) = shared.join(resume).await;
+    let (initial, live) = shared.join(resume.clone()).await;
     let follow = Follow {
         config: state.config.clone(),
         shared,
         live,
         pending: initial.into(),
-        sent: resume.unwrap_or_default(),
+        client: resume.unwrap_or_default(),
         deadline: Instant::now() + state.config.max_stream,
         closing: false,
     };
@@ -79,28 +79,31 @@ struct Follow {
     shared: Arc<SharedTail>,
     live: broadcast::Receiver<Sequenced>,
     pending: VecDeque<Sequenced>,
-    /// The highest row-event id sent: a row event at or below it is not sent again.
-    sent: Cursor,
+    /// What the client has: a row event it covers is not sent again (events a lagging client
+    /// caught up on, or rows its resume cursor named), and every id sent is this cursor.
+    client: Cursor,
     deadline: Instant,
     closing: bool,
 }
 
-fn to_sse((cursor, event): &Sequenced) -> Event {
-    Event::default().event(event.name()).id(cursor.to_string()).data(event.data_json())
+fn to_sse(id: &Cursor, event: &BatchEvent) -> Event {
+    Event::default().event(event.name()).id(id.to_string()).data(event.data_json())
 }
 
 fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(next) = f.pending.pop_front() {
-                match &next.1 {
-                    BatchEvent::Row(_) if next.0 <= f.sent => continue,
-                    // A snapshot covers every row up to its id, like the row events it replaces.
-                    BatchEvent::Row(_) | BatchEvent::Snapshot(_) => f.sent = f.sent.max(next.0),
-                    BatchEvent::Done(_) => f.closing = true,
-                    _ => {}
+                if next.row.is_some_and(|(row, generation)| f.client.covers(row, generation)) {
+                    continue;
                 }
-                return Some((Ok(to_sse(&next)), f));
+                if matches!(next.event, BatchEvent::Done(_)) {
+                    f.closing = true;
+                }
+                // Both claims hold for this client: it had `client`, and it now has every event
+                // of the tail up to this one.
+                f.client = merge(&f.client, &next.id);
+                return Some((Ok(to_sse(&f.client, &next.event)), f));
             }
             if f.closing {
                 return None;
@@ -118,7 +121,7 @@ fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                 Ok(Ok(event)) => f.pending.push_back(event),
                 // Fell behind the broadcast buffer: catch up from the tail's state.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    let missed = f.shared.catch_up(f.sent).await;
+                    let missed = f.shared.catch_up(f.client.clone()).await;
                     f.pending.extend(missed);
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,

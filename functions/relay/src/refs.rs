@@ -257,6 +257,10 @@ impl ObjectStore for NoCache {
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
         self.0.delete(name, when).await
     }
+
+    fn settled_generation(&self) -> Option<Generation> {
+        self.0.settled_generation()
+    }
 }
 
 fn is_sha256_hex(s: &str) -> bool {

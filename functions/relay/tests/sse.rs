@@ -265,6 +265,9 @@ impl ObjectStore for Signing {
     ) -> Result<Option<String>, assetgen_common::store::StoreError> {
         Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
     }
+    fn settled_generation(&self) -> Option<i64> {
+        self.0.settled_generation()
+    }
 }
 
 #[tokio::test]
