@@ -291,3 +291,63 @@ async fn image_links_redirect_to_a_fresh_signed_url_where_the_store_signs() {
     );
     assert_eq!(signing.headers()["cache-control"], "private, no-store", "every click gets a fresh URL");
 }
+
+/// Writes `row`'s state as failed (a terminal state needs no images); returns its generation.
+async fn end_row(store: &dyn ObjectStore, batch_id: &str, row: u32) -> i64 {
+    use assetgen_common::store::{Precondition, read_json, write_json};
+    let id = assetgen_common::domain::BatchId::parse(batch_id).expect("batch id");
+    let name = assetgen_common::layout::row_state(&id, row);
+    let mut state: assetgen_common::state::RowState = read_json(store, &name).await.expect("state").value;
+    state.status = assetgen_common::api::RowStatus::Failed;
+    state.error = Some(assetgen_common::state::RowError {
+        code: assetgen_common::problem::ErrorCode::ModelUnavailable,
+        detail: format!("row {row} gave up"),
+    });
+    write_json(store, &name, &state, Precondition::None).await.expect("write")
+}
+
+/// Row events per scene in a stream's text.
+fn row_events_of(text: &str, scene: &str) -> usize {
+    text.split("\n\n").filter(|b| b.contains("event: row") && b.contains(&format!("\"scene_id\":\"{scene}\""))).count()
+}
+
+#[tokio::test]
+async fn a_write_that_shows_up_late_reaches_live_and_resumed_clients_exactly_once() {
+    use assetgen_common::testkit::LateWrites;
+    let late = Arc::new(LateWrites::new(Arc::new(assetgen_common::store::MemoryStore::new())));
+    let kit = testkit::Rig::on(late.clone(), |_| {});
+    let batch_id = kit.submit_rows((0..3).map(|i| testkit::row(&format!("S{i}"), 1)).collect()).await.to_string();
+    let uri = format!("/v1/batches/{batch_id}/events");
+    let live = {
+        let (router, uri) = (app(late.clone(), fast()), uri.clone());
+        tokio::spawn(async move { read(router, &uri, None, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Row 0's end takes its generation before row 1's, but shows up after it.
+    let id = assetgen_common::domain::BatchId::parse(&batch_id).expect("id");
+    late.hide_next_write(&assetgen_common::layout::row_state(&id, 0));
+    end_row(late.as_ref(), &batch_id, 0).await;
+    end_row(late.as_ref(), &batch_id, 1).await;
+    // A second client reads until row 1's end has arrived, then drops.
+    let (_, _, before) = read(app(late.clone(), fast()), &uri, None, Duration::from_millis(300)).await;
+    let dropped_at = events(&before).last().map(|e| e.1.clone()).expect("an id");
+    assert!(before.contains("gave up") && row_events_of(&before, "S0") == 0, "{before}");
+
+    late.release(&assetgen_common::layout::row_state(&id, 0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    end_row(late.as_ref(), &batch_id, 2).await;
+
+    let (_, _, text) = live.await.expect("live reader");
+    assert_eq!(events(&text).last().map(|e| e.0.as_str()), Some("done"), "{text}");
+    for scene in ["S0", "S1", "S2"] {
+        assert_eq!(row_events_of(&text, scene), 1, "the live client gets {scene}'s end exactly once: {text}");
+    }
+    let (_, _, resumed) = read(app(late.clone(), fast()), &uri, Some(&dropped_at), Duration::from_secs(5)).await;
+    assert_eq!(
+        (row_events_of(&resumed, "S0"), row_events_of(&resumed, "S1"), row_events_of(&resumed, "S2")),
+        (1, 0, 1),
+        "a resume sends the late row and the newer one, not the one it had: {resumed}"
+    );
+    assert_eq!(events(&resumed).last().map(|e| e.0.as_str()), Some("done"));
+}
