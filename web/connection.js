@@ -98,10 +98,11 @@ export class LiveConnection {
     }
   }
 
+  // An id is the relay's opaque cursor (common/src/events.rs): each one says all the stream sent
+  // so far, so the latest is the one to resume from. It is not always a number.
   remember(id) {
-    const n = Number(id);
-    if (id === undefined || id === null || id === '' || !Number.isFinite(n)) return;
-    this.lastEventId = this.lastEventId === null ? n : Math.max(this.lastEventId, n);
+    if (id === undefined || id === null || id === '') return;
+    this.lastEventId = String(id);
   }
 
   handleError(source) {

@@ -11,7 +11,7 @@ export class BatchModel {
     this.batchId = batchId;
     this.view = null; // BatchView without rows
     this.rows = new Map(); // row number → RowView
-    this.lastEventId = null; // highest numeric event id seen
+    this.lastEventId = null; // the latest event id (an opaque cursor)
     this.finishedAt = null; // when this page saw the batch end (ms)
     this.endedBeforeLoad = false;
     this.log = []; // newest first, at most LOG_LIMIT
@@ -35,14 +35,12 @@ export class BatchModel {
   }
 
   /**
-   * Applies one event; returns the log line it made. `id` is the SSE id (a numeric cursor).
-   * Events are idempotent, so one seen twice after a reconnect changes nothing.
+   * Applies one event; returns the log line it made. `id` is the SSE id, an opaque cursor that
+   * covers everything the stream sent so far. Events are idempotent, so one seen twice after a
+   * reconnect changes nothing.
    */
   apply(name, data, id, now = Date.now()) {
-    const cursor = Number(id);
-    if (id !== undefined && id !== null && id !== '' && Number.isFinite(cursor)) {
-      this.lastEventId = this.lastEventId === null ? cursor : Math.max(this.lastEventId, cursor);
-    }
+    if (id !== undefined && id !== null && id !== '') this.lastEventId = String(id);
     const wasTerminal = this.terminal;
     let text;
     switch (name) {

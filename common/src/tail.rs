@@ -219,7 +219,11 @@ impl BatchTail {
             let view = self.presenter.row_view(&self.batch.manifest, &state);
             self.batch.rows.insert(row, (generation, state));
             self.cursor = self.named(self.cursor.low.max(watermark(settled, generation)));
-            events.push(Sequenced { id: self.cursor.clone(), event: BatchEvent::Row(view), row: Some((row, generation)) });
+            events.push(Sequenced {
+                id: self.cursor.clone(),
+                event: BatchEvent::Row(view),
+                row: Some((row, generation)),
+            });
         }
         let progress = self.presenter.view(&self.batch).progress();
         if self.last_progress.as_ref() != Some(&progress) {

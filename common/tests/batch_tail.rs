@@ -71,7 +71,8 @@ async fn resuming_from_any_event_loses_and_repeats_nothing() {
     let reference = row_events(&all);
     // A client that disconnected right after event k resumes with its id.
     for (k, Sequenced { id: cursor, .. }) in all.iter().enumerate() {
-        let (_, resumed) = BatchTail::open(store.clone(), &id, presenter(), Some(cursor.clone())).await.expect("resume");
+        let (_, resumed) =
+            BatchTail::open(store.clone(), &id, presenter(), Some(cursor.clone())).await.expect("resume");
         let replayed = row_events(&resumed);
         assert!(replayed.iter().all(|r| r.2 == RowStatus::Succeeded), "a resume sends current states");
         let newer: Vec<u32> = reference
@@ -137,7 +138,8 @@ async fn a_write_that_shows_up_after_a_newer_one_is_sent_live_and_on_resume() {
     let second = tail.poll().await.expect("poll");
     assert_eq!(row_gens(&second), vec![(0, early)], "the late write is sent live");
 
-    let (_, resumed) = BatchTail::open(late.clone(), &id, presenter(), Some(disconnected_at.clone())).await.expect("resume");
+    let (_, resumed) =
+        BatchTail::open(late.clone(), &id, presenter(), Some(disconnected_at.clone())).await.expect("resume");
     assert_eq!(row_gens(&resumed), vec![(0, early)], "a resume on a new tail sends it, and only it");
     assert_eq!(row_gens(&tail.join(Some(disconnected_at))), vec![(0, early)], "and so does a join of this tail");
 }
@@ -199,7 +201,8 @@ async fn random_late_writes_lose_nothing_and_repeat_nothing_live_or_on_resume() 
         for (k, (id_k, had)) in views.iter().enumerate() {
             let lacking: Vec<(u32, Generation)> =
                 truth.iter().filter(|(r, g)| had.get(r) != Some(g)).map(|(r, g)| (*r, *g)).collect();
-            let (_, reopened) = BatchTail::open(store.clone(), &id, presenter(), Some(id_k.clone())).await.expect("resume");
+            let (_, reopened) =
+                BatchTail::open(store.clone(), &id, presenter(), Some(id_k.clone())).await.expect("resume");
             let mut got = row_gens(&reopened);
             got.sort_unstable();
             assert_eq!(got, lacking, "seed {seed}, resume on a new tail after event {k} ({id_k})");

@@ -56,7 +56,7 @@ describe('BatchModel', () => {
     const s = m.summary(t0 + 4000);
     assert.deepEqual([s.imagesDone, s.imagesTotal, s.percent, s.elapsedMs], [2, 4, 50, 4000]);
     assert.equal(s.etaMs, 4000, 'two images in 4 s: two more take 4 s');
-    assert.equal(m.lastEventId, 15);
+    assert.equal(m.lastEventId, '15');
 
     // A failed row keeps no empty slots; the error and its advice stay on the row.
     const error = { code: 'REF_FETCH_FAILED', detail: 'HTTP 404', advice: 'Check the URL' };
@@ -76,13 +76,13 @@ describe('BatchModel', () => {
     );
   });
 
-  test('ids only move forward and the same event twice changes nothing', () => {
+  test('the latest id is kept as the relay wrote it, and the same event twice changes nothing', () => {
     const m = new BatchModel('b');
     m.apply('snapshot', batchView('running', [rowView(0, 'running')]), '30');
-    m.apply('row', rowView(0, 'succeeded', 2), '40');
-    m.apply('row', rowView(0, 'succeeded', 2), '40');
-    m.apply('batch', { batch_id: 'b', status: 'running', totals: batchView('running', [rowView(0, 'succeeded', 2)]).totals, cost_usd: 0 }, '35');
-    assert.equal(m.lastEventId, 40);
+    m.apply('row', rowView(0, 'succeeded', 2), '40~7:12');
+    m.apply('row', rowView(0, 'succeeded', 2), '40~7:12');
+    m.apply('batch', { batch_id: 'b', status: 'running', totals: batchView('running', [rowView(0, 'succeeded', 2)]).totals, cost_usd: 0 }, '41~7:11');
+    assert.equal(m.lastEventId, '41~7:11', 'an id is a cursor, not a number: the latest covers all before it');
     assert.equal(m.rows.size, 1);
     assert.equal(m.rows.get(0).status, 'succeeded');
   });
@@ -202,8 +202,8 @@ describe('LiveConnection', () => {
     assert.equal(first.url, '/v1/batches/b/events');
     first.open();
     first.emit('snapshot', { rows: [] }, '100');
-    first.emit('row', { row: 0 }, '120');
-    assert.equal(c.lastEventId, 120);
+    first.emit('row', { row: 0 }, '120~3:4');
+    assert.equal(c.lastEventId, '120~3:4');
 
     // The relay closed the stream (retry hint): EventSource reconnects by itself.
     first.fail(true);
@@ -220,7 +220,7 @@ describe('LiveConnection', () => {
     assert.deepEqual(states.at(-1), ['reconnecting', 2000]);
     assert.equal(timers.runNext(), 2000);
     const second = FakeSource.all[1];
-    assert.equal(second.url, '/v1/batches/b/events?last_event_id=120');
+    assert.equal(second.url, '/v1/batches/b/events?last_event_id=120~3%3A4');
     second.fail(false);
     assert.equal(timers.runNext(), 4000);
     FakeSource.all[2].fail(false);
@@ -234,7 +234,7 @@ describe('LiveConnection', () => {
 
     // Events of a source that was replaced are ignored.
     first.emit('row', { row: 9 }, '999');
-    assert.equal(c.lastEventId, 130);
+    assert.equal(c.lastEventId, '130');
 
     c.finish();
     assert.equal(fourth.closed, true);

@@ -54,7 +54,13 @@ impl ObjectStore for LateWrites {
         self.inner.get(name).await
     }
 
-    async fn put(&self, name: &str, body: Bytes, content_type: &str, when: Precondition) -> Result<Generation, StoreError> {
+    async fn put(
+        &self,
+        name: &str,
+        body: Bytes,
+        content_type: &str,
+        when: Precondition,
+    ) -> Result<Generation, StoreError> {
         let hide = self.lock().armed.remove(name);
         if !hide {
             return self.inner.put(name, body, content_type, when).await;

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 mod fake_gcs;
 mod late_writes;
-pub use late_writes::LateWrites;
 pub use fake_gcs::{FakeGcs, fake_gcs_binary};
+pub use late_writes::LateWrites;
 mod pubsub_emulator;
 pub use pubsub_emulator::{PubSubEmulator, PulledMessage, SubscriptionSpec, pubsub_emulator_binary};
 use std::sync::{Arc, Mutex};
