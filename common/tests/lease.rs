@@ -205,6 +205,9 @@ impl ObjectStore for HoldFirstImage {
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
         self.inner.delete(name, when).await
     }
+    fn settled_generation(&self) -> Option<Generation> {
+        self.inner.settled_generation()
+    }
 }
 
 /// Delivery 1 checks its lease, starts writing its image, and stalls there past its lease.
