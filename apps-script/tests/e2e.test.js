@@ -133,8 +133,9 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.equal(post(idToken({ aud: SERVICE_AUDIENCE })), 200, 'the second audience of the list is accepted too');
     assert.equal(post(null), 401, 'no token');
     assert.equal(post(idToken({ aud: 'someone-else.apps.googleusercontent.com' })), 401, 'another audience');
-    assert.equal(post(idToken({ email_verified: false })), 401, 'an unverified email');
-    assert.equal(post(idToken({ email_verified: undefined })), 401, 'no email_verified claim');
+    assert.equal(post(idToken({ email_verified: false })), 403, 'an unverified email');
+    assert.equal(post(idToken({ email_verified: undefined })), 403, 'no email_verified claim counts as unverified');
+    assert.equal(post(idToken({ email: undefined })), 401, 'no email (the script lacks the userinfo.email scope)');
     assert.equal(post(idToken({ exp: Math.floor(Date.now() / 1000) - 600 })), 401, 'expired');
     assert.equal(post(idToken({}, other)), 401, 'signed by another key');
     assert.equal(post(idToken({ email: 'intruder@elsewhere.test' })), 403, 'not on the allow-list');
