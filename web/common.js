@@ -32,6 +32,18 @@ export function withToken(url) {
   return `${url}${sep}access_token=${encodeURIComponent(accessToken)}`;
 }
 
+/**
+ * Where submit's batch routes are (status, cancel, retry). The relay serves this page; in the cloud
+ * submit is another origin, which the relay names in `<meta name="assetgen-submit-url">` (and
+ * submit allows the relay's origin by CORS). Empty: the page's own origin (`assetgen serve`).
+ */
+const submitBase = (globalThis.document?.querySelector('meta[name="assetgen-submit-url"]')?.content || '').replace(/\/+$/, '');
+
+/** `path` (`/v1/batches/…`) on submit. */
+export function submitUrl(path) {
+  return `${submitBase}${path}`;
+}
+
 /** The answer of an API call: `ok` with `data`, or a `problem` (RFC 7807, or one made up locally). */
 export async function api(method, path, { json, body, headers = {} } = {}) {
   const init = { method, headers: { Accept: 'application/json', ...headers } };

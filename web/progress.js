@@ -1,7 +1,7 @@
 // The progress page at /b/{batch_id}: header totals, one card per row, a gallery that fills in as
 // images land (with a lightbox), an event log, Retry and Cancel, and a live connection indicator.
 
-import { el, api, problemText, formatUsd, formatDuration, formatTime, announce, withToken } from './common.js';
+import { el, api, problemText, formatUsd, formatDuration, formatTime, announce, withToken, submitUrl } from './common.js';
 import { BatchModel, label } from './progress-model.js';
 import { LiveConnection } from './connection.js';
 
@@ -16,6 +16,33 @@ const STATE_TEXT = {
   finished: 'Finished',
   stopped: 'Disconnected',
 };
+
+/**
+ * The owner's control token, when the page was opened from the Sheet or the CLI (`#control=…`,
+ * from `POST /v1/batches/{id}/control-token`): Cancel and Retry send it as a bearer token; the
+ * page link alone only reads. It leaves the address bar at once, so a copied URL is the read link
+ * only, and stays in this tab's session storage, so a reload keeps it.
+ */
+const controlToken = takeControlToken();
+
+function takeControlToken() {
+  const key = `assetgen-control:${batchId}`;
+  const fromFragment = new URLSearchParams(location.hash.slice(1)).get('control');
+  if (fromFragment) {
+    try {
+      sessionStorage.setItem(key, fromFragment);
+    } catch {
+      // Storage may be off: the token still works until the page is reloaded.
+    }
+    history.replaceState(null, '', `${location.pathname}${location.search}`);
+    return fromFragment;
+  }
+  try {
+    return sessionStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
 
 let connection = null;
 let lightboxIndex = -1;
@@ -274,7 +301,8 @@ function renderLog() {
 async function control(action) {
   const button = $(action);
   button.disabled = true;
-  const result = await api('POST', `/v1/batches/${encodeURIComponent(batchId)}/${action}`);
+  const headers = controlToken ? { Authorization: `Bearer ${controlToken}` } : {};
+  const result = await api('POST', submitUrl(`/v1/batches/${encodeURIComponent(batchId)}/${action}`), { headers });
   if (result.ok) {
     const n = result.data.rows.length;
     const what = action === 'retry' ? `${n} row${n === 1 ? '' : 's'} queued again` : `${n} row${n === 1 ? '' : 's'} cancelled`;
@@ -296,7 +324,7 @@ async function start() {
   $('retry').addEventListener('click', () => control('retry'));
   $('cancel').addEventListener('click', () => control('cancel'));
   // A missing batch is said plainly, not retried forever.
-  const first = await api('GET', `/v1/batches/${encodeURIComponent(batchId)}`);
+  const first = await api('GET', submitUrl(`/v1/batches/${encodeURIComponent(batchId)}`));
   if (!first.ok && first.status === 404) {
     const box = $('load-error');
     box.textContent = problemText(first.problem);

@@ -76,6 +76,12 @@ pub struct Config {
     /// Fault injection for tests: the local queue delivers every message this many times
     /// (`ASSETGEN_QUEUE_DUPLICATES`, default 1), as an at-least-once queue may.
     pub queue_duplicates: u32,
+    /// Where the relay's page finds submit's batch routes (`ASSETGEN_SUBMIT_URL`; unset: the page's
+    /// own origin, as under `assetgen serve`).
+    pub submit_url: Option<url::Url>,
+    /// Browser origins that may call submit across origins: the relay's (`ASSETGEN_CORS_ORIGINS`,
+    /// comma-separated; unset: none).
+    pub cors_origins: Vec<String>,
 }
 
 /// A secret value whose `Debug` and `Display` never show it.
@@ -201,6 +207,13 @@ impl Config {
         let public_url = get("ASSETGEN_PUBLIC_URL")
             .map(|u| url::Url::parse(&u).map_err(|e| err("ASSETGEN_PUBLIC_URL", format!("not a URL: {e}"))))
             .transpose()?;
+        let submit_url = get("ASSETGEN_SUBMIT_URL")
+            .map(|u| parse_base_url(&u).map_err(|p| err("ASSETGEN_SUBMIT_URL", p)))
+            .transpose()?;
+        let cors_origins = get("ASSETGEN_CORS_ORIGINS")
+            .map(|o| parse_origins(&o).map_err(|p| err("ASSETGEN_CORS_ORIGINS", p)))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
             port,
             store,
@@ -226,12 +239,42 @@ impl Config {
             capability_secret: get("ASSETGEN_CAPABILITY_SECRET").map(Secret),
             gcp_project: get("GOOGLE_CLOUD_PROJECT"),
             gcp_location: get("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "global".to_owned()),
+            submit_url,
+            cors_origins,
         })
     }
 
     pub fn ref_policy(&self, profile: Profile) -> RefUrlPolicy {
         RefUrlPolicy { allow_private: self.allow_private_refs, allow_local_files: profile == Profile::Local }
     }
+}
+
+/// An `http(s)` URL with no query or fragment, the base of other URLs.
+fn parse_base_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{s:?} must be an http(s) URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{s:?} must have no query or fragment"));
+    }
+    Ok(url)
+}
+
+/// Comma-separated browser origins (`https://host[:port]`, no path), each serialized as browsers
+/// send it in `Origin`.
+fn parse_origins(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let url = parse_base_url(o)?;
+            if url.path() != "/" {
+                return Err(format!("{o:?} is not an origin: drop the path"));
+            }
+            Ok(url.origin().ascii_serialization())
+        })
+        .collect()
 }
 
 fn parse_store(s: &str) -> Result<StoreUrl, String> {
@@ -347,5 +390,32 @@ mod tests {
             config(Profile::Local, &[("ASSETGEN_USER_LIMITS", "bob")]).expect_err("no amount").variable,
             "ASSETGEN_USER_LIMITS"
         );
+    }
+
+    #[test]
+    fn submit_url_and_cors_origins_are_urls_and_origins() {
+        let c = config(
+            Profile::Cloud,
+            &[
+                ("ASSETGEN_STORE", "gs://b"),
+                ("ASSETGEN_QUEUE", "pubsub://projects/p/topics/rows"),
+                ("ASSETGEN_SUBMIT_URL", "https://submit-1.europe-west1.run.app"),
+                ("ASSETGEN_CORS_ORIGINS", " https://Relay-1.europe-west1.run.app/ ,http://127.0.0.1:8081"),
+            ],
+        )
+        .expect("ok");
+        assert_eq!(c.submit_url.map(String::from).as_deref(), Some("https://submit-1.europe-west1.run.app/"));
+        assert_eq!(c.cors_origins, ["https://relay-1.europe-west1.run.app", "http://127.0.0.1:8081"]);
+        let local = config(Profile::Local, &[]).expect("ok");
+        assert_eq!((local.submit_url, local.cors_origins.len()), (None, 0));
+        for (variable, value) in [
+            ("ASSETGEN_SUBMIT_URL", "submit.example"),
+            ("ASSETGEN_SUBMIT_URL", "ftp://submit.example"),
+            ("ASSETGEN_SUBMIT_URL", "https://submit.example/?x=1"),
+            ("ASSETGEN_CORS_ORIGINS", "https://relay.example/b"),
+            ("ASSETGEN_CORS_ORIGINS", "https://relay.example,*"),
+        ] {
+            assert_eq!(config(Profile::Local, &[(variable, value)]).expect_err(value).variable, variable);
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests and the load driver: run the real `assetgen` binary on a free
 //! port, and serve reference images from loopback.
 
+pub mod topology;
+
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::Path;
@@ -15,13 +17,16 @@ use std::time::Duration;
 /// A binary of this workspace that cargo built beside the running test (`target/<profile>/NAME`).
 /// `cargo test --workspace` (what `make test` runs) builds every binary before any test starts.
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    // A test runs from `target/<profile>/deps`, a binary of this crate from `target/<profile>`.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(FsPath::parent).context("test binary has no target dir")?;
-    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        bail!("{} is missing: run `cargo build --workspace --bins` (make test does)", bin.display());
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&file)).collect();
+    match candidates.iter().find(|bin| bin.exists()) {
+        Some(bin) => Ok(bin.clone()),
+        None => {
+            bail!("{file} is missing beside {}: run `cargo build --workspace --bins` (make test does)", exe.display())
+        }
     }
-    Ok(bin)
 }
 
 /// The release `assetgen` binary, for the load driver (`make bench` builds it first). Tests use

@@ -29,6 +29,9 @@ pub struct RelayConfig {
     pub max_stream: Duration,
     pub retry_base: Duration,
     pub retry_jitter: Duration,
+    /// Where the progress page calls submit's batch routes (status, cancel, retry) when submit
+    /// is another origin (`ASSETGEN_SUBMIT_URL`; submit allows the relay's origin by CORS).
+    pub submit_url: Option<url::Url>,
 }
 
 impl Default for RelayConfig {
@@ -39,6 +42,7 @@ impl Default for RelayConfig {
             max_stream: Duration::from_secs(280),
             retry_base: Duration::from_millis(500),
             retry_jitter: Duration::from_millis(2500),
+            submit_url: None,
         }
     }
 }

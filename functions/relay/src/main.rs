@@ -20,7 +20,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.clone(),
         auth: cloud::user_auth(&config)?,
         public_url: config.public_url.clone(),
-        config: RelayConfig::default(),
+        config: RelayConfig { submit_url: config.submit_url.clone(), ..RelayConfig::default() },
         ref_fetch: FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() },
         capabilities: cloud::capability_tokens(&config)?,
     };

@@ -128,6 +128,7 @@ async fn an_idle_stream_sends_heartbeats_then_closes_itself_with_a_retry_hint() 
         max_stream: Duration::from_millis(450),
         retry_base: Duration::from_millis(1000),
         retry_jitter: Duration::from_millis(500),
+        ..RelayConfig::default()
     };
     let (_, _, text) =
         read(app(r.store.clone(), config), &format!("/v1/batches/{}/events", r.batch_id), None, Duration::from_secs(5))

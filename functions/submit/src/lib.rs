@@ -1,6 +1,7 @@
 //! The submit function: accepts batches from the Sheet and the CLI. Handlers are thin; the work
 //! is in [`assetgen_common::submission::Submitter`].
 
+pub mod cors;
 mod handlers;
 
 use assetgen_common::auth::{Authenticator, CapabilityTokens, Identity, authorize_batch};

@@ -3,7 +3,7 @@
 use assetgen_common::config::{Config, Profile};
 use assetgen_common::pipeline::Pipeline;
 use assetgen_common::{cloud, shim};
-use assetgen_submit::{SubmitState, router};
+use assetgen_submit::{SubmitState, cors, router};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,6 +25,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         public_url: config.public_url.clone(),
         capabilities: cloud::capability_tokens(&config)?,
     };
-    shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen submit")).await?;
+    let app = shim::app(router(Arc::new(state)), store, "assetgen submit");
+    // The relay's page calls the batch routes from its own origin.
+    let app = match cors::layer(&config.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    shim::listen(config.port, app).await?;
     Ok(())
 }

@@ -65,6 +65,11 @@ resource "google_cloud_run_v2_service" "submit" {
         value = local.urls.relay
       }
       env {
+        # The relay's page calls submit's batch routes (status, cancel, retry) from the relay's origin.
+        name  = "ASSETGEN_CORS_ORIGINS"
+        value = local.urls.relay
+      }
+      env {
         name = "ASSETGEN_CAPABILITY_SECRET"
         value_source {
           secret_key_ref {
@@ -342,6 +347,11 @@ resource "google_cloud_run_v2_service" "relay" {
       env {
         name  = "ASSETGEN_PUBLIC_URL"
         value = local.urls.relay
+      }
+      env {
+        # Where the page finds submit's batch routes (submit allows the relay's origin by CORS).
+        name  = "ASSETGEN_SUBMIT_URL"
+        value = local.urls.submit
       }
       env {
         name = "ASSETGEN_CAPABILITY_SECRET"

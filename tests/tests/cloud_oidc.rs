@@ -1,0 +1,86 @@
+//! Pub/Sub push with OIDC on, on real parts: the emulator's push carries no `Authorization` header
+//! (unlike Google's), so generate refuses it; the same push with an ID token of the push service
+//! account for generate's audience (added by the topology's forwarder, as Google's push would) is
+//! taken, and the row is made. A user's ID token on the push route is refused too.
+
+use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn batch(client: &reqwest::Client, topology: &Topology, id: &str) -> Value {
+    let answer = client
+        .get(format!("{}/v1/batches/{id}", topology.submit.base))
+        .bearer_auth(topology.user_token(OWNER))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(answer.status(), 200);
+    answer.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_accounts_token() {
+    // Room for a few refused deliveries before the row would be dead-lettered.
+    let options = TopologyOptions { sign_pushes: false, max_delivery_attempts: 20, ..TopologyOptions::default() };
+    let topology = Topology::start(options).await.expect("the topology starts");
+    let client = reqwest::Client::new();
+
+    let rows = json!([{"scene_id": "PUSH-001", "prompt": "a mug", "variants": 1}]);
+    let answer = client
+        .post(format!("{}/v1/batches", topology.submit.base))
+        .bearer_auth(topology.user_token(OWNER))
+        .json(&json!({"rows": rows, "run_mode": "dry_run"}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(answer.status(), 202);
+    let id = answer.json::<Value>().await.expect("json")["batch_id"].as_str().expect("id").to_owned();
+
+    // The emulator pushes, and pushes again, with no Authorization header: refused every time.
+    let started = Instant::now();
+    while topology.forwarder.forwarded().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the emulator did not push twice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bare = topology.forwarder.forwarded();
+    for push in &bare {
+        assert!(!push.arrived_with_authorization, "the emulator's push carries no Authorization");
+        assert_eq!((push.path.as_str(), push.signed, push.status), ("/pubsub/rows", false, 401), "{push:?}");
+    }
+    let view = batch(&client, &topology, &id).await;
+    assert_eq!((view["rows"][0]["status"].as_str(), view["rows"][0]["attempts"].as_u64()), (Some("queued"), Some(0)));
+
+    // A user's ID token is not a push token, on the very body the emulator sent.
+    let replay = client
+        .post(format!("{}/pubsub/rows", topology.generate.base))
+        .bearer_auth(topology.user_token(OWNER))
+        .header("content-type", "application/json")
+        .body(bare[0].body.clone())
+        .send()
+        .await
+        .expect("replay");
+    assert!([401, 403].contains(&replay.status().as_u16()), "a user's token on /pubsub/rows: {}", replay.status());
+
+    // As Google's push: a fresh ID token of the push service account for generate's audience.
+    topology.forwarder.set_signing(true);
+    let view = loop {
+        let view = batch(&client, &topology, &id).await;
+        if view["status"] == "succeeded" {
+            break view;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "the row was never made: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(view["totals"]["images_done"], 1);
+    let signed: Vec<_> = topology.forwarder.forwarded().into_iter().filter(|p| p.signed).collect();
+    assert!(signed.iter().any(|p| (200..300).contains(&p.status)), "a signed push was taken: {signed:?}");
+    assert!(signed.iter().all(|p| !p.arrived_with_authorization));
+    println!(
+        "push with OIDC: {} bare pushes refused (401), then taken with the push account's token; \
+         cold start to first /healthz 200: submit {} ms, generate {} ms, relay {} ms",
+        bare.len(),
+        topology.submit.cold_start.as_millis(),
+        topology.generate.cold_start.as_millis(),
+        topology.relay.cold_start.as_millis()
+    );
+}
