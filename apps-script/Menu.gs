@@ -8,8 +8,13 @@ function onOpen(e) {
   var menu = SpreadsheetApp.getUi().createMenu('Assets');
   var dry = ['Generate selected rows (dry run)', 'generateDryRun'];
   var live = ['Generate selected rows (live)', 'generateLive'];
-  // The default run mode (Settings) comes first.
-  (getSettings_().defaultRunMode === 'live' ? [live, dry] : [dry, live]).forEach(function (item) {
+  var liveFirst = false;
+  try {
+    liveFirst = getSettings_().defaultRunMode === 'live'; // the default run mode (Settings) comes first
+  } catch (err) {
+    // Where properties cannot be read (AuthMode.NONE), the menu still appears, dry run first.
+  }
+  (liveFirst ? [live, dry] : [dry, live]).forEach(function (item) {
     menu.addItem(item[0], item[1]);
   });
   menu
@@ -45,8 +50,8 @@ function guarded_(action) {
     action();
   } catch (e) {
     var ui = SpreadsheetApp.getUi();
-    ui.alert('Assets', 'That did not finish: ' + errorText_(e) + '\n\nWhat was already written stays; run it again ' +
-      'in a minute. Rows of a batch that was accepted are still followed.', ui.ButtonSet.OK);
+    ui.alert('Assets', 'That did not finish: ' + errorText_(e) + '\n\nWhat was already written stays. Running it ' +
+      'again is safe: a batch the service already accepted is answered again, not made twice.', ui.ButtonSet.OK);
   }
 }
 
