@@ -31,14 +31,15 @@ web-test: web-tools
 	cd web && node --test --test-concurrency=1 tests/
 
 ## The Sheet side (apps-script/): every .gs file type-checked (tsc --checkJs against
-## @types/google-apps-script), unit tests with fakes of the Apps Script services, and an end-to-end
-## test against a real `assetgen serve` with OIDC on (UrlFetchApp over curl); the sidebar and dialogs
-## in Debian's Chromium (web-tools installs it).
-apps-script-test: web-tools
+## @types/google-apps-script), unit tests with fakes of the Apps Script services, end-to-end tests
+## against a real `assetgen serve` with OIDC on and against the cloud topology (the three functions,
+## fake-gcs-server, the Pub/Sub emulator), UrlFetchApp over curl; the sidebar and dialogs in Debian's
+## Chromium (web-tools installs it).
+apps-script-test: web-tools tools
 	cd apps-script && npm ci --no-audit --no-fund
 	@command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get install -y curl || { $(SUDO) apt-get update && $(SUDO) apt-get install -y curl; }; }
-	$(CARGO) build -p assetgen-local --bin assetgen
-	cd apps-script && node --test --test-concurrency=1 tests/
+	$(CARGO) build -p assetgen-local -p assetgen-submit -p assetgen-generate -p assetgen-relay -p assetgen-tests --bins
+	cd apps-script && FAKE_GCS_SERVER="$$(../tools/fake-gcs-server.sh)" node --test --test-concurrency=1 tests/
 
 ## What the browser tests need: the Node packages of web/package-lock.json, and Debian's chromium
 ## (never a browser download of a test tool's own). apt-get update runs only if the install fails.

@@ -418,9 +418,11 @@ class FakeLock {
   hasLock() { return this.held; }
 }
 
+/** Triggers belong to the user who made them: getProjectTriggers lists only the current user's. */
 class FakeScriptApp {
-  constructor(tokenFn) {
+  constructor(tokenFn, userFn = () => '') {
     this.tokenFn = tokenFn;
+    this.userFn = userFn;
     this.triggers = [];
     this.created = 0;
     this.deleted = 0;
@@ -431,7 +433,7 @@ class FakeScriptApp {
     return this.tokenFn();
   }
   getProjectTriggers() {
-    return this.triggers.slice();
+    return this.triggers.filter((t) => t.owner === this.userFn());
   }
   newTrigger(fn) {
     const spec = { fn, kind: '', everyMinutes: 0 };
@@ -441,6 +443,7 @@ class FakeScriptApp {
       create: () => {
         const id = `trigger-${++this.created}`;
         const trigger = {
+          owner: this.userFn(),
           getHandlerFunction: () => spec.fn,
           getUniqueId: () => id,
           getEventType: () => 'CLOCK',
@@ -453,6 +456,7 @@ class FakeScriptApp {
     return builder;
   }
   deleteTrigger(t) {
+    if (t.owner !== this.userFn()) throw new Error("Sorry, you can't delete a trigger that belongs to another user.");
     const before = this.triggers.length;
     this.triggers = this.triggers.filter((x) => x.getUniqueId() !== t.getUniqueId());
     if (this.triggers.length !== before) this.deleted++;
@@ -554,10 +558,10 @@ function makeWorld({ sheets, http, token = () => 'test-identity-token', clock = 
   const ui = new FakeUi();
   const props = { document: new FakeProperties(), user: new FakeProperties(), script: new FakeProperties() };
   const locks = { document: new FakeLock('document'), script: new FakeLock('script'), user: new FakeLock('user') };
-  const scriptApp = new FakeScriptApp(token);
+  const user = { email }; // who runs the script now: `world.user.email = …` switches
+  const scriptApp = new FakeScriptApp(token, () => user.email);
   const urlFetch = http instanceof Object && typeof http.fetch === 'function' ? http : new FakeUrlFetch(http, clock, fetchCostMs);
   let context = null;
-  const user = { email }; // who runs the script now: `world.user.email = …` switches
   const globals = {
     SpreadsheetApp: {
       getActiveSpreadsheet: () => ss,

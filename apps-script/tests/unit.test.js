@@ -589,6 +589,7 @@ test('in a shared Sheet each user\'s trigger follows only the batches that user 
   w.user.email = 'colleague@studio.test';
   w.gs.followBatches();
   assert.equal(w.service.requests.filter((r) => r.method === 'GET').length, 0, 'the colleague cannot read it, so does not ask');
+  assert.equal(w.scriptApp.triggers.length, 1, 'and leaves the owner\'s trigger alone');
   assert.deepEqual(w.sheet.table().map((r) => r.status), ['queued', 'queued']);
   assert.equal(w.gs.followedBatches_().length, 1, 'still followed, by its owner');
   w.user.email = 'lead@studio.test';
