@@ -22,15 +22,17 @@ fn setup(variable: &'static str, problem: impl std::fmt::Display) -> SetupError 
     SetupError { variable, problem: problem.to_string() }
 }
 
+/// The configured store, metered (calls by operation and result).
 pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>, SetupError> {
-    Ok(match &config.store {
+    let store: Arc<dyn ObjectStore> = match &config.store {
         StoreUrl::File(path) => Arc::new(FileStore::open(path).map_err(|e| setup("ASSETGEN_STORE", e))?),
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::Gcs { bucket } => {
             let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty());
             Arc::new(GcsStore::connect(bucket, emulator.as_deref()).await.map_err(|e| setup("ASSETGEN_STORE", e))?)
         }
-    })
+    };
+    Ok(crate::observe::MeteredStore::wrap(store))
 }
 
 /// The row queue: Pub/Sub. The in-process queue needs `assetgen serve` to deliver its messages.

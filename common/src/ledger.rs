@@ -6,6 +6,7 @@
 //! finds a batch's events. The day is the batch's budget day (its submit date, UTC).
 
 use crate::domain::{BatchId, Money, UserId};
+use crate::observe::names;
 use crate::store::{ObjectStore, Precondition, StoreError, read_json, write_json};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -38,16 +39,26 @@ pub struct LedgerEvent {
     pub amount: Money,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The request that caused it (the submit, or the submit whose row was generated), for
+    /// following money back to logs. Absent in events written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Spend => "spend",
+            Self::Release => "release",
+        }
+    }
 }
 
 impl LedgerEvent {
     /// `{batch}.r{round}.reserve` or `{batch}.{row:04}.v{variant}.r{round}.{kind}`.
     pub fn id(&self) -> String {
-        let kind = match self.kind {
-            EventKind::Reserve => "reserve",
-            EventKind::Spend => "spend",
-            EventKind::Release => "release",
-        };
+        let kind = self.kind.as_str();
         match (self.row, self.variant) {
             (Some(row), Some(variant)) => format!("{}.{row:04}.v{variant}.r{}.{kind}", self.batch_id, self.round),
             _ => format!("{}.r{}.{kind}", self.batch_id, self.round),
@@ -76,11 +87,17 @@ pub enum Recorded {
 
 /// Writes an event create-only. Writing it twice is harmless and says so.
 pub async fn record(store: &dyn ObjectStore, event: &LedgerEvent) -> Result<Recorded, StoreError> {
-    match write_json(store, &event.object_name(), event, Precondition::DoesNotExist).await {
-        Ok(_) => Ok(Recorded::New),
-        Err(StoreError::PreconditionFailed(_)) => Ok(Recorded::Duplicate),
-        Err(e) => Err(e),
+    let recorded = match write_json(store, &event.object_name(), event, Precondition::DoesNotExist).await {
+        Ok(_) => Recorded::New,
+        Err(StoreError::PreconditionFailed(_)) => Recorded::Duplicate,
+        Err(e) => return Err(e),
+    };
+    let written = if recorded == Recorded::New { "new" } else { "duplicate" };
+    metrics::counter!(names::LEDGER_EVENTS, "kind" => event.kind.as_str(), "written" => written).increment(1);
+    if recorded == Recorded::New && event.kind == EventKind::Spend {
+        metrics::counter!(names::SPENT_MICRODOLLARS).increment(event.amount.micros().max(0) as u64);
     }
+    Ok(recorded)
 }
 
 /// Ledger reads in flight at once.

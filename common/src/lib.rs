@@ -18,6 +18,7 @@ pub mod lease;
 pub mod ledger;
 pub mod limits;
 pub mod model;
+pub mod observe;
 pub mod pipeline;
 pub mod problem;
 pub mod queue;

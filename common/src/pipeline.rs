@@ -8,6 +8,7 @@ use crate::domain::RefUrlPolicy;
 use crate::generation::RowWorker;
 use crate::limits::Limits;
 use crate::model::{DryRunModel, ImageModel};
+use crate::observe::{MeteredBudget, MeteredModel, MeteredQueue};
 use crate::queue::RowQueue;
 use crate::refs::fetch::{FetchPolicy, RefFetcher};
 use crate::settlement::Settlement;
@@ -64,7 +65,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn assemble(parts: Parts) -> Self {
+    /// Wires the parts into the workers. The model, queue and budget are wrapped in the metering
+    /// decorators of [`crate::observe`] here, so every function counts the same things.
+    pub fn assemble(mut parts: Parts) -> Self {
+        parts.dry_run = MeteredModel::wrap(parts.dry_run);
+        parts.live = parts.live.map(MeteredModel::wrap);
+        parts.queue = MeteredQueue::wrap(parts.queue);
+        parts.budget = MeteredBudget::wrap(parts.budget);
         let settlement = Settlement { store: parts.store.clone(), budget: parts.budget.clone() };
         Self {
             submitter: Submitter {

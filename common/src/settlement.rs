@@ -40,6 +40,7 @@ impl Settlement {
             round,
             amount: manifest.price_per_image(),
             at: OffsetDateTime::now_utc(),
+            request_id: crate::observe::current_request_id(),
         }
     }
 
@@ -111,6 +112,7 @@ impl Settlement {
             round,
             amount,
             at: OffsetDateTime::now_utc(),
+            request_id: crate::observe::current_request_id(),
         };
         ledger::record(self.store.as_ref(), &event).await
     }

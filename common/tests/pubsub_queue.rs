@@ -284,6 +284,12 @@ async fn publishing_to_a_stopped_emulator_fails_fast_as_unavailable() {
     emulator.create_topic("rows").await;
     let queue = emulator.queue("rows").await;
     queue.publish(&batch(2)).await.expect("the emulator is up");
+    queue.ready().await.expect("/readyz: the topic is there");
+    let missing = emulator.queue("no-such-topic").await.ready().await;
+    assert!(
+        matches!(&missing, Err(QueueError::Unavailable(m)) if m.contains("no-such-topic")),
+        "a missing topic is not ready: {missing:?}"
+    );
     let policy = queue.policy();
     assert_eq!(policy, PubSubPolicy::default());
     assert!(policy.total_timeout <= Duration::from_secs(10), "a short policy, not the crate's 600 s");
@@ -297,6 +303,10 @@ async fn publishing_to_a_stopped_emulator_fails_fast_as_unavailable() {
     let Err(QueueError::Unavailable(message)) = outcome else { panic!("expected Unavailable, got {outcome:?}") };
     assert!(message.contains("projects/assetgen-test/topics/rows"), "the message names the topic: {message}");
     assert!(took < policy.total_timeout + Duration::from_secs(5), "bounded by the policy: {took:?}");
+    let started = Instant::now();
+    let ready = queue.ready().await;
+    assert!(matches!(&ready, Err(QueueError::Unavailable(m)) if m.contains("topics/rows")), "{ready:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "readiness is bounded too: {:?}", started.elapsed());
 
     // A fresh client on a port where nothing ever listened fails the same way.
     let nowhere = {

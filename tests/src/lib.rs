@@ -66,6 +66,28 @@ pub fn spawn_serve_with_args(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> anyhow::Result<Server> {
+    spawn_serve_to(binary, dir, env, args, Stdio::inherit())
+}
+
+/// [`spawn_serve_with_args`] with the server's log (its stderr) appended to the file `log`.
+pub fn spawn_serve_logged(
+    binary: &FsPath,
+    dir: &FsPath,
+    env: &[(&str, &str)],
+    args: &[&str],
+    log: &FsPath,
+) -> anyhow::Result<Server> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).context("opening the log file")?;
+    spawn_serve_to(binary, dir, env, args, Stdio::from(file))
+}
+
+fn spawn_serve_to(
+    binary: &FsPath,
+    dir: &FsPath,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stderr: Stdio,
+) -> anyhow::Result<Server> {
     let mut command = Command::new(binary);
     command
         .args(["serve", "--port", "0"])
@@ -75,7 +97,7 @@ pub fn spawn_serve_with_args(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (k, v) in env {
         command.env(k, v);
     }

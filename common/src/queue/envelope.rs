@@ -15,9 +15,22 @@ pub struct RowMessage {
     pub row: u32,
 }
 
+/// The attribute that carries the id of the request that queued the row (the submit, a retry),
+/// so generate's logs and ledger events name it too.
+pub const REQUEST_ID_ATTRIBUTE: &str = "request_id";
+
 impl RowMessage {
+    /// The message's attributes: the row it names, and the id of the request being served now
+    /// (see [`crate::observe::with_request`]), if any.
     pub fn attributes(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("batch_id".to_owned(), self.batch_id.to_string()), ("row".to_owned(), self.row.to_string())])
+        let mut attributes = BTreeMap::from([
+            ("batch_id".to_owned(), self.batch_id.to_string()),
+            ("row".to_owned(), self.row.to_string()),
+        ]);
+        if let Some(id) = crate::observe::current_request_id() {
+            attributes.insert(REQUEST_ID_ATTRIBUTE.to_owned(), id);
+        }
+        attributes
     }
 }
 
@@ -103,6 +116,11 @@ impl PushEnvelope {
         serde_json::from_slice(&bytes).map_err(|e| EnvelopeError::Payload(e.to_string()))
     }
 
+    /// The id of the request that queued this row, if the publisher said.
+    pub fn request_id(&self) -> Option<&str> {
+        self.message.attributes.get(REQUEST_ID_ATTRIBUTE).map(String::as_str).filter(|id| !id.is_empty())
+    }
+
     pub fn delivery_attempt(&self) -> Option<u32> {
         self.delivery_attempt
             .or(self.message.delivery_attempt)
@@ -140,6 +158,18 @@ mod tests {
         assert_eq!(envelope.delivery_attempt(), Some(5));
         envelope.delivery_attempt = Some(3);
         assert_eq!(envelope.delivery_attempt(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn the_request_being_served_travels_in_the_attributes() {
+        let row = RowMessage { batch_id: BatchId::new(), row: 1 };
+        assert_eq!(PushEnvelope::new("s", "1", &row, String::new()).request_id(), None);
+        let context = crate::observe::RequestContext { request_id: "req-7".into() };
+        let envelope =
+            crate::observe::with_request(context, async { PushEnvelope::new("s", "1", &row, String::new()) }).await;
+        let parsed = PushEnvelope::parse(&serde_json::to_vec(&envelope).expect("json")).expect("parse");
+        assert_eq!(parsed.request_id(), Some("req-7"));
+        assert_eq!(parsed.row_message().expect("row"), row, "the data is the row alone, as before");
     }
 
     #[test]

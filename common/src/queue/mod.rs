@@ -6,7 +6,8 @@ mod local_push;
 mod pubsub;
 
 pub use envelope::{
-    DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, EnvelopeError, PushEnvelope, PushMessage, RowMessage,
+    DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, EnvelopeError, PushEnvelope, PushMessage,
+    REQUEST_ID_ATTRIBUTE, RowMessage,
 };
 pub use local_push::{LocalPushConfig, LocalPushQueue, QueueStats};
 pub use pubsub::{PubSubPolicy, PubSubQueue};
@@ -23,4 +24,9 @@ pub enum QueueError {
 pub trait RowQueue: Send + Sync + std::fmt::Debug {
     /// Publishes the messages; `Ok` means every one of them will be delivered at least once.
     async fn publish(&self, messages: &[RowMessage]) -> Result<(), QueueError>;
+
+    /// Whether the queue answers now (`/readyz`): a cheap look, no message sent.
+    async fn ready(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

@@ -19,7 +19,7 @@ use super::{QueueError, RowMessage, RowQueue};
 use async_trait::async_trait;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::retry_policy::RetryPolicyExt;
-use google_cloud_pubsub::client::Publisher;
+use google_cloud_pubsub::client::{Publisher, TopicAdmin};
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ const MAX_MESSAGES_PER_REQUEST: u32 = 1000;
 const BATCH_DELAY: Duration = Duration::from_millis(250);
 /// Slack on top of [`PubSubPolicy::total_timeout`] before our own guard gives up.
 const GUARD_SLACK: Duration = Duration::from_secs(5);
+/// How long `/readyz` waits for the topic before calling the queue down.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Retries and time-outs of one `publish` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub struct PubSubQueue {
     emulator: bool,
     policy: PubSubPolicy,
     publisher: Publisher,
+    /// For `ready`: reads the topic (one `GetTopic`), which needs `pubsub.topics.get` only.
+    admin: TopicAdmin,
 }
 
 impl PubSubQueue {
@@ -102,12 +106,20 @@ impl PubSubQueue {
             .with_retry_policy(retry)
             .with_backoff_policy(backoff);
         let emulator = emulator_host.map(str::trim).filter(|h| !h.is_empty());
+        let mut admin = TopicAdmin::builder();
         if let Some(host) = emulator {
             let endpoint = if host.contains("://") { host.to_owned() } else { format!("http://{host}") };
             builder = builder
                 .with_endpoint(endpoint.trim_end_matches('/'))
                 .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            admin = admin
+                .with_endpoint(endpoint.trim_end_matches('/'))
+                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
         }
+        let admin = admin
+            .build()
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("cannot set up the Pub/Sub admin client for {name}: {e}")))?;
         let publisher = builder.build().await.map_err(|e| {
             let why = if emulator.is_some() {
                 "cannot set up the Pub/Sub client for the emulator"
@@ -116,7 +128,7 @@ impl PubSubQueue {
             };
             QueueError::Unavailable(format!("{why} for {name}: {e}"))
         })?;
-        Ok(Self { topic: name, emulator: emulator.is_some(), policy, publisher })
+        Ok(Self { topic: name, emulator: emulator.is_some(), policy, publisher, admin })
     }
 
     /// `projects/{project}/topics/{topic}`.
@@ -196,6 +208,19 @@ impl RowQueue for PubSubQueue {
                     first.batch_id,
                 )))
             }
+        }
+    }
+
+    async fn ready(&self) -> Result<(), QueueError> {
+        let get = self.admin.get_topic().set_topic(self.topic.clone()).send();
+        match tokio::time::timeout(READY_TIMEOUT, get).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(QueueError::Unavailable(format!("cannot read topic {}: {}", self.topic, describe(&e)))),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "topic {} did not answer within {} s",
+                self.topic,
+                READY_TIMEOUT.as_secs()
+            ))),
         }
     }
 }

@@ -207,6 +207,13 @@ impl RefFetcher {
 
     /// Fetches one reference, retrying transient failures by the policy's delays, and caches it.
     pub async fn fetch(&self, url: &RefUrl) -> Result<FetchedRef, FetchError> {
+        let fetched = self.fetch_uncounted(url).await;
+        let result = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::observe::names::REFS_FETCHED, "result" => result).increment(1);
+        fetched
+    }
+
+    async fn fetch_uncounted(&self, url: &RefUrl) -> Result<FetchedRef, FetchError> {
         let backoff = self.inner.policy.retry_delays.clone().into_iter();
         let loaded = (|| self.load_once(url))
             .retry(backoff)

@@ -77,6 +77,14 @@ pub async fn merge_refs(
             duplicate_of,
         });
     }
+    for entry in &report {
+        let outcome = match entry.outcome {
+            RefOutcome::Used => "used",
+            RefOutcome::Duplicate => "duplicate",
+            RefOutcome::DroppedOverCap => "dropped_over_cap",
+        };
+        metrics::counter!(crate::observe::names::REFS, "outcome" => outcome).increment(1);
+    }
     Ok(MergedRefs { images, report })
 }
 

@@ -2,43 +2,29 @@
 //! fields in the cloud), tag requests with an id, answer `/healthz` and `/readyz`, turn unknown
 //! routes into problems, and shut down gracefully on SIGTERM.
 
+mod health;
 mod logging;
+mod observe;
 
-pub use logging::{LogFormat, init_logging};
+pub use health::{Readiness, health_routes};
+pub use logging::{LogFormat, cloud_trace, init_logging};
+pub use observe::{metrics_routes, observe_request};
 
 use crate::problem::{ErrorCode, Problem};
-use crate::store::ObjectStore;
 use axum::Router;
 use axum::http::{HeaderName, Request, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// `/healthz` (the process answers) and `/readyz` (its store answers too).
-pub fn health_routes(store: Arc<dyn ObjectStore>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route(
-        "/readyz",
-        get(move || {
-            let store = store.clone();
-            async move {
-                match store.list("readyz/").await {
-                    Ok(_) => "ready".into_response(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "not ready: store unreachable");
-                        Problem::new(ErrorCode::StoreUnavailable, "storage does not answer").into_response()
-                    }
-                }
-            }
-        }),
-    )
-}
+/// Google's front end sets it: `TRACE_ID/SPAN_ID;o=OPTIONS`.
+pub const CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static("x-cloud-trace-context");
 
 /// Wraps a function's router with what every service needs: problem answers for unknown routes
-/// and methods, request ids, and request tracing.
+/// and methods, request ids, request tracing (the span carries the request id and Cloud Trace's
+/// trace, so every log line of the request has them), and metrics by route.
 pub fn finish(router: Router) -> Router {
     router
         .fallback(|| async { Problem::new(ErrorCode::NotFound, "no such endpoint") })
@@ -47,17 +33,24 @@ pub fn finish(router: Router) -> Router {
             p.status = StatusCode::METHOD_NOT_ALLOWED.as_u16();
             p
         })
+        .layer(axum::middleware::from_fn(observe_request))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id, trace = tracing::field::Empty);
+            if let Some(trace) =
+                request.headers().get(CLOUD_TRACE_CONTEXT).and_then(|v| v.to_str().ok()).and_then(cloud_trace)
+            {
+                span.record(logging::TRACE_FIELD, trace);
+            }
+            span
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// A function's whole app: its routes, `/openapi.json` generated from them, health, and problems
-/// for everything else.
-pub fn app(api: utoipa_axum::router::OpenApiRouter, store: Arc<dyn ObjectStore>, title: &str) -> Router {
+/// A function's whole app: its routes, `/openapi.json` generated from them, health and readiness,
+/// metrics, and problems for everything else.
+pub fn app(api: utoipa_axum::router::OpenApiRouter, readiness: Readiness, title: &str) -> Router {
     let (router, mut doc) = api.split_for_parts();
     doc.info.title = title.to_owned();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -65,7 +58,8 @@ pub fn app(api: utoipa_axum::router::OpenApiRouter, store: Arc<dyn ObjectStore>,
     let doc = Arc::new(doc);
     let router = router
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))
-        .merge(health_routes(store));
+        .merge(health_routes(readiness))
+        .merge(metrics_routes());
     finish(router)
 }
 

@@ -1,5 +1,6 @@
 use crate::GenerateState;
 use assetgen_common::generation::Delivery;
+use assetgen_common::observe::{RequestContext, current_request_id, names, with_request};
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::queue::{PushEnvelope, RowMessage};
 use assetgen_common::request::read_body;
@@ -10,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::sync::Arc;
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 /// Push bodies are small JSON envelopes; anything larger is not from Pub/Sub.
@@ -36,6 +38,26 @@ async fn envelope(
         tracing::debug!(ce_id, "push arrived as a CloudEvent");
     }
     Ok((envelope, message))
+}
+
+/// The `outcome` label of a delivery in [`names::ROWS`].
+fn outcome(delivery: &Result<Delivery, Problem>) -> String {
+    match delivery {
+        Ok(Delivery::Finished(status)) => format!("{status:?}").to_lowercase(),
+        Ok(Delivery::AlreadyHandled) => "already_handled".into(),
+        Ok(Delivery::Dropped(_)) => "dropped".into(),
+        Ok(Delivery::Busy) => "busy".into(),
+        Ok(Delivery::Retry { .. }) => "retry".into(),
+        Err(_) => "error".into(),
+    }
+}
+
+/// The span and request context a row's work runs in: the id of the request that queued it (the
+/// submit), so its log lines and ledger events name that request, whatever delivered it.
+fn row_scope(envelope: &PushEnvelope, message: &RowMessage) -> (tracing::Span, RequestContext) {
+    let request_id = envelope.request_id().map(str::to_owned).or_else(current_request_id).unwrap_or_default();
+    let span = tracing::info_span!("row", request_id = %request_id, batch_id = %message.batch_id, row = message.row);
+    (span, RequestContext { request_id })
 }
 
 fn answer(delivery: Delivery) -> Response {
@@ -82,8 +104,14 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
             return p.into_response();
         }
     };
-    tracing::info!(batch_id = %message.batch_id, row = message.row, message_id = %envelope.message.id(), attempt = envelope.delivery_attempt(), "row delivered");
-    match state.worker.process(&message).await {
+    let (span, context) = row_scope(&envelope, &message);
+    let work = async {
+        tracing::info!(message_id = %envelope.message.id(), attempt = envelope.delivery_attempt(), "row delivered");
+        state.worker.process(&message).await
+    };
+    let delivery = with_request(context, work).instrument(span).await;
+    metrics::counter!(names::ROWS, "outcome" => outcome(&delivery)).increment(1);
+    match delivery {
         Ok(delivery) => answer(delivery),
         Err(p) => p.into_response(),
     }
@@ -107,8 +135,15 @@ pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: Heade
         }
         Err(p) => return p.into_response(),
     };
-    tracing::warn!(batch_id = %message.batch_id, row = message.row, deliveries = envelope.delivery_attempt(), "row dead-lettered");
-    match state.worker.dead_letter(&message, envelope.delivery_attempt()).await {
+    let (span, context) = row_scope(&envelope, &message);
+    let work = async {
+        tracing::warn!(deliveries = envelope.delivery_attempt(), "row dead-lettered");
+        state.worker.dead_letter(&message, envelope.delivery_attempt()).await
+    };
+    let delivery = with_request(context, work).instrument(span).await;
+    let label = if matches!(delivery, Ok(Delivery::Finished(_))) { "dead_lettered".into() } else { outcome(&delivery) };
+    metrics::counter!(names::ROWS, "outcome" => label).increment(1);
+    match delivery {
         Ok(delivery) => answer(delivery),
         Err(p) => p.into_response(),
     }

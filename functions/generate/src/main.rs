@@ -20,6 +20,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env(Profile::Cloud)?;
     let parts = cloud::parts(&config).await?;
     let store = parts.store.clone();
+    let readiness = shim::Readiness::store(store.clone()).with_queue(parts.queue.clone());
     let pipeline = Pipeline::assemble(parts);
     let as_job = std::env::var_os("CLOUD_RUN_TASK_INDEX").is_some() || std::env::args().any(|a| a == "--job");
     if as_job {
@@ -35,6 +36,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         };
     }
     let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)? };
-    shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen generate")).await?;
+    shim::listen(config.port, shim::app(router(Arc::new(state)), readiness, "assetgen generate")).await?;
     Ok(())
 }

@@ -7,10 +7,11 @@ use assetgen_common::auth::DevAuth;
 use assetgen_common::budget::{DailyBudget, UserLimits};
 use assetgen_common::config::{Config, GeminiBackend, Profile, StoreUrl};
 use assetgen_common::model::ImageModel;
+use assetgen_common::observe::{self, names};
 use assetgen_common::pipeline::{Parts, Pipeline};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
-use assetgen_common::store::{CountingStore, ObjectStore};
+use assetgen_common::store::CountingStore;
 use assetgen_common::{cloud, shim};
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
@@ -70,6 +71,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(copies = config.queue_duplicates, "fault injection: every message is delivered more than once");
     }
     let queue = LocalPushQueue::journaled(queue_config, store.clone());
+    let sampled = queue.clone();
+    observe::install().on_read(move || {
+        let stats = sampled.stats();
+        let read = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(names::QUEUE_PENDING).set(stats.pending() as f64);
+        metrics::counter!(names::QUEUE_DELIVERIES).absolute(read(&stats.deliveries));
+        metrics::counter!(names::QUEUE_NACKS).absolute(read(&stats.nacked));
+        metrics::counter!(names::QUEUE_DEAD_LETTERED).absolute(read(&stats.dead_lettered));
+    });
     let auth = Arc::new(DevAuth);
     tracing::warn!("dev auth: every caller is trusted as X-Assetgen-User (or dev@localhost); never expose this port");
     let budget = Arc::new(DailyBudget {
@@ -108,7 +118,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ref_fetch,
         capabilities: None,
     };
-    let app = app(submit, generate, relay, store.clone());
+    let readiness = shim::Readiness::store(store.clone()).with_queue(Arc::new(queue.clone()));
+    let app = app(submit, generate, relay, readiness);
 
     let store_text = match &config.store {
         StoreUrl::File(path) => format!("files under {}", path.display()),
@@ -149,11 +160,11 @@ pub fn app(
     submit: SubmitState,
     generate: GenerateState,
     relay: RelayState,
-    store: Arc<dyn ObjectStore>,
+    readiness: shim::Readiness,
 ) -> axum::Router {
     let api = OpenApiRouter::new()
         .merge(assetgen_submit::router(Arc::new(submit)))
         .merge(assetgen_generate::router(Arc::new(generate)))
         .merge(assetgen_relay::router(Arc::new(relay)));
-    shim::app(api, store, "assetgen")
+    shim::app(api, readiness, "assetgen")
 }

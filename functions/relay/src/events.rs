@@ -4,6 +4,7 @@ use crate::hub::{SharedTail, TailHub};
 use assetgen_common::batch_view::Presenter;
 use assetgen_common::domain::BatchId;
 use assetgen_common::events::{BatchEvent, Cursor};
+use assetgen_common::observe::{GaugeGuard, names};
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::base_url;
 use assetgen_common::tail::{Sequenced, merge};
@@ -66,6 +67,7 @@ pub async fn batch_events(
         client: resume.unwrap_or_default(),
         deadline: Instant::now() + state.config.max_stream,
         closing: false,
+        _connected: GaugeGuard::new(metrics::gauge!(names::RELAY_CLIENTS)),
     };
     let sse = Sse::new(stream(follow)).keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
@@ -84,6 +86,8 @@ struct Follow {
     client: Cursor,
     deadline: Instant,
     closing: bool,
+    /// Counts this client among the connected ones until the stream is dropped.
+    _connected: GaugeGuard,
 }
 
 fn to_sse(id: &Cursor, event: &BatchEvent) -> Event {

@@ -10,6 +10,7 @@ use crate::RelayConfig;
 use assetgen_common::batch_view::Presenter;
 use assetgen_common::domain::BatchId;
 use assetgen_common::events::Cursor;
+use assetgen_common::observe::{GaugeGuard, names};
 use assetgen_common::problem::Problem;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::tail::{BatchTail, Sequenced};
@@ -77,6 +78,7 @@ impl TailHub {
 
 /// Polls the store for one batch while anyone listens, broadcasting what changed.
 async fn poll(shared: Weak<SharedTail>, every: std::time::Duration) {
+    let _running = GaugeGuard::new(metrics::gauge!(names::RELAY_TAILS));
     loop {
         tokio::time::sleep(every).await;
         let Some(shared) = shared.upgrade() else { return };

@@ -24,6 +24,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ref_fetch: FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() },
         capabilities: cloud::capability_tokens(&config)?,
     };
-    shim::listen(config.port, shim::app(router(Arc::new(state)), store, "assetgen relay")).await?;
+    shim::listen(config.port, shim::app(router(Arc::new(state)), shim::Readiness::store(store), "assetgen relay"))
+        .await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env(Profile::Cloud)?;
     let parts = cloud::parts(&config).await?;
     let store = parts.store.clone();
+    let readiness = shim::Readiness::store(store.clone()).with_queue(parts.queue.clone());
     let pipeline = Pipeline::assemble(parts);
     let state = SubmitState {
         submitter: pipeline.submitter,
@@ -25,7 +26,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         public_url: config.public_url.clone(),
         capabilities: cloud::capability_tokens(&config)?,
     };
-    let app = shim::app(router(Arc::new(state)), store, "assetgen submit");
+    let app = shim::app(router(Arc::new(state)), readiness, "assetgen submit");
     // The relay's page calls the batch routes from its own origin.
     let app = match cors::layer(&config.cors_origins) {
         Some(cors) => app.layer(cors),
