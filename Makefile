@@ -25,10 +25,12 @@ test: toolchain tools lint
 	$(MAKE) --no-print-directory apps-script-test
 
 ## The pages (web/): Node's test runner, unit tests and Debian's Chromium driven by playwright-core
-## against a real `assetgen serve`. Screenshots land in target/screenshots/.
-web-test: web-tools
-	$(CARGO) build -p assetgen-local --bin assetgen
-	cd web && node --test --test-concurrency=1 tests/
+## against a real `assetgen serve`, and against the cloud topology (`topology`: submit, generate and
+## relay as three processes with OIDC on, over fake-gcs-server and the Pub/Sub emulator).
+## Screenshots land in target/screenshots/. After `make test`'s cargo test the build is a no-op.
+web-test: web-tools tools
+	$(CARGO) build -p assetgen-local -p assetgen-submit -p assetgen-generate -p assetgen-relay -p assetgen-tests --bins
+	cd web && FAKE_GCS_SERVER="$$(../tools/fake-gcs-server.sh)" node --test --test-concurrency=1 tests/
 
 ## The Sheet side (apps-script/): every .gs file type-checked (tsc --checkJs against
 ## @types/google-apps-script), unit tests with fakes of the Apps Script services, end-to-end tests
