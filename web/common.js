@@ -81,7 +81,8 @@ function localProblem(title, detail) {
 export function problemText(problem) {
   if (!problem) return '';
   const parts = [problem.title, problem.detail].filter(Boolean).join(': ');
-  return problem.advice ? `${parts}. ${problem.advice}` : parts;
+  // A detail is often a sentence already: one full stop, not two.
+  return problem.advice ? `${parts.replace(/\.\s*$/, '')}. ${problem.advice}` : parts;
 }
 
 export function formatUsd(x) {

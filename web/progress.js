@@ -323,14 +323,17 @@ async function start() {
   setUpLightbox();
   $('retry').addEventListener('click', () => control('retry'));
   $('cancel').addEventListener('click', () => control('cancel'));
-  // A missing batch is said plainly, not retried forever.
+  // A missing batch, or a link that no longer opens it (expired, or none: not signed in), is said
+  // plainly, not retried forever.
   const first = await api('GET', submitUrl(`/v1/batches/${encodeURIComponent(batchId)}`));
-  if (!first.ok && first.status === 404) {
+  if (!first.ok && [401, 403, 404].includes(first.status)) {
     const box = $('load-error');
     box.textContent = problemText(first.problem);
     box.hidden = false;
     setConnection('stopped');
-    $('batch-status').textContent = 'not found';
+    const status = $('batch-status');
+    status.textContent = first.status === 404 ? 'not found' : 'no access';
+    status.dataset.status = first.status === 404 ? 'not_found' : 'no_access';
     return;
   }
   connection = new LiveConnection(withToken(`/v1/batches/${encodeURIComponent(batchId)}/events`), { onEvent, onState: setConnection });

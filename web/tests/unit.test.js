@@ -5,6 +5,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { BatchModel, eta, LOG_LIMIT } from '../progress-model.js';
 import { LiveConnection, backoffDelay, BACKOFF_CAP_MS } from '../connection.js';
+import { problemText, submitUrl } from '../common.js';
 
 function rowView(row, status, images = 0, variants = 2, extra = {}) {
   return {
@@ -256,5 +257,17 @@ describe('LiveConnection', () => {
     assert.deepEqual(waits, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000]);
     c.stop();
     assert.equal(timers.pending.length, 0);
+  });
+});
+
+describe('common', () => {
+  test('a problem reads as one line with one full stop before the advice', () => {
+    const problem = { title: 'You are not allowed to do this', detail: 'This link lets you watch the batch, not retry it.', advice: 'Open the page from the Sheet.' };
+    assert.equal(problemText(problem), 'You are not allowed to do this: This link lets you watch the batch, not retry it. Open the page from the Sheet.');
+    assert.equal(problemText({ title: 'Gone', detail: 'no such batch' }), 'Gone: no such batch');
+  });
+
+  test("submit's routes are on the page's own origin when the relay names no submit URL", () => {
+    assert.equal(submitUrl('/v1/batches/b1/retry'), '/v1/batches/b1/retry');
   });
 });
