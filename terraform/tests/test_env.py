@@ -20,6 +20,7 @@ NOT_SET_IN_THE_CLOUD = {
     "ASSETGEN_ALLOW_PRIVATE_REFS": "tests only: lets references reach loopback; the cloud keeps the SSRF guard",
     "GEMINI_BASE_URL": "tests and proxies only: the default is Google's endpoint",
     "ASSETGEN_OIDC_JWKS_URL": "tests only: the default is Google's key set, which signs the cloud's tokens",
+    "ASSETGEN_LOG_FORMAT": "a terminal's override: the cloud functions log Cloud Logging's JSON by default",
 }
 
 # Values that must come from Secret Manager, never a plain value.
