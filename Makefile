@@ -62,11 +62,16 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Load driver: submit latency, time to done, idle RSS (release build; not part of `make test`).
-bench: toolchain
-	$(CARGO) build --release -p assetgen-local -p assetgen-tests --bins
+## Load drivers (release build; not part of `make test`): submit latency, time to done, idle RSS;
+## SSE fan-out; and pacing live batches to an images-per-minute quota (PACEBENCH_ARGS, e.g.
+## `--latency-scale 0.1` or `--only serve`): through `assetgen serve` and through the three
+## functions on fake-gcs-server and the Pub/Sub emulator.
+PACEBENCH_ARGS ?=
+bench: toolchain tools
+	$(CARGO) build --release -p assetgen-local -p assetgen-tests -p assetgen-submit -p assetgen-generate -p assetgen-relay --bins
 	./target/release/loadbench
 	ulimit -n 8192 && ./target/release/ssebench
+	ulimit -n 8192 && FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" ./target/release/pacebench $(PACEBENCH_ARGS)
 
 ## Container images of the three functions (needs a Docker engine).
 images:

@@ -4,7 +4,7 @@
 use crate::auth::{Authenticator, CapabilityTokens, DevAuth, OidcAuth, PushAuth};
 use crate::budget::{DailyBudget, UserLimits};
 use crate::config::{AuthMode, Config, GeminiBackend, Profile, QueueUrl, StoreUrl};
-use crate::model::{AdcTokenSource, GeminiModel, GeminiTimeouts, ImageModel};
+use crate::model::{AdcTokenSource, GeminiModel, GeminiTimeouts, ImageModel, PacedModel};
 use crate::pipeline::Parts;
 use crate::queue::{PubSubQueue, RowQueue};
 use crate::refs::fetch::FetchPolicy;
@@ -53,8 +53,25 @@ pub async fn queue(config: &Config) -> Result<Arc<dyn RowQueue>, SetupError> {
     }
 }
 
-/// The live image model, if one is configured (a Developer API key, or Vertex with a project).
+/// The live image model, if one is configured (a Developer API key, or Vertex with a project),
+/// paced to this instance's share of the quota when `ASSETGEN_GEMINI_IPM` is set.
 pub fn live_model(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupError> {
+    let Some(model) = gemini(config)? else { return Ok(None) };
+    Ok(Some(match config.pacing() {
+        Some(pacing) => {
+            tracing::info!(
+                quota_ipm = config.gemini_ipm,
+                instances = config.gemini_instances,
+                share_ipm = pacing.images_per_minute,
+                "model calls are paced to this instance's share of the quota"
+            );
+            Arc::new(PacedModel::new(model, pacing))
+        }
+        None => model,
+    }))
+}
+
+fn gemini(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupError> {
     let timeouts = GeminiTimeouts::default();
     match config.gemini_backend {
         GeminiBackend::Developer => match &config.gemini_api_key {

@@ -82,6 +82,12 @@ pub struct Config {
     /// Browser origins that may call submit across origins: the relay's (`ASSETGEN_CORS_ORIGINS`,
     /// comma-separated; unset: none).
     pub cors_origins: Vec<String>,
+    /// The project's images-per-minute quota model calls are paced to (`ASSETGEN_GEMINI_IPM`;
+    /// unset: unpaced).
+    pub gemini_ipm: Option<u32>,
+    /// How many generate instances share that quota (`ASSETGEN_GEMINI_INSTANCES`, default 1;
+    /// Terraform sets generate's maximum instances): each paces to its share.
+    pub gemini_instances: u32,
 }
 
 /// A secret value whose `Debug` and `Display` never show it.
@@ -201,6 +207,19 @@ impl Config {
                 .ok_or_else(|| err("ASSETGEN_QUEUE_DUPLICATES", format!("{v:?} is not 1 to 10")))?,
             None => 1,
         };
+        let gemini_ipm = get("ASSETGEN_GEMINI_IPM")
+            .map(|v| {
+                v.parse().ok().filter(|n| (1..=1_000_000).contains(n)).ok_or_else(|| {
+                    err("ASSETGEN_GEMINI_IPM", format!("{v:?} is not a number of images per minute from 1 to 1000000"))
+                })
+            })
+            .transpose()?;
+        let gemini_instances = match get("ASSETGEN_GEMINI_INSTANCES") {
+            Some(v) => v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                err("ASSETGEN_GEMINI_INSTANCES", format!("{v:?} is not a number of instances from 1 to 1000"))
+            })?,
+            None => 1,
+        };
         let oidc_jwks_url =
             get("ASSETGEN_OIDC_JWKS_URL").unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/certs".to_owned());
         url::Url::parse(&oidc_jwks_url).map_err(|e| err("ASSETGEN_OIDC_JWKS_URL", format!("not a URL: {e}")))?;
@@ -233,6 +252,8 @@ impl Config {
             public_url,
             lease_ttl,
             queue_duplicates,
+            gemini_ipm,
+            gemini_instances,
             oidc_audience: get("ASSETGEN_OIDC_AUDIENCE"),
             oidc_jwks_url,
             push_service_account: get("ASSETGEN_PUSH_SA").map(|s| s.to_ascii_lowercase()),
@@ -242,6 +263,15 @@ impl Config {
             submit_url,
             cors_origins,
         })
+    }
+
+    /// How this instance paces its model calls, if a quota is configured: its share of the quota,
+    /// waiting for a turn at most a third of a lease and at most a minute. The lease is not renewed
+    /// while a call waits, and a row's 3 variants × (wait + 120 s call) must stay within Pub/Sub's
+    /// 600 s ack deadline (docs/sizing.md).
+    pub fn pacing(&self) -> Option<crate::model::Pacing> {
+        let max_wait = (self.lease_ttl / 3).min(crate::model::MAX_WAIT_CAP);
+        self.gemini_ipm.map(|ipm| crate::model::Pacing::share_of(ipm, self.gemini_instances, max_wait))
     }
 
     pub fn ref_policy(&self, profile: Profile) -> RefUrlPolicy {
@@ -365,6 +395,10 @@ mod tests {
             ("ASSETGEN_MAX_ROWS", "0"),
             ("ASSETGEN_DAILY_LIMIT_USD", "ten"),
             ("ASSETGEN_AUTH", "none"),
+            ("ASSETGEN_GEMINI_IPM", "0"),
+            ("ASSETGEN_GEMINI_IPM", "lots"),
+            ("ASSETGEN_GEMINI_INSTANCES", "0"),
+            ("ASSETGEN_GEMINI_INSTANCES", "-2"),
         ] {
             assert_eq!(config(Profile::Local, &[(var, value)]).expect_err(value).variable, var);
         }
@@ -417,5 +451,26 @@ mod tests {
         ] {
             assert_eq!(config(Profile::Local, &[(variable, value)]).expect_err(value).variable, variable);
         }
+    }
+
+    #[test]
+    fn the_quota_is_shared_among_instances_and_unset_means_unpaced() {
+        let c = config(Profile::Local, &[]).expect("defaults");
+        assert_eq!((c.gemini_ipm, c.gemini_instances, c.pacing()), (None, 1, None));
+        let c = config(
+            Profile::Cloud,
+            &[
+                ("ASSETGEN_STORE", "gs://b"),
+                ("ASSETGEN_GEMINI_IPM", "2000"),
+                ("ASSETGEN_GEMINI_INSTANCES", "4"),
+                ("ASSETGEN_LEASE_TTL_SECS", "120"),
+            ],
+        )
+        .expect("ok");
+        let pacing = c.pacing().expect("paced");
+        assert!((pacing.images_per_minute - 500.0 * crate::model::HEADROOM).abs() < 1e-9, "{pacing:?}");
+        assert_eq!(pacing.max_wait, std::time::Duration::from_secs(40), "a third of the lease");
+        let long_lease = config(Profile::Local, &[("ASSETGEN_GEMINI_IPM", "60"), ("ASSETGEN_LEASE_TTL_SECS", "900")]);
+        assert_eq!(long_lease.expect("ok").pacing().map(|p| p.max_wait), Some(std::time::Duration::from_secs(60)));
     }
 }

@@ -37,7 +37,9 @@ pub enum Delivery {
     AlreadyHandled,
     /// The message names no batch or row we know: ack, so it is not redelivered for ever.
     Dropped(String),
-    /// Another delivery is working on the row right now: nack, so this one comes back later.
+    /// Another delivery holds the row's lease: ack. Pub/Sub counts every delivery toward
+    /// dead-lettering, so a duplicate must not spend the row's attempts; the holder finishes the
+    /// row, or, if it dies, the sweep publishes it again once its lease has expired.
     Busy,
     /// A passing failure (rate limit, model or reference host unavailable): nack and retry.
     Retry { code: ErrorCode, detail: String, retry_after: Option<Duration> },
@@ -45,7 +47,7 @@ pub enum Delivery {
 
 impl Delivery {
     pub fn ack(&self) -> bool {
-        matches!(self, Self::Finished(_) | Self::AlreadyHandled | Self::Dropped(_))
+        matches!(self, Self::Finished(_) | Self::AlreadyHandled | Self::Dropped(_) | Self::Busy)
     }
 }
 

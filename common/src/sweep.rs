@@ -86,6 +86,42 @@ impl Sweep {
         Ok(report)
     }
 
+    /// Only the rows whose delivery died holding them (running, lease expired), published again.
+    /// `assetgen serve` runs this every lease period: a duplicate delivery that found such a row
+    /// busy was acknowledged, so no message of the local queue brings it to an end any more.
+    /// (Queued rows need no such sweep there: the local queue's journal keeps their messages.)
+    pub async fn republish_abandoned(&self) -> Result<usize, Problem> {
+        let store = self.settlement.store.as_ref();
+        let now = OffsetDateTime::now_utc();
+        let mut republished = 0;
+        for meta in store.list("batches/").await.map_err(store_problem)? {
+            let Some(batch_id) = meta
+                .name
+                .strip_suffix("/manifest.json")
+                .and_then(|n| n.strip_prefix("batches/"))
+                .and_then(|id| BatchId::parse(id).ok())
+            else {
+                continue;
+            };
+            let batch = load(store, &batch_id).await?;
+            let abandoned: Vec<RowMessage> = batch
+                .rows
+                .values()
+                .filter(|(_, s)| s.status == RowStatus::Running && !s.leased_by_other("", now))
+                .map(|(_, s)| RowMessage { batch_id: batch_id.clone(), row: s.row })
+                .collect();
+            if !abandoned.is_empty() {
+                tracing::info!(%batch_id, rows = abandoned.len(), "rows whose delivery died are published again");
+                self.queue
+                    .publish(&abandoned)
+                    .await
+                    .map_err(|e| Problem::new(crate::problem::ErrorCode::QueueUnavailable, e.to_string()))?;
+                republished += abandoned.len();
+            }
+        }
+        Ok(republished)
+    }
+
     /// Holds of batches whose manifest was never written (submit died after reserving) are
     /// settled at zero once they are older than the grace period.
     async fn free_orphan_holds(&self, manifests: &[BatchId]) -> Result<usize, Problem> {

@@ -4,6 +4,7 @@
 use assetgen_common::api::RowStatus;
 use assetgen_common::budget::{Budget, BudgetDay, DailyBudget, UserLimits};
 use assetgen_common::domain::{BatchId, Money};
+use assetgen_common::generation::Delivery;
 use assetgen_common::layout;
 use assetgen_common::model::DryRunModel;
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue, PushEnvelope, RowMessage, RowQueue};
@@ -152,4 +153,33 @@ async fn journaled_messages_are_delivered_after_a_restart() {
     rows.sort_unstable();
     assert_eq!(rows, vec![0, 1, 2]);
     assert!(store.list("queue/local/").await.expect("list").is_empty(), "acked messages leave the journal");
+}
+
+#[tokio::test]
+async fn a_row_whose_holder_died_after_its_duplicate_was_acked_is_finished_by_the_sweep() {
+    let rig = Rig::new(|p| p.lease_ttl = Duration::from_millis(300));
+    let batch = rig.submit_rows(vec![row("A", 2)]).await;
+    let message = rig.queue.published()[0].clone();
+    // A delivery took the row and died (its lease runs out on its own).
+    set_state(rig.store.as_ref(), &batch, 0, |s| {
+        s.status = RowStatus::Running;
+        s.lease =
+            Some(Lease { holder: "dies".into(), until: OffsetDateTime::now_utc() + time::Duration::milliseconds(300) });
+    })
+    .await;
+    // Its duplicate found the row busy and was acknowledged: no message is left for the row.
+    let busy = rig.pipeline.worker.process(&message).await.expect("process");
+    assert_eq!(busy, Delivery::Busy);
+    assert!(busy.ack());
+    let fresh = Arc::new(RecordingQueue::default());
+    let sweep = sweep_of(&rig, fresh.clone());
+    assert_eq!(sweep.republish_abandoned().await.expect("sweep"), 0, "the lease still holds");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sweep.republish_abandoned().await.expect("sweep"), 1, "the lease expired");
+    assert_eq!(fresh.published(), vec![message.clone()]);
+    let done = rig.pipeline.worker.process(&fresh.published()[0]).await.expect("process");
+    assert_eq!(done, Delivery::Finished(RowStatus::Succeeded));
+    let state: RowState = read_json(rig.store.as_ref(), &layout::row_state(&batch, 0)).await.expect("state").value;
+    assert_eq!(state.variants.len(), 2);
+    assert_eq!(sweep.republish_abandoned().await.expect("sweep"), 0, "nothing left");
 }

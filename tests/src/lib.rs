@@ -32,9 +32,14 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 /// The release `assetgen` binary, for the load driver (`make bench` builds it first). Tests use
 /// `env!("CARGO_BIN_EXE_assetgen")` instead, which cargo keeps fresh.
 pub fn release_binary() -> anyhow::Result<PathBuf> {
+    release_binary_named("assetgen")
+}
+
+/// A release binary of this workspace beside the load driver (`assetgen-generate`…).
+pub fn release_binary_named(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe.parent().context("load driver has no directory")?;
-    let bin = profile_dir.join(format!("assetgen{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         bail!("{} is missing: run `make bench`, which builds it", bin.display());
     }
@@ -194,6 +199,16 @@ pub async fn serve_gemini_stub(
     failure_percent: u64,
     always_fail: &str,
 ) -> anyhow::Result<(String, std::sync::Arc<GeminiStubStats>)> {
+    serve_gemini_stub_with(failure_percent, always_fail, Duration::ZERO).await
+}
+
+/// [`serve_gemini_stub`], every answer after `latency` (so a batch is still running when a test
+/// kills the server).
+pub async fn serve_gemini_stub_with(
+    failure_percent: u64,
+    always_fail: &str,
+    latency: Duration,
+) -> anyhow::Result<(String, std::sync::Arc<GeminiStubStats>)> {
     let always_fail = always_fail.to_owned();
     use axum::Json;
     use base64::Engine;
@@ -205,6 +220,7 @@ pub async fn serve_gemini_stub(
         let always_fail = always_fail.clone();
         async move {
             let n = stats.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(latency).await;
             let text = body["contents"][0]["parts"][0]["text"].as_str().unwrap_or_default().to_owned();
             if !always_fail.is_empty() && text.contains(&always_fail) {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
@@ -249,3 +265,6 @@ pub async fn serve_gemini_stub(
     });
     Ok((base, stats))
 }
+
+pub mod oidc_keys;
+pub mod quota_stub;

@@ -1,8 +1,12 @@
 //! An in-process queue that behaves like a Pub/Sub push subscription: it POSTs the same envelope
 //! over HTTP to the generate handler, treats 2xx as ack and anything else (or a time-out) as nack,
-//! redelivers with exponential backoff, and after `max_delivery_attempts` sends the message to the
-//! dead-letter endpoint with Pub/Sub's dead-letter attributes. So `assetgen serve` exercises the
-//! same handler code, over the same wire format, as the cloud.
+//! redelivers with exponential backoff (or after the answer's `Retry-After`), and after
+//! `max_delivery_attempts` failed deliveries sends the message to the dead-letter endpoint with
+//! Pub/Sub's dead-letter attributes. So `assetgen serve` exercises the same handler code, over the
+//! same wire format, as the cloud.
+//!
+//! Unlike Pub/Sub, a 429 (the row waits for the model's quota) is not counted as a failed
+//! delivery: dead-lettering means the row kept failing, never that it had to wait.
 
 use super::{DEAD_LETTER_DELIVERY_COUNT, DEAD_LETTER_SUBSCRIPTION, PushEnvelope, QueueError, RowMessage, RowQueue};
 use crate::store::{ObjectStore, Precondition, read_json, write_json};
@@ -10,7 +14,7 @@ use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
@@ -20,7 +24,8 @@ pub struct LocalPushConfig {
     pub push_endpoint: url::Url,
     /// `http://host:port/pubsub/dead-letter`
     pub dead_letter_endpoint: url::Url,
-    /// Deliveries before a message is dead-lettered (Pub/Sub's minimum is 5).
+    /// Failed deliveries before a message is dead-lettered (Pub/Sub's minimum is 5); 429s
+    /// (quota waits) are not counted.
     pub max_delivery_attempts: u32,
     /// Retry policy, as Pub/Sub's `minimumBackoff`/`maximumBackoff` (there 10 s / 600 s).
     pub min_backoff: Duration,
@@ -57,6 +62,8 @@ pub struct QueueStats {
     pub deliveries: AtomicU64,
     pub acked: AtomicU64,
     pub nacked: AtomicU64,
+    /// Nacks that asked the row to wait for the quota (429): redelivered, not counted.
+    pub quota_waits: AtomicU64,
     pub dead_lettered: AtomicU64,
     pending: AtomicU64,
 }
@@ -189,15 +196,43 @@ impl RowQueue for LocalPushQueue {
 
 enum Outcome {
     Ack,
-    Nack(String),
+    /// `counts`: whether it brings the message closer to dead-lettering; `retry_after`: the
+    /// answer's `Retry-After`.
+    Nack {
+        why: String,
+        counts: bool,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Longest `Retry-After` honoured; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+fn nack(response: &reqwest::Response) -> Outcome {
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    let status = response.status();
+    Outcome::Nack {
+        why: format!("HTTP {status}"),
+        counts: status != reqwest::StatusCode::TOO_MANY_REQUESTS,
+        retry_after,
+    }
 }
 
 impl Inner {
     fn spawn_deliveries(self: &Arc<Self>, envelope: PushEnvelope) {
         let copies = self.config.duplicates.max(1);
         self.stats.pending.fetch_add(u64::from(copies), Ordering::SeqCst);
+        // The journal entry goes when the last copy is done: a copy acked as a duplicate of a row
+        // another copy is generating must not take the message out of the journal while that copy
+        // may still need redelivering after a crash.
+        let remaining = Arc::new(AtomicU32::new(copies));
         for _ in 0..copies {
-            tokio::spawn(self.clone().deliver(envelope.clone()));
+            tokio::spawn(self.clone().deliver(envelope.clone(), remaining.clone()));
         }
     }
 
@@ -206,9 +241,11 @@ impl Inner {
         self.stats.deliveries.fetch_add(1, Ordering::SeqCst);
         match self.client.post(endpoint.clone()).json(envelope).send().await {
             Ok(r) if r.status().is_success() => Outcome::Ack,
-            Ok(r) => Outcome::Nack(format!("HTTP {}", r.status())),
-            Err(e) if e.is_timeout() => Outcome::Nack("ack deadline exceeded".to_owned()),
-            Err(e) => Outcome::Nack(format!("push failed: {e}")),
+            Ok(r) => nack(&r),
+            Err(e) if e.is_timeout() => {
+                Outcome::Nack { why: "ack deadline exceeded".to_owned(), counts: true, retry_after: None }
+            }
+            Err(e) => Outcome::Nack { why: format!("push failed: {e}"), counts: true, retry_after: None },
         }
     }
 
@@ -222,33 +259,41 @@ impl Inner {
             .build()
     }
 
-    async fn deliver(self: Arc<Self>, mut envelope: PushEnvelope) {
+    async fn deliver(self: Arc<Self>, mut envelope: PushEnvelope, remaining: Arc<AtomicU32>) {
         let mut delays = self.backoff();
-        let mut attempt = 0;
+        let (mut attempt, mut failures) = (0, 0);
         let acked = loop {
             attempt += 1;
             envelope.delivery_attempt = Some(attempt);
-            match self.push(&self.config.push_endpoint, &envelope).await {
+            let wait = match self.push(&self.config.push_endpoint, &envelope).await {
                 Outcome::Ack => break true,
-                Outcome::Nack(why) => {
+                Outcome::Nack { why, counts, retry_after } => {
                     self.stats.nacked.fetch_add(1, Ordering::SeqCst);
-                    tracing::info!(message_id = %envelope.message.id(), attempt, %why, "nacked; will redeliver");
+                    if counts {
+                        failures += 1;
+                    } else {
+                        self.stats.quota_waits.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tracing::info!(message_id = %envelope.message.id(), attempt, failures, %why, ?retry_after, "nacked; will redeliver");
+                    retry_after
                 }
-            }
-            if attempt >= self.config.max_delivery_attempts {
+            };
+            if failures >= self.config.max_delivery_attempts {
                 break false;
             }
-            tokio::time::sleep(delays.next().unwrap_or(self.config.max_backoff)).await;
+            let backoff = delays.next().unwrap_or(self.config.max_backoff);
+            tokio::time::sleep(wait.unwrap_or(backoff)).await;
         };
         if acked {
             self.stats.acked.fetch_add(1, Ordering::SeqCst);
         } else {
-            self.dead_letter(envelope.clone(), attempt).await;
+            self.dead_letter(envelope.clone(), failures).await;
         }
-        if let Some(store) = &self.journal {
+        let last_copy = remaining.fetch_sub(1, Ordering::SeqCst) == 1;
+        if let (Some(store), true) = (&self.journal, last_copy) {
             let name = format!("{JOURNAL}{}.json", envelope.message.id());
             match store.delete(&name, Precondition::None).await {
-                // Another copy of the same message (a duplicate delivery) cleared it first.
+                // Already gone: a previous run delivered it and died before its own delete.
                 Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
                 // Left behind, it is delivered once more after a restart: harmless, generate absorbs it.
                 Err(e) => tracing::warn!(%name, error = %e, "could not clear a delivered message from the journal"),
@@ -267,13 +312,14 @@ impl Inner {
         envelope.subscription = format!("{}-dead-letter", self.config.subscription);
         let mut delays = self.backoff();
         loop {
-            match self.push(&self.config.dead_letter_endpoint, &envelope).await {
+            let wait = match self.push(&self.config.dead_letter_endpoint, &envelope).await {
                 Outcome::Ack => break,
-                Outcome::Nack(why) => {
+                Outcome::Nack { why, retry_after, .. } => {
                     tracing::warn!(message_id = %envelope.message.id(), %why, "dead-letter push nacked; retrying");
+                    retry_after
                 }
-            }
-            tokio::time::sleep(delays.next().unwrap_or(self.config.max_backoff)).await;
+            };
+            tokio::time::sleep(wait.unwrap_or_else(|| delays.next().unwrap_or(self.config.max_backoff))).await;
         }
         self.stats.dead_lettered.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(message_id = %envelope.message.id(), attempts, "message dead-lettered");

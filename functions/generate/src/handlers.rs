@@ -60,23 +60,29 @@ fn row_scope(envelope: &PushEnvelope, message: &RowMessage) -> (tracing::Span, R
     (span, RequestContext { request_id })
 }
 
-fn answer(delivery: Delivery) -> Response {
+fn answer(delivery: Delivery, every_delivery_counts: bool) -> Response {
     match delivery {
-        Delivery::Finished(status) => Json(Acked { outcome: format!("{status:?}").to_lowercase() }).into_response(),
-        Delivery::AlreadyHandled => Json(Acked { outcome: "already_handled".into() }).into_response(),
+        Delivery::Finished(status) => acked(&format!("{status:?}").to_lowercase()),
+        Delivery::AlreadyHandled => acked("already_handled"),
         Delivery::Dropped(why) => {
             tracing::warn!(%why, "acknowledged a message that names nothing we know");
-            Json(Acked { outcome: "dropped".into() }).into_response()
+            acked("dropped")
         }
-        Delivery::Busy => {
-            Problem::new(ErrorCode::RowInProgress, "another delivery is generating this row").into_response()
+        // The holder finishes the row (or the sweep, if it dies): this copy must not spend attempts.
+        Delivery::Busy => acked("busy"),
+        Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after, .. } if every_delivery_counts => {
+            // Only the quota stood in the way; a nack would bring the row closer to dead-lettering.
+            tracing::info!(?retry_after, "row left queued for the quota; the sweep publishes it again");
+            acked("deferred")
         }
         Delivery::Retry { code, detail, retry_after } => {
             let mut response = Problem::new(code, detail).into_response();
             if !matches!(response.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             }
-            if let Some(after) = retry_after.and_then(|d| HeaderValue::from_str(&d.as_secs().max(1).to_string()).ok()) {
+            // Whole seconds, rounded up: coming back early only meets the same wait.
+            let seconds = retry_after.map(|d| d.as_millis().div_ceil(1000).max(1));
+            if let Some(after) = seconds.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
                 response.headers_mut().insert(header::RETRY_AFTER, after);
             }
             response
@@ -84,14 +90,20 @@ fn answer(delivery: Delivery) -> Response {
     }
 }
 
-/// A row to generate, pushed by Pub/Sub (or the local queue). 2xx acks; 429/503 nacks.
+fn acked(outcome: &str) -> Response {
+    Json(Acked { outcome: outcome.to_owned() }).into_response()
+}
+
+/// A row to generate, pushed by Pub/Sub (or the local queue). 2xx acks (also a duplicate of a row
+/// another delivery holds); 429 nacks for the quota (the local queue does not count it), 503 for a
+/// passing failure.
 #[utoipa::path(post, path = "/pubsub/rows", tag = "generate",
     request_body(content = Object, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
     responses(
-        (status = 200, description = "Acknowledged", body = Acked),
+        (status = 200, description = "Acknowledged: done, already done, busy elsewhere, or deferred", body = Acked),
         (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited: redeliver later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Busy or unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
     let (envelope, message) = match envelope(&state, &headers, body).await {
@@ -112,7 +124,7 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
     let delivery = with_request(context, work).instrument(span).await;
     metrics::counter!(names::ROWS, "outcome" => outcome(&delivery)).increment(1);
     match delivery {
-        Ok(delivery) => answer(delivery),
+        Ok(delivery) => answer(delivery, state.every_delivery_counts),
         Err(p) => p.into_response(),
     }
 }
@@ -144,7 +156,12 @@ pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: Heade
     let label = if matches!(delivery, Ok(Delivery::Finished(_))) { "dead_lettered".into() } else { outcome(&delivery) };
     metrics::counter!(names::ROWS, "outcome" => label).increment(1);
     match delivery {
-        Ok(delivery) => answer(delivery),
+        // A live delivery still holds the row: ask again later (a dead-letter subscription has no
+        // attempts to spend) rather than fail a row that may yet succeed.
+        Ok(Delivery::Busy) => {
+            Problem::new(ErrorCode::RowInProgress, "a delivery is still generating this row").into_response()
+        }
+        Ok(delivery) => answer(delivery, false),
         Err(p) => p.into_response(),
     }
 }

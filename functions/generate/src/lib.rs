@@ -1,6 +1,8 @@
 //! The generate function: Pub/Sub push endpoint for rows, and the dead-letter endpoint. Handlers
 //! only translate between the push protocol and [`assetgen_common::generation::RowWorker`]:
-//! 2xx acknowledges, 429/503 asks Pub/Sub to redeliver later.
+//! 2xx acknowledges, 429/503 asks Pub/Sub to redeliver later. A duplicate that finds its row
+//! leased by a live delivery is acknowledged: Pub/Sub counts every delivery toward dead-lettering,
+//! which must mean "the model kept failing", not "the row was busy".
 
 mod handlers;
 
@@ -15,6 +17,11 @@ pub struct GenerateState {
     pub worker: RowWorker,
     /// Who may push: Pub/Sub's service account in the cloud.
     pub auth: Arc<dyn Authenticator>,
+    /// The queue counts every delivery toward dead-lettering (Pub/Sub does): a row that cannot
+    /// have its turn at the quota within one push is then acknowledged and left queued, and the
+    /// scheduled sweep publishes it again after its grace. The local queue does not count 429s,
+    /// so there it is nacked with `Retry-After`.
+    pub every_delivery_counts: bool,
 }
 
 /// `POST /pubsub/rows`, `POST /pubsub/dead-letter`.

@@ -3,7 +3,7 @@
 
 mod job;
 
-use assetgen_common::config::{Config, Profile};
+use assetgen_common::config::{Config, Profile, QueueUrl};
 use assetgen_common::domain::BatchId;
 use assetgen_common::pipeline::Pipeline;
 use assetgen_common::{cloud, shim};
@@ -35,7 +35,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             None => Ok(job::scheduled(&pipeline, store, task).await?),
         };
     }
-    let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)? };
+    let every_delivery_counts = matches!(config.queue, QueueUrl::PubSub { .. });
+    let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)?, every_delivery_counts };
     shim::listen(config.port, shim::app(router(Arc::new(state)), readiness, "assetgen generate")).await?;
     Ok(())
 }

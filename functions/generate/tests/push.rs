@@ -34,10 +34,33 @@ impl ImageModel for RateLimited {
     }
 }
 
+/// The dry-run model, slowly: a delivery holds its row long enough for a duplicate to arrive.
+#[derive(Debug)]
+struct Slow;
+
+#[async_trait]
+impl ImageModel for Slow {
+    fn is_live(&self) -> bool {
+        false
+    }
+    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ModelError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        DryRunModel.generate(request).await
+    }
+}
+
 async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
+    app_on_queue(model, false).await
+}
+
+/// `every_delivery_counts`: generate behind Pub/Sub (true) or the local queue (false).
+async fn app_on_queue(
+    model: Arc<dyn ImageModel>,
+    every_delivery_counts: bool,
+) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
     let kit = Rig::new(|p| p.dry_run = model);
     kit.submit_rows(vec![row("A", 2)]).await;
-    let state = GenerateState { worker: kit.pipeline.worker.clone(), auth: Arc::new(DevAuth) };
+    let state = GenerateState { worker: kit.pipeline.worker.clone(), auth: Arc::new(DevAuth), every_delivery_counts };
     let (router, _) = router(Arc::new(state)).split_for_parts();
     (router, kit.queue.published(), kit.store.clone())
 }
@@ -123,4 +146,56 @@ async fn what_is_not_a_row_message_is_refused_or_dropped() {
     let stray = RowMessage { batch_id: assetgen_common::domain::BatchId::new(), row: 0 };
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&stray), &[]).await;
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")));
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_row_another_delivery_holds_is_acknowledged() {
+    let (router, messages, store) = app(Arc::new(Slow)).await;
+    let body = envelope(&messages[0]);
+    let (first, second) = tokio::join!(
+        push(&router, "/pubsub/rows", body.clone(), &[]),
+        push(&router, "/pubsub/rows", body.clone(), &[])
+    );
+    let mut outcomes = [first, second].map(|(status, _, body)| (status, body["outcome"].as_str().map(str::to_owned)));
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [(StatusCode::OK, Some("busy".to_owned())), (StatusCode::OK, Some("succeeded".to_owned()))],
+        "Pub/Sub counts every delivery: a busy duplicate must not spend the row's attempts"
+    );
+    assert_eq!(store.list("images/").await.expect("list").len(), 2, "generated once");
+}
+
+#[tokio::test]
+async fn a_dead_letter_for_a_row_still_held_is_asked_again_later() {
+    let (router, messages, _) = app(Arc::new(Slow)).await;
+    let body = envelope(&messages[0]);
+    let holder = {
+        let (router, body) = (router.clone(), body.clone());
+        tokio::spawn(async move { push(&router, "/pubsub/rows", body, &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, problem) = push(&router, "/pubsub/dead-letter", body, &[]).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("ROW_IN_PROGRESS")));
+    let (status, _, done) = holder.await.expect("join");
+    assert_eq!((status, done["outcome"].as_str()), (StatusCode::OK, Some("succeeded")), "the holder finished it");
+}
+
+#[tokio::test]
+async fn behind_pubsub_a_row_waiting_for_the_quota_is_acknowledged_and_left_queued() {
+    let (router, messages, store) = app_on_queue(Arc::new(RateLimited), true).await;
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("deferred")));
+    let state: assetgen_common::state::RowState = assetgen_common::store::read_json(
+        store.as_ref(),
+        &assetgen_common::layout::row_state(&messages[0].batch_id, messages[0].row),
+    )
+    .await
+    .expect("row state")
+    .value;
+    assert_eq!(
+        (state.status, state.error.map(|e| e.code)),
+        (assetgen_common::api::RowStatus::Queued, Some(ErrorCode::ModelRateLimited)),
+        "queued, so the sweep publishes it again; the user sees why it waits"
+    );
 }

@@ -18,6 +18,7 @@ use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +68,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let mut queue_config = LocalPushConfig::for_base(&base)?;
     queue_config.duplicates = config.queue_duplicates;
+    if let (true, Some(pacing)) = (args.live, config.pacing()) {
+        // Enough rows in flight to keep the quota busy while calls take seconds (docs/sizing.md).
+        queue_config.max_outstanding = pacing.pushes_in_flight();
+    }
     if config.queue_duplicates > 1 {
         tracing::warn!(copies = config.queue_duplicates, "fault injection: every message is delivered more than once");
     }
@@ -109,7 +114,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: config.public_url.clone(),
         capabilities: None,
     };
-    let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone() };
+    // The in-process queue does not count 429s toward dead-lettering: quota waits are nacked.
+    let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone(), every_delivery_counts: false };
     let relay = RelayState {
         store: store.clone(),
         auth,
@@ -141,6 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Once the server answers: deliver what a previous run left pending, then sweep for rows
     // nothing would bring to an end.
     let sweep = pipeline.sweep.clone();
+    let sweep_every = config.lease_ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
         match queue.resume().await {
             Ok(0) => {}
@@ -149,6 +156,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Err(p) = sweep.run().await {
             tracing::error!(detail = %p.detail, "sweep failed");
+        }
+        // A duplicate that found its row busy was acknowledged: if the holder dies, only this
+        // brings the row to an end, once its lease has expired.
+        let mut every_lease = tokio::time::interval(sweep_every);
+        every_lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every_lease.tick().await;
+        loop {
+            every_lease.tick().await;
+            if let Err(p) = sweep.republish_abandoned().await {
+                tracing::error!(detail = %p.detail, "sweep for abandoned rows failed");
+            }
         }
     });
     shim::serve(listener, app).await?;

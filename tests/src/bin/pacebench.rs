@@ -1,0 +1,375 @@
+//! `make bench`: how close a live batch gets to the quota-bound ideal. A Gemini stub enforces an
+//! images-per-minute quota (429 + `RetryInfo` beyond it) with log-normal latency (median 3 s, p95
+//! 10 s), and a release `assetgen serve --live`, paced with `ASSETGEN_GEMINI_IPM`, makes
+//! 100 rows / 199 images at 600 IPM, then 1,000 rows / 1,999 images at 2,000 IPM.
+//!
+//! Per run: completion time ÷ the ideal (images ÷ IPM), the share of calls answered 429, per-image
+//! call latency p50/p95 and when images were done (p50/p95 after submit), and the server's peak
+//! RSS. Bounded: two batches, each with a time-out, then it stops.
+//!
+//! The same two batches then go through the three functions (`assetgen-submit`, `-generate`,
+//! `-relay`, as separate processes) on fake-gcs-server and the Pub/Sub emulator, with OIDC on: ID
+//! tokens minted by the run's own key set, and a forwarder that adds the push service account's
+//! token to the emulator's pushes (which carry none) and caps generate's concurrency as Cloud Run
+//! would, at the sizing rule's value (docs/sizing.md).
+//!
+//! `pacebench [--latency-scale F] [--only serve|functions]`: F multiplies every latency (0.1 for a
+//! quick look).
+
+use anyhow::{Context, bail};
+use assetgen_common::model::Pacing;
+use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
+use assetgen_tests::oidc_keys::{TestKeys, start_push_forwarder};
+use assetgen_tests::quota_stub::{QuotaStubConfig, QuotaStubStats, serve_quota_gemini};
+use assetgen_tests::{acceptance_csv, release_binary, release_binary_named, serve_refs, spawn_serve_with_args};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// (rows, images per minute)
+const RUNS: [(usize, u32); 2] = [(100, 600), (1000, 2000)];
+
+fn rows(n: usize, refs: &str) -> Vec<Value> {
+    acceptance_csv(n, refs)
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            let refs: Vec<&str> = cols[3].split('|').filter(|r| !r.is_empty()).collect();
+            json!({"scene_id": cols[0], "prompt": cols[1], "variants": cols[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": cols[4]})
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// Peak resident set (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    let kib: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kib / 1024.0)
+}
+
+struct Measured {
+    path: &'static str,
+    rows: usize,
+    ipm: u32,
+    images: u64,
+    took: Duration,
+    calls: u64,
+    refused: u64,
+    call_p50: f64,
+    call_p95: f64,
+    done_p50: f64,
+    done_p95: f64,
+    rss_mib: f64,
+}
+
+async fn until_done(client: &reqwest::Client, events: &str, limit: Duration) -> anyhow::Result<Value> {
+    let mut stream = client.get(events).send().await?.bytes_stream().eventsource();
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = tokio::time::timeout(left, stream.next()).await else { bail!("no done within {limit:?}") };
+        match next {
+            Some(Ok(event)) if event.event == "done" => return Ok(serde_json::from_str(&event.data)?),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => bail!("event stream: {e}"),
+            // The relay closes long streams with a retry hint: reconnect.
+            None => stream = client.get(events).send().await?.bytes_stream().eventsource(),
+        }
+    }
+}
+
+async fn serve_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Result<Measured> {
+    let stub = QuotaStubConfig { ipm, median: Duration::from_secs(3), p95: Duration::from_secs(10), latency_scale };
+    let (gemini, stats) = serve_quota_gemini(stub).await?;
+    let refs = serve_refs().await?;
+    let dir = tempfile::tempdir()?;
+    let ipm_text = ipm.to_string();
+    let server = spawn_serve_with_args(
+        &release_binary()?,
+        dir.path(),
+        &[
+            ("ASSETGEN_MAX_ROWS", "1000"),
+            ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
+            ("ASSETGEN_DAILY_LIMIT_USD", "1000"),
+            ("GEMINI_API_KEY", "bench-key"),
+            ("GEMINI_BASE_URL", &gemini),
+            ("ASSETGEN_GEMINI_IPM", &ipm_text),
+        ],
+        &["--live"],
+    )?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = client
+        .post(format!("{}/v1/batches", server.base))
+        .json(&json!({"rows": rows(rows_n, &refs), "run_mode": "live"}))
+        .send()
+        .await?;
+    if response.status() != 202 {
+        bail!("submit answered {}: {}", response.status(), response.text().await?);
+    }
+    let accepted: Value = response.json().await?;
+    let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
+    let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
+    let events = accepted["links"]["events"].as_str().context("events link")?;
+    let done = until_done(&client, events, ideal * 4 + Duration::from_secs(120)).await?;
+    let took = started.elapsed();
+    measured("serve", rows_n, ipm, images, &done, took, started, &stats, peak_rss_mib(server.child.id())?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measured(
+    path: &'static str,
+    rows_n: usize,
+    ipm: u32,
+    images: u64,
+    done: &Value,
+    took: Duration,
+    started: Instant,
+    stats: &QuotaStubStats,
+    rss_mib: f64,
+) -> anyhow::Result<Measured> {
+    let made = done["totals"]["images_done"].as_u64().unwrap_or(0);
+    if made != images {
+        bail!("the batch ended with {made} of {images} images: {}", done["totals"]);
+    }
+    let served = stats.served();
+    let mut call: Vec<f64> = served.iter().map(|s| (s.answered - s.arrived).as_secs_f64()).collect();
+    let mut done_at: Vec<f64> = served.iter().map(|s| s.answered.duration_since(started).as_secs_f64()).collect();
+    call.sort_by(f64::total_cmp);
+    done_at.sort_by(f64::total_cmp);
+    Ok(Measured {
+        path,
+        rows: rows_n,
+        ipm,
+        images,
+        took,
+        calls: stats.calls.load(Ordering::SeqCst),
+        refused: stats.refused.load(Ordering::SeqCst),
+        call_p50: percentile(&call, 0.5),
+        call_p95: percentile(&call, 0.95),
+        done_p50: percentile(&done_at, 0.5),
+        done_p95: percentile(&done_at, 0.95),
+        rss_mib,
+    })
+}
+
+const AUDIENCE: &str = "https://assetgen.bench.test";
+const USER: &str = "bench@studio.test";
+const PUSH_SA: &str = "pubsub-push@assetgen-bench.iam.gserviceaccount.com";
+
+/// A function's process; killed when dropped.
+struct Function {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a function's release binary on a free port and waits for its `/healthz`.
+async fn start(name: &str, env: &[(&str, String)]) -> anyhow::Result<Function> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(release_binary_named(name)?)
+        .env("PORT", port.to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let mut f = Function { child, base: format!("http://127.0.0.1:{port}") };
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = f.child.try_wait()? {
+            bail!("{name} exited at start: {status}");
+        }
+        if client.get(format!("{}/healthz", f.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(f);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{name} never answered /healthz");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn functions_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Result<Measured> {
+    let stub = QuotaStubConfig { ipm, median: Duration::from_secs(3), p95: Duration::from_secs(10), latency_scale };
+    let (gemini, stats) = serve_quota_gemini(stub).await?;
+    let refs = serve_refs().await?;
+    let keys = TestKeys::start().await?;
+    let gcs = FakeGcs::start().await;
+    let bucket = gcs.store().await.bucket().to_owned();
+    let pubsub = PubSubEmulator::start().await;
+    pubsub.create_topic("rows").await;
+    pubsub.create_topic("rows-dead").await;
+    let env = vec![
+        ("ASSETGEN_STORE", format!("gs://{bucket}")),
+        ("STORAGE_EMULATOR_HOST", gcs.endpoint.clone()),
+        ("ASSETGEN_QUEUE", format!("pubsub://projects/{}/topics/rows", pubsub.project)),
+        ("PUBSUB_EMULATOR_HOST", pubsub.host.clone()),
+        ("ASSETGEN_AUTH", "oidc".to_owned()),
+        ("ASSETGEN_OIDC_AUDIENCE", AUDIENCE.to_owned()),
+        ("ASSETGEN_OIDC_JWKS_URL", keys.jwks_url.clone()),
+        ("ASSETGEN_ALLOWED", USER.to_owned()),
+        ("ASSETGEN_PUSH_SA", PUSH_SA.to_owned()),
+        ("ASSETGEN_MAX_ROWS", "1000".to_owned()),
+        ("ASSETGEN_DAILY_LIMIT_USD", "1000".to_owned()),
+        ("ASSETGEN_ALLOW_PRIVATE_REFS", "true".to_owned()),
+        ("GEMINI_API_KEY", "bench-key".to_owned()),
+        ("GEMINI_BASE_URL", gemini.clone()),
+        ("ASSETGEN_GEMINI_IPM", ipm.to_string()),
+        ("ASSETGEN_GEMINI_INSTANCES", "1".to_owned()),
+    ];
+    let generate = start("assetgen-generate", &env).await?;
+    // One generate instance: its concurrency is what the sizing rule asks for its share.
+    let concurrency = Pacing::share_of(ipm, 1, Duration::from_secs(60)).pushes_in_flight();
+    let forwarder = start_push_forwarder(&generate.base, keys.id_token(PUSH_SA, AUDIENCE)?, concurrency).await?;
+    pubsub
+        .create_subscription(
+            "rows-push",
+            &SubscriptionSpec::push("rows", &format!("{forwarder}/pubsub/rows"))
+                .with_ack_deadline(600)
+                .with_retry_backoff(Duration::from_secs(1), Duration::from_secs(10))
+                .with_dead_letter("rows-dead", 5),
+        )
+        .await;
+    pubsub
+        .create_subscription(
+            "rows-dead-push",
+            &SubscriptionSpec::push("rows-dead", &format!("{forwarder}/pubsub/dead-letter")).with_ack_deadline(60),
+        )
+        .await;
+    let submit = start("assetgen-submit", &env).await?;
+    let relay = start("assetgen-relay", &env).await?;
+
+    let user = keys.id_token(USER, AUDIENCE)?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = client
+        .post(format!("{}/v1/batches", submit.base))
+        .bearer_auth(&user)
+        .json(&json!({"rows": rows(rows_n, &refs), "run_mode": "live"}))
+        .send()
+        .await?;
+    if response.status() != 202 {
+        bail!("submit answered {}: {}", response.status(), response.text().await?);
+    }
+    let accepted: Value = response.json().await?;
+    let id = accepted["batch_id"].as_str().context("batch id")?.to_owned();
+    let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
+    let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
+    let events = format!("{}/v1/batches/{id}/events", relay.base);
+    let done = until_done_as(&client, &events, &user, ideal * 4 + Duration::from_secs(180)).await?;
+    let took = started.elapsed();
+    let rss = peak_rss_mib(generate.child.id())? + peak_rss_mib(submit.child.id())? + peak_rss_mib(relay.child.id())?;
+    measured("functions", rows_n, ipm, images, &done, took, started, &stats, rss)
+}
+
+async fn until_done_as(client: &reqwest::Client, events: &str, token: &str, limit: Duration) -> anyhow::Result<Value> {
+    let open = || client.get(events).bearer_auth(token).send();
+    let mut stream = open().await?.error_for_status()?.bytes_stream().eventsource();
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = tokio::time::timeout(left, stream.next()).await else { bail!("no done within {limit:?}") };
+        match next {
+            Some(Ok(event)) if event.event == "done" => return Ok(serde_json::from_str(&event.data)?),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => bail!("event stream: {e}"),
+            None => stream = open().await?.error_for_status()?.bytes_stream().eventsource(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut latency_scale = 1.0;
+    let (mut serve, mut functions) = (true, true);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--latency-scale" => {
+                latency_scale = args.next().context("--latency-scale needs a number")?.parse()?;
+            }
+            "--only" => match args.next().as_deref() {
+                Some("serve") => functions = false,
+                Some("functions") => serve = false,
+                other => bail!("--only serve|functions, not {other:?}"),
+            },
+            other => bail!("unknown argument {other:?}; usage: pacebench [--latency-scale F] [--only serve|functions]"),
+        }
+    }
+    println!(
+        "pacing to the quota: assetgen serve --live (release, file store) and the three functions (release, \
+         fake-gcs-server, Pub/Sub emulator, OIDC); Gemini stub with an IPM quota and log-normal latency \
+         (median 3 s, p95 10 s, × {latency_scale}); peak RSS of the functions is their sum"
+    );
+    println!(
+        "| path | rows / images | IPM | time ÷ ideal | calls answered 429 | call p50 / p95 | image done p50 / p95 | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut plan: Vec<(bool, usize, u32)> = Vec::new();
+    for (rows, ipm) in RUNS {
+        if serve {
+            plan.push((false, rows, ipm));
+        }
+    }
+    for (rows, ipm) in RUNS {
+        if functions {
+            plan.push((true, rows, ipm));
+        }
+    }
+    for (on_functions, rows, ipm) in plan {
+        let run = if on_functions {
+            functions_run(rows, ipm, latency_scale).await
+        } else {
+            serve_run(rows, ipm, latency_scale).await
+        };
+        let m = match run {
+            Ok(m) => m,
+            Err(e) => {
+                let path = if on_functions { "functions" } else { "serve" };
+                println!("| {path} | {rows} rows | {ipm} | failed: {e:#} | | | | |");
+                continue;
+            }
+        };
+        let ideal = m.images as f64 * 60.0 / f64::from(m.ipm);
+        println!(
+            "| {} | {} / {} | {} | {:.1} s ÷ {:.1} s = {:.3} | {} of {} ({:.2} %) | {:.2} / {:.2} s | {:.1} / {:.1} s | {:.1} MiB |",
+            m.path,
+            m.rows,
+            m.images,
+            m.ipm,
+            m.took.as_secs_f64(),
+            ideal,
+            m.took.as_secs_f64() / ideal,
+            m.refused,
+            m.calls,
+            100.0 * m.refused as f64 / m.calls.max(1) as f64,
+            m.call_p50,
+            m.call_p95,
+            m.done_p50,
+            m.done_p95,
+            m.rss_mib
+        );
+    }
+    Ok(())
+}
