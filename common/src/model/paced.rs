@@ -2,9 +2,10 @@
 //! through at this instance's share of the images-per-minute quota (`ASSETGEN_GEMINI_IPM` divided
 //! by `ASSETGEN_GEMINI_INSTANCES`), so generate holds the quota's rate instead of bouncing rows.
 //!
-//! A token bucket, refilled at the current rate, that holds one token: calls are spread evenly,
-//! never in bursts (Google enforces per-minute quotas, and a burst at the start of a minute is what
-//! draws 429s). The rate is AIMD: a 429 halves it and pauses every call for the `RetryInfo` delay;
+//! A token bucket (GCRA), refilled at the current rate, that holds the headroom's worth of tokens
+//! (3 % of a minute's share): calls are spread evenly, and a batch may start with that small burst,
+//! since any 60 s then holds at most 97 % of the share at the rate plus the 3 % burst — never more
+//! than the quota. The rate is AIMD: a 429 halves it and pauses every call for the `RetryInfo` delay;
 //! each success climbs back by a twentieth of the ceiling. A call waits for its turn inside the
 //! process (the push stays open) for at most `max_wait`; past that it gives the row back to the
 //! queue as `MODEL_RATE_LIMITED` with the wait as `retry_after`, which the queues do not count as
@@ -38,6 +39,8 @@ const FLOOR: f64 = 1.0 / 64.0;
 pub struct Pacing {
     /// Calls per minute this instance may make (its share of the quota, less the headroom).
     pub images_per_minute: f64,
+    /// Calls that may go at once after an idle spell (at least 1).
+    pub burst: f64,
     /// Longest a call waits for its turn before the row goes back to the queue. Keep it below the
     /// lease (not renewed while waiting) and below what a push may stay open.
     pub max_wait: Duration,
@@ -46,7 +49,8 @@ pub struct Pacing {
 impl Pacing {
     /// This instance's share of `quota_ipm` shared by `instances`, with [`HEADROOM`].
     pub fn share_of(quota_ipm: u32, instances: u32, max_wait: Duration) -> Self {
-        Self { images_per_minute: f64::from(quota_ipm) / f64::from(instances.max(1)) * HEADROOM, max_wait }
+        let share = f64::from(quota_ipm) / f64::from(instances.max(1));
+        Self { images_per_minute: share * HEADROOM, burst: (share * (1.0 - HEADROOM)).floor().max(1.0), max_wait }
     }
 
     /// Pushes worth having in flight at once to keep the quota busy: every one holds a call (or
@@ -72,8 +76,10 @@ struct Bucket {
     ceiling: f64,
     /// Tokens per second now (AIMD: ≤ ceiling).
     rate: f64,
-    /// When the next token is free.
+    /// When the next token is free at the rate (GCRA's theoretical arrival time).
     next: Instant,
+    /// How far ahead of `next` a call may go: the burst, (burst − 1) tokens at the ceiling.
+    tolerance: Duration,
     /// Bumped by every 429: turns handed out before it are void and taken again after the pause.
     epoch: u64,
     /// When the rate was last halved: a 429 for a call let through before then belongs to the same
@@ -100,7 +106,9 @@ impl Pacer {
     pub fn new(pacing: Pacing) -> Self {
         let ceiling = (pacing.images_per_minute / 60.0).max(f64::MIN_POSITIVE);
         let now = Instant::now();
-        let bucket = Bucket { ceiling, rate: ceiling, next: now, epoch: 0, decreased_at: None, paused_until: now };
+        let tolerance = Duration::from_secs_f64((pacing.burst.max(1.0) - 1.0) / ceiling);
+        let bucket =
+            Bucket { ceiling, rate: ceiling, next: now, tolerance, epoch: 0, decreased_at: None, paused_until: now };
         Self { bucket: Mutex::new(bucket), max_wait: pacing.max_wait }
     }
 
@@ -121,11 +129,12 @@ impl Pacer {
             let (at, epoch) = {
                 let mut b = self.bucket();
                 let now = Instant::now();
-                let at = b.next.max(now);
+                let early = b.next.checked_sub(b.tolerance).unwrap_or(now);
+                let at = early.max(now).max(b.paused_until);
                 if at > deadline {
                     return Err(at - now);
                 }
-                b.next = at + Duration::from_secs_f64(1.0 / b.rate);
+                b.next = b.next.max(at) + Duration::from_secs_f64(1.0 / b.rate);
                 (at, b.epoch)
             };
             tokio::time::sleep_until(at).await;
@@ -147,8 +156,9 @@ impl Pacer {
         }
         b.epoch += 1;
         // Turns already handed out are void: the next one is at the end of the longest pause asked.
+        // No burst after a pause: calls resume one by one at the halved rate.
         b.paused_until = b.paused_until.max(now + retry_after.unwrap_or(DEFAULT_PAUSE));
-        b.next = b.paused_until;
+        b.next = b.paused_until + b.tolerance;
     }
 
     /// A call went through: climb back towards the ceiling.
@@ -227,7 +237,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn pacer(ipm: f64, max_wait_secs: u64) -> Arc<Pacer> {
-        Arc::new(Pacer::new(Pacing { images_per_minute: ipm, max_wait: Duration::from_secs(max_wait_secs) }))
+        Arc::new(Pacer::new(Pacing {
+            images_per_minute: ipm,
+            burst: 1.0,
+            max_wait: Duration::from_secs(max_wait_secs),
+        }))
     }
 
     /// Seconds since `start`, to the millisecond.
@@ -252,6 +266,32 @@ mod tests {
         p.turn(deadline).await.expect("turn");
         p.turn(deadline).await.expect("turn");
         assert_eq!(secs(idle), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_after_idle_time_and_never_after_a_pause() {
+        let p =
+            Arc::new(Pacer::new(Pacing { images_per_minute: 60.0, burst: 3.0, max_wait: Duration::from_secs(600) }));
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(600);
+        let mut at = Vec::new();
+        let mut last = None;
+        for _ in 0..5 {
+            last = Some(p.turn(deadline).await.expect("turn"));
+            at.push(secs(start));
+        }
+        assert_eq!(at, vec![0.0, 0.0, 0.0, 1.0, 2.0], "3 at once, then one a second");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let idle = Instant::now();
+        for _ in 0..4 {
+            p.turn(deadline).await.expect("turn");
+        }
+        assert_eq!(secs(idle), 1.0, "after idle time the burst is back, never more");
+        p.rate_limited(last.expect("a turn"), Some(Duration::from_secs(5)));
+        let paused = Instant::now();
+        p.turn(deadline).await.expect("turn");
+        p.turn(deadline).await.expect("turn");
+        assert_eq!(secs(paused), 7.0, "after the pause, one by one at the halved rate (2 s apart)");
     }
 
     #[tokio::test(start_paused = true)]
@@ -375,8 +415,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_model_absorbs_a_429_by_waiting_out_retry_info() {
         let inner = quota(2, 3);
-        let model =
-            PacedModel::new(inner.clone(), Pacing { images_per_minute: 60.0, max_wait: Duration::from_secs(30) });
+        let model = PacedModel::new(
+            inner.clone(),
+            Pacing { images_per_minute: 60.0, burst: 1.0, max_wait: Duration::from_secs(30) },
+        );
         let start = Instant::now();
         model.generate(&request()).await.expect("the 429s are absorbed, not returned");
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
@@ -387,8 +429,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pause_longer_than_max_wait_gives_the_row_back_with_the_wait() {
         let inner = quota(1, 60);
-        let model =
-            PacedModel::new(inner.clone(), Pacing { images_per_minute: 60.0, max_wait: Duration::from_secs(30) });
+        let model = PacedModel::new(
+            inner.clone(),
+            Pacing { images_per_minute: 60.0, burst: 1.0, max_wait: Duration::from_secs(30) },
+        );
         let err = model.generate(&request()).await.expect_err("cannot wait 60 s");
         match err {
             ModelError::Retryable { code: ErrorCode::ModelRateLimited, retry_after: Some(wait), .. } => {
@@ -419,6 +463,8 @@ mod tests {
     fn the_share_divides_the_quota_among_instances_with_headroom() {
         let p = Pacing::share_of(600, 3, Duration::from_secs(90));
         assert!((p.images_per_minute - 200.0 * HEADROOM).abs() < 1e-9);
+        assert_eq!(p.burst, 6.0, "the headroom's worth: 3 % of 200");
+        assert_eq!(Pacing::share_of(2000, 1, Duration::ZERO).burst, 60.0);
         assert_eq!(Pacing::share_of(600, 1, Duration::ZERO).pushes_in_flight(), 146, "9.7/s × 15 s");
         assert_eq!(Pacing::share_of(10, 1, Duration::ZERO).pushes_in_flight(), 8, "never fewer than 8");
     }
