@@ -32,14 +32,9 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 /// The release `assetgen` binary, for the load driver (`make bench` builds it first). Tests use
 /// `env!("CARGO_BIN_EXE_assetgen")` instead, which cargo keeps fresh.
 pub fn release_binary() -> anyhow::Result<PathBuf> {
-    release_binary_named("assetgen")
-}
-
-/// A release binary of this workspace beside the load driver (`assetgen-generate`…).
-pub fn release_binary_named(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe.parent().context("load driver has no directory")?;
-    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("assetgen{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         bail!("{} is missing: run `make bench`, which builds it", bin.display());
     }
@@ -266,5 +261,4 @@ pub async fn serve_gemini_stub_with(
     Ok((base, stats))
 }
 
-pub mod oidc_keys;
 pub mod quota_stub;

@@ -232,6 +232,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl FunctionProcess {
+    /// Its process id (the benchmark reads its peak RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `assetgen-{name}` on `port` with `env` (and nothing of this process's `ASSETGEN_*`)
     /// and waits for its first `/healthz` 200.
     pub async fn start(name: &'static str, port: u16, env: &[(String, String)]) -> anyhow::Result<Self> {

@@ -18,14 +18,12 @@
 
 use anyhow::{Context, bail};
 use assetgen_common::model::Pacing;
-use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
-use assetgen_tests::oidc_keys::{TestKeys, start_push_forwarder};
 use assetgen_tests::quota_stub::{QuotaStubConfig, QuotaStubStats, serve_quota_gemini};
-use assetgen_tests::{acceptance_csv, release_binary, release_binary_named, serve_refs, spawn_serve_with_args};
+use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
+use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve_with_args};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -165,106 +163,32 @@ fn measured(
     })
 }
 
-const AUDIENCE: &str = "https://assetgen.bench.test";
-const USER: &str = "bench@studio.test";
-const PUSH_SA: &str = "pubsub-push@assetgen-bench.iam.gserviceaccount.com";
-
-/// A function's process; killed when dropped.
-struct Function {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a function's release binary on a free port and waits for its `/healthz`.
-async fn start(name: &str, env: &[(&str, String)]) -> anyhow::Result<Function> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(release_binary_named(name)?)
-        .env("PORT", port.to_string())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let mut f = Function { child, base: format!("http://127.0.0.1:{port}") };
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = f.child.try_wait()? {
-            bail!("{name} exited at start: {status}");
-        }
-        if client.get(format!("{}/healthz", f.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(f);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{name} never answered /healthz");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn functions_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Result<Measured> {
     let stub = QuotaStubConfig { ipm, median: Duration::from_secs(3), p95: Duration::from_secs(10), latency_scale };
     let (gemini, stats) = serve_quota_gemini(stub).await?;
     let refs = serve_refs().await?;
-    let keys = TestKeys::start().await?;
-    let gcs = FakeGcs::start().await;
-    let bucket = gcs.store().await.bucket().to_owned();
-    let pubsub = PubSubEmulator::start().await;
-    pubsub.create_topic("rows").await;
-    pubsub.create_topic("rows-dead").await;
-    let env = vec![
-        ("ASSETGEN_STORE", format!("gs://{bucket}")),
-        ("STORAGE_EMULATOR_HOST", gcs.endpoint.clone()),
-        ("ASSETGEN_QUEUE", format!("pubsub://projects/{}/topics/rows", pubsub.project)),
-        ("PUBSUB_EMULATOR_HOST", pubsub.host.clone()),
-        ("ASSETGEN_AUTH", "oidc".to_owned()),
-        ("ASSETGEN_OIDC_AUDIENCE", AUDIENCE.to_owned()),
-        ("ASSETGEN_OIDC_JWKS_URL", keys.jwks_url.clone()),
-        ("ASSETGEN_ALLOWED", USER.to_owned()),
-        ("ASSETGEN_PUSH_SA", PUSH_SA.to_owned()),
-        ("ASSETGEN_MAX_ROWS", "1000".to_owned()),
-        ("ASSETGEN_DAILY_LIMIT_USD", "1000".to_owned()),
-        ("ASSETGEN_ALLOW_PRIVATE_REFS", "true".to_owned()),
-        ("GEMINI_API_KEY", "bench-key".to_owned()),
-        ("GEMINI_BASE_URL", gemini.clone()),
-        ("ASSETGEN_GEMINI_IPM", ipm.to_string()),
-        ("ASSETGEN_GEMINI_INSTANCES", "1".to_owned()),
-    ];
-    let generate = start("assetgen-generate", &env).await?;
-    // One generate instance: its concurrency is what the sizing rule asks for its share.
+    // One generate instance, with the concurrency the sizing rule gives its share (as Cloud Run's
+    // max_instance_request_concurrency would cap it).
     let concurrency = Pacing::share_of(ipm, 1, Duration::from_secs(60)).pushes_in_flight();
-    let forwarder = start_push_forwarder(&generate.base, keys.id_token(PUSH_SA, AUDIENCE)?, concurrency).await?;
-    pubsub
-        .create_subscription(
-            "rows-push",
-            &SubscriptionSpec::push("rows", &format!("{forwarder}/pubsub/rows"))
-                .with_ack_deadline(600)
-                .with_retry_backoff(Duration::from_secs(1), Duration::from_secs(10))
-                .with_dead_letter("rows-dead", 5),
-        )
-        .await;
-    pubsub
-        .create_subscription(
-            "rows-dead-push",
-            &SubscriptionSpec::push("rows-dead", &format!("{forwarder}/pubsub/dead-letter")).with_ack_deadline(60),
-        )
-        .await;
-    let submit = start("assetgen-submit", &env).await?;
-    let relay = start("assetgen-relay", &env).await?;
-
-    let user = keys.id_token(USER, AUDIENCE)?;
+    let setting = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let topology = Topology::start(TopologyOptions {
+        push_concurrency: concurrency,
+        extra_env: vec![
+            setting("ASSETGEN_MAX_ROWS", "1000"),
+            setting("ASSETGEN_DAILY_LIMIT_USD", "1000"),
+            setting("GEMINI_API_KEY", "bench-key"),
+            setting("GEMINI_BASE_URL", &gemini),
+            setting("ASSETGEN_GEMINI_IPM", &ipm.to_string()),
+            setting("ASSETGEN_GEMINI_INSTANCES", "1"),
+        ],
+        ..TopologyOptions::default()
+    })
+    .await?;
+    let user = topology.user_token(OWNER);
     let client = reqwest::Client::new();
     let started = Instant::now();
     let response = client
-        .post(format!("{}/v1/batches", submit.base))
+        .post(format!("{}/v1/batches", topology.submit.base))
         .bearer_auth(&user)
         .json(&json!({"rows": rows(rows_n, &refs), "run_mode": "live"}))
         .send()
@@ -276,10 +200,13 @@ async fn functions_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::R
     let id = accepted["batch_id"].as_str().context("batch id")?.to_owned();
     let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
     let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
-    let events = format!("{}/v1/batches/{id}/events", relay.base);
+    let events = format!("{}/v1/batches/{id}/events", topology.relay.base);
     let done = until_done_as(&client, &events, &user, ideal * 4 + Duration::from_secs(180)).await?;
     let took = started.elapsed();
-    let rss = peak_rss_mib(generate.child.id())? + peak_rss_mib(submit.child.id())? + peak_rss_mib(relay.child.id())?;
+    let rss: f64 = [&topology.submit, &topology.generate, &topology.relay]
+        .iter()
+        .map(|f| peak_rss_mib(f.pid()))
+        .sum::<anyhow::Result<f64>>()?;
     measured("functions", rows_n, ipm, images, &done, took, started, &stats, rss)
 }
 
