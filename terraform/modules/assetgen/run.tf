@@ -98,6 +98,15 @@ resource "google_cloud_run_v2_service" "submit" {
         name  = "ASSETGEN_LEASE_TTL_SECS"
         value = tostring(var.lease_ttl_secs)
       }
+      # The quota the model calls are paced to, shared by generate's instances (docs/sizing.md).
+      env {
+        name  = "ASSETGEN_GEMINI_IPM"
+        value = tostring(var.gemini_images_per_minute)
+      }
+      env {
+        name  = "ASSETGEN_GEMINI_INSTANCES"
+        value = tostring(local.generate_max_instances)
+      }
       env {
         name  = "GEMINI_BACKEND"
         value = var.gemini_backend
@@ -230,6 +239,15 @@ resource "google_cloud_run_v2_service" "generate" {
       env {
         name  = "ASSETGEN_LEASE_TTL_SECS"
         value = tostring(var.lease_ttl_secs)
+      }
+      # The quota the model calls are paced to, shared by generate's instances (docs/sizing.md).
+      env {
+        name  = "ASSETGEN_GEMINI_IPM"
+        value = tostring(var.gemini_images_per_minute)
+      }
+      env {
+        name  = "ASSETGEN_GEMINI_INSTANCES"
+        value = tostring(local.generate_max_instances)
       }
       env {
         name  = "GEMINI_BACKEND"
