@@ -73,9 +73,11 @@ bench: toolchain tools
 	ulimit -n 8192 && ./target/release/ssebench
 	ulimit -n 8192 && FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" ./target/release/pacebench $(PACEBENCH_ARGS)
 
-## Container images of the three functions (needs a Docker engine).
+## Container images of the three functions from the one Containerfile, FROM scratch around static
+## release binaries built here once: podman here (installed when missing), Docker or Cloud Build
+## elsewhere (ENGINE=…). IMAGE_REGISTRY, IMAGE_TAG name them assetgen-FUNCTION; PUSH=1 pushes.
 images:
-	for f in submit generate relay; do docker build --build-arg FUNCTION=$$f -t assetgen-$$f . || exit 1; done
+	tools/images.sh
 
 ## Terraform (terraform/), off-line since providers cannot be downloaded here: formatting, checkov,
 ## and pytest with python-hcl2 (env vars against the Rust source, Pub/Sub, IAM, images, canary

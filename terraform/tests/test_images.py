@@ -27,5 +27,6 @@ def test_the_job_is_generate_in_job_mode_on_a_schedule():
 
 
 def test_the_images_are_named_as_make_images_builds_them():
-    makefile = (tf.ROOT / "Makefile").read_text()
-    assert "assetgen-$$f" in makefile or "assetgen-$${f}" in makefile
+    assert "\nimages:\n\ttools/images.sh\n" in (tf.ROOT / "Makefile").read_text()
+    script = (tf.ROOT / "tools" / "images.sh").read_text()
+    assert 'names+=("$registry/assetgen-$f:$tag")' in script
