@@ -2,33 +2,21 @@
 //! Cloud Run runs them: each answers `/healthz`, runs as uid 65532, and stops on SIGTERM within
 //! Cloud Run's 10 s grace; one dry-run row goes through the containerised submit, Pub/Sub (the
 //! emulator) and generate on fake-gcs-server, with OIDC on: user and push tokens are minted by
-//! this test's own key, whose key set it serves on loopback.
+//! the test's own key set (`topology::TestIssuer`), and the push forwarder adds the push
+//! account's token Google's push would carry (`topology::PushForwarder`).
 //!
 //! podman here needs runc, no default ulimits and the host network (../shared/CONTAINERS.md).
 //! Where podman cannot be installed or cannot run a container, the test says why and skips.
 
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use assetgen_tests::topology::{OWNER, PUSH_SERVICE_ACCOUNT, PushForwarder, TestIssuer, USER_AUDIENCE, free_port};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const KEY_PEM: &[u8] = include_bytes!("../../common/tests/fixtures/oidc-test-key.pem");
-const KID: &str = "images-test";
-const USER: &str = "lead@studio.test";
-const PUSH_SA: &str = "pubsub-push@assetgen-test.iam.gserviceaccount.com";
-const SUBMIT_AUDIENCE: &str = "https://assetgen-submit.images-test.run.app";
-const RELAY_AUDIENCE: &str = "https://assetgen-relay.images-test.run.app";
 const PUSH_AUDIENCE: &str = "https://assetgen-generate.images-test.run.app";
 const NONROOT: u32 = 65532;
 /// Cloud Run's grace between SIGTERM and SIGKILL.
@@ -121,14 +109,10 @@ impl Drop for Container<'_> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// Starts `image` on the host network and waits for its first `/healthz` 200: the cold start,
 /// from the `podman run` exec (creating the container included) to that answer.
 async fn start<'a>(podman: &'a Podman, image: &str, env: &[(&str, String)]) -> Container<'a> {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let name = format!(
         "assetgen-test-{}-{}-{port}",
         image.rsplit('/').next().unwrap_or("f").replace(':', "-"),
@@ -188,64 +172,6 @@ fn stop(container: &Container<'_>) -> (Duration, String) {
     (took, text(&container.podman.run(&["inspect", "-f", "{{.State.ExitCode}}", &container.name])))
 }
 
-// ---- OIDC: this test's key set, and tokens signed with its key -----------------------------------
-
-async fn serve_jwks() -> String {
-    let key = EncodingKey::from_rsa_pem(KEY_PEM).expect("fixture key");
-    let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::RS256).expect("jwk")).expect("json");
-    jwk["kid"] = json!(KID);
-    jwk["use"] = json!("sig");
-    jwk["alg"] = json!("RS256");
-    let keys = json!({ "keys": [jwk] });
-    let app = Router::new().route("/certs", get(move || std::future::ready(axum::Json(keys.clone()))));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/certs", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("key server") });
-    url
-}
-
-fn id_token(email: &str, audience: &str) -> String {
-    let now = i64::try_from(jsonwebtoken::get_current_timestamp()).expect("now");
-    let claims = json!({
-        "iss": "https://accounts.google.com", "aud": audience, "sub": "1101694844743862",
-        "email": email, "email_verified": true, "iat": now - 10, "exp": now + 3600,
-    });
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(KID.to_owned());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(KEY_PEM).expect("key")).expect("sign")
-}
-
-/// Google's push carries an ID token of the push service account; the emulator's carries none
-/// (../shared/TOOLING.md). This forwarder stands where Google would and adds it.
-async fn serve_push_forwarder(generate: String) -> String {
-    async fn forward(
-        State(generate): State<Arc<String>>,
-        uri: axum::http::Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> impl IntoResponse {
-        let response = reqwest::Client::new()
-            .post(format!("{generate}{}", uri.path()))
-            .header(
-                "content-type",
-                headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json"),
-            )
-            .bearer_auth(id_token(PUSH_SA, PUSH_AUDIENCE))
-            .body(body)
-            .send()
-            .await;
-        match response {
-            Ok(r) => StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-            Err(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-    let app = Router::new().route("/pubsub/{*route}", post(forward)).with_state(Arc::new(generate));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("forwarder") });
-    url
-}
-
 // ---- the test ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,8 +207,10 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     let pubsub = PubSubEmulator::start().await;
     pubsub.create_topic("rows").await;
     pubsub.create_topic("rows-dead").await;
-    let jwks = serve_jwks().await;
+    let issuer = TestIssuer::start().await.expect("the test's key set");
 
+    // As Terraform sets them (terraform/modules/assetgen/run.tf), but for the emulators and the
+    // key set; settings a function does not read are harmless here.
     let cloud = |audience: &str| {
         vec![
             ("ASSETGEN_STORE", format!("gs://{bucket}")),
@@ -290,25 +218,27 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
             ("ASSETGEN_QUEUE", format!("pubsub://projects/{}/topics/rows", pubsub.project)),
             ("PUBSUB_EMULATOR_HOST", pubsub.host.clone()),
             ("ASSETGEN_AUTH", "oidc".to_owned()),
-            ("ASSETGEN_OIDC_JWKS_URL", jwks.clone()),
+            ("ASSETGEN_OIDC_JWKS_URL", issuer.jwks_url.clone()),
             ("ASSETGEN_OIDC_AUDIENCE", audience.to_owned()),
-            ("ASSETGEN_ALLOWED", USER.to_owned()),
-            ("ASSETGEN_PUSH_SA", PUSH_SA.to_owned()),
+            ("ASSETGEN_PUSH_AUDIENCE", PUSH_AUDIENCE.to_owned()),
+            ("ASSETGEN_ALLOWED", OWNER.to_owned()),
+            ("ASSETGEN_PUSH_SA", PUSH_SERVICE_ACCOUNT.to_owned()),
             ("ASSETGEN_CAPABILITY_SECRET", "images-test-capability-secret-0123456789".to_owned()),
+            ("ASSETGEN_LINK_SECRET", "images-test-link-secret-0123456789abcdef".to_owned()),
         ]
     };
     let generate = start(&podman, &image("generate"), &cloud(PUSH_AUDIENCE)).await;
-    let forwarder = serve_push_forwarder(generate.base.clone()).await;
+    let forwarder = PushForwarder::start(issuer.clone(), &generate.base, PUSH_AUDIENCE, 4).await.expect("forwarder");
     pubsub
         .create_subscription(
             "rows-push",
-            &SubscriptionSpec::push("rows", &format!("{forwarder}/pubsub/rows"))
+            &SubscriptionSpec::push("rows", &format!("{}/pubsub/rows", forwarder.base))
                 .with_retry_backoff(Duration::from_secs(1), Duration::from_secs(2))
                 .with_dead_letter("rows-dead", 5),
         )
         .await;
-    let submit = start(&podman, &image("submit"), &cloud(SUBMIT_AUDIENCE)).await;
-    let relay = start(&podman, &image("relay"), &cloud(RELAY_AUDIENCE)).await;
+    let submit = start(&podman, &image("submit"), &cloud(USER_AUDIENCE)).await;
+    let relay = start(&podman, &image("relay"), &cloud(USER_AUDIENCE)).await;
 
     for container in [&submit, &generate, &relay] {
         assert_eq!(uids(container), vec![NONROOT; 4], "{} runs as uid {NONROOT}", container.name);
@@ -318,7 +248,7 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{}/v1/batches", submit.base))
-        .bearer_auth(id_token(USER, SUBMIT_AUDIENCE))
+        .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
         .json(
             &json!({"rows": [{"scene_id": "MUG-1", "prompt": "a ceramic mug", "variants": 1}], "run_mode": "dry_run"}),
         )
@@ -332,7 +262,7 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     let view: Value = loop {
         let view: Value = client
             .get(format!("{}/v1/batches/{id}", submit.base))
-            .bearer_auth(id_token(USER, SUBMIT_AUDIENCE))
+            .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
             .send()
             .await
             .expect("status")
@@ -348,12 +278,14 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     assert_eq!(view["status"], "succeeded", "{view}");
     let objects = view["rows"][0]["objects"].as_array().expect("the row's objects").clone();
     assert_eq!(objects.len(), 1, "{view}");
+    let pushes = forwarder.forwarded();
+    assert!(pushes.iter().any(|p| p.signed && p.status < 300), "generate took a push with a token: {pushes:?}");
     let png = store.get(objects[0].as_str().expect("an object name")).await.expect("the image is in the bucket");
     assert!(png.body.starts_with(b"\x89PNG"), "a PNG");
     // The relay, a third container, reads the same batch for the same user.
     let relayed = client
         .get(format!("{}/v1/batches/{id}/events", relay.base))
-        .bearer_auth(id_token(USER, RELAY_AUDIENCE))
+        .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
         .timeout(Duration::from_secs(10))
         .send()
         .await
