@@ -1,5 +1,6 @@
 """Rows reach generate by OIDC-authenticated push, are retried, and end in the dead-letter path."""
 
+import json
 import re
 
 import rust_env
@@ -71,14 +72,17 @@ def test_retry_policy_backs_off():
 
 
 def longest_row_seconds():
-    """From the code: refs fetched with their time-out and retries, then every variant's model call."""
+    """From the code: refs fetched with their time-out and retries, then every variant's wait for
+    its turn at the quota (the pacer's cap) and its model call."""
     gemini = (rust_env.COMMON / "model/gemini/mod.rs").read_text()
     call = int(re.search(r"call: Duration::from_secs\((\d+)\)", gemini).group(1))
     variants = int(re.search(r"pub const MAX: u8 = (\d+);", (rust_env.COMMON / "domain/variants.rs").read_text()).group(1))
+    paced = (rust_env.COMMON / "model/paced.rs").read_text()
+    max_wait = int(re.search(r"MAX_WAIT_CAP: Duration = Duration::from_secs\((\d+)\)", paced).group(1))
     fetch = (rust_env.COMMON / "refs/fetch.rs").read_text()
     timeout = int(re.search(r"timeout: Duration::from_secs\((\d+)\)", fetch).group(1))
     delays = [int(s) for s in re.findall(r"Duration::from_secs\((\d+)\)", re.search(r"retry_delays: vec!\[([^\]]*)\]", fetch).group(1))]
-    return (len(delays) + 1) * timeout + sum(delays) + variants * call
+    return (len(delays) + 1) * timeout + sum(delays) + variants * (max_wait + call)
 
 
 def test_ack_deadline_and_generates_timeout_are_above_the_longest_row():
@@ -101,12 +105,19 @@ def test_submit_accepts_the_sheets_identity_tokens():
     assert tf.ref(tf.env_vars("submit")["ASSETGEN_OIDC_AUDIENCE"]["value"]) == "local.submit_audiences"
 
 
-def test_generate_is_sized_from_the_image_quota():
+def test_generate_is_sized_from_the_image_quota_by_the_sizing_rule():
     scaling = tf.one(tf.run_template("generate")["scaling"])
     assert tf.ref(scaling["max_instance_count"]) == "local.generate_max_instances"
-    assert "var.gemini_images_per_minute" in M().locals["generate_rows_in_flight"]
-    assert tf.ref(tf.run_template("generate")["max_instance_request_concurrency"]) == "var.generate_concurrency"
-    env = tf.env_vars("generate")
-    for name, value in (("ASSETGEN_GEMINI_IPM", "var.gemini_images_per_minute"), ("ASSETGEN_GEMINI_INSTANCES", "local.generate_max_instances")):
-        if name in rust_env.all_variables():
-            assert value in tf.ref(env[name]["value"]), name
+    assert tf.ref(tf.run_template("generate")["max_instance_request_concurrency"]) == "local.generate_concurrency"
+    locals_ = M().locals
+    assert 'file("${path.module}/../../../deploy/sizing.json")' in locals_["sizing"]
+    sizing = json.loads((tf.ROOT / "deploy" / "sizing.json").read_text())
+    for name in ("generate_max_instances", "generate_share_ipm", "generate_concurrency"):
+        used = set(re.findall(r"local\.sizing\.(\w+)", locals_[name]))
+        assert used <= set(sizing["constants"]), f"{name} reads constants sizing.json lacks: {used - set(sizing['constants'])}"
+    assert "var.gemini_images_per_minute" in locals_["generate_max_instances"]
+    # generate and the job pace to the quota, shared by exactly generate's instances.
+    for unit in ("generate", "generate-job"):
+        env = tf.env_vars(unit)
+        assert tf.ref(env[sizing["env"]["quota"]]["value"]) == "tostring(var.gemini_images_per_minute)", unit
+        assert tf.ref(env[sizing["env"]["instances"]]["value"]) == "tostring(local.generate_max_instances)", unit

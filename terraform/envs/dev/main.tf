@@ -34,8 +34,6 @@ module "assetgen" {
   gemini_model             = var.gemini_model
   gemini_location          = var.gemini_location
   gemini_images_per_minute = var.gemini_images_per_minute
-  gemini_seconds_per_image = var.gemini_seconds_per_image
-  generate_concurrency     = var.generate_concurrency
   max_rows                 = var.max_rows
   daily_limit_usd          = var.daily_limit_usd
   user_limits              = var.user_limits

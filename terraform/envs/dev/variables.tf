@@ -117,25 +117,7 @@ variable "gemini_images_per_minute" {
   }
 }
 
-variable "gemini_seconds_per_image" {
-  description = "How long one image call typically takes; with the quota it sizes generate."
-  type        = number
-  default     = 20
-  validation {
-    condition     = var.gemini_seconds_per_image >= 1 && var.gemini_seconds_per_image <= 120
-    error_message = "gemini_seconds_per_image is from 1 to 120 (a model call times out after 120 s)."
-  }
-}
 
-variable "generate_concurrency" {
-  description = "Rows one generate instance works on at once (each waits on the model most of the time)."
-  type        = number
-  default     = 8
-  validation {
-    condition     = var.generate_concurrency >= 1 && var.generate_concurrency <= 80
-    error_message = "generate_concurrency is from 1 to 80."
-  }
-}
 
 variable "max_rows" {
   description = "Most rows one batch may have."

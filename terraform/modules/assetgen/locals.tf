@@ -14,13 +14,15 @@ locals {
   store = "gs://${google_storage_bucket.state.name}"
   queue = "pubsub://projects/${var.project_id}/topics/${google_pubsub_topic.rows.name}"
 
-  # Sizing generate from the image quota: every row in flight has one model call in flight (its
-  # variants go one after another), so keeping the quota busy takes
-  # images_per_minute × seconds_per_image / 60 rows in flight, spread over instances of
-  # generate_concurrency rows each. The pacer in the code spreads the quota over that many
-  # instances, so more rows than the quota can serve wait in Pub/Sub, not on the model.
-  generate_rows_in_flight = max(1, ceil(var.gemini_images_per_minute * var.gemini_seconds_per_image / 60))
-  generate_max_instances  = max(1, ceil(local.generate_rows_in_flight / var.generate_concurrency))
+  # Sizing generate from the image quota by the rule of docs/sizing.md, with its constants from
+  # deploy/sizing.json (a test in common keeps them equal to the code's). Rule 4: as few instances
+  # as Cloud Run's concurrency cap allows (each paces to its share, ASSETGEN_GEMINI_INSTANCES of
+  # the quota); rule 1: enough rows in flight per instance to keep its share busy (one call in
+  # flight per row, a call planned at call_seconds). Rule 2's upper bound holds from ~12 IPM up.
+  sizing                 = jsondecode(file("${path.module}/../../../deploy/sizing.json")).constants
+  generate_max_instances = max(1, ceil(var.gemini_images_per_minute * local.sizing.headroom / 60 * local.sizing.call_seconds / local.sizing.cloud_run_max_concurrency))
+  generate_share_ipm     = var.gemini_images_per_minute / local.generate_max_instances * local.sizing.headroom
+  generate_concurrency   = min(local.sizing.cloud_run_max_concurrency, max(1, ceil(local.generate_share_ipm / 60 * local.sizing.call_seconds)))
 
   allowed     = join(",", var.allowed_users)
   user_limits = join(",", [for user, usd in var.user_limits : "${user}=${usd}"])

@@ -6,11 +6,12 @@
 locals {
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
-  # The longest a row can take: its references (4 at a time, 10 s, retried after 1 s and 2 s),
-  # then up to 3 variants one after another, each a model call of at most 120 s
-  # (GeminiTimeouts::default), then the writes. The ack deadline and generate's request timeout
+  # The longest a row can take (docs/sizing.md, rule 3): up to 3 variants one after another,
+  # each waiting at most 60 s for its turn at the quota (the pacer's max_wait cap) and then a
+  # model call of at most 120 s (GeminiTimeouts::default), plus 40 s for references (4 at a time,
+  # 10 s, retried after 1 s and 2 s) and writes. The ack deadline and generate's request timeout
   # must both be above it, or Pub/Sub redelivers a row that is still being made.
-  longest_row_seconds = 3 * 10 + 1 + 2 + 3 * 120 + 30
+  longest_row_seconds = 3 * (60 + 120) + 40
   row_ack_deadline    = 600 # Pub/Sub's maximum; above local.longest_row_seconds (checked in tests)
 }
 

@@ -172,7 +172,7 @@ resource "google_cloud_run_v2_service" "generate" {
   template {
     service_account                  = local.sa.generate
     timeout                          = "${local.row_ack_deadline}s"
-    max_instance_request_concurrency = var.generate_concurrency
+    max_instance_request_concurrency = local.generate_concurrency
     scaling {
       min_instance_count = var.min_instances
       max_instance_count = local.generate_max_instances

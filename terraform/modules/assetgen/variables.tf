@@ -61,15 +61,7 @@ variable "gemini_images_per_minute" {
   type        = number
 }
 
-variable "gemini_seconds_per_image" {
-  description = "How long one image call takes, typically: with the quota it sizes generate."
-  type        = number
-}
 
-variable "generate_concurrency" {
-  description = "Rows one generate instance works on at once."
-  type        = number
-}
 
 variable "max_rows" {
   description = "Rows per batch."
