@@ -9,7 +9,7 @@ locals {
   push_audience = local.urls.generate
   # Users' ID tokens: the Sheet's (aud = its Apps Script OAuth client id) and the CLI's (aud = the URL).
   submit_audiences = join(",", compact([local.urls.submit, var.apps_script_client_id]))
-  relay_audiences  = local.urls.relay
+  relay_audiences  = join(",", compact([local.urls.relay, var.apps_script_client_id]))
 
   store = "gs://${google_storage_bucket.state.name}"
   queue = "pubsub://projects/${var.project_id}/topics/${google_pubsub_topic.rows.name}"
