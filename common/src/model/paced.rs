@@ -219,6 +219,10 @@ impl ImageModel for PacedModel {
                     return Ok(image);
                 }
                 Err(ModelError::Retryable { code: ErrorCode::ModelRateLimited, detail, retry_after }) => {
+                    // Absorbed here, so the metered model around this one never sees it: count it.
+                    let run_mode = if self.inner.is_live() { "live" } else { "dry_run" };
+                    let name = crate::observe::names::MODEL_RATE_LIMITED;
+                    metrics::counter!(name, "run_mode" => run_mode, "absorbed" => "true").increment(1);
                     tracing::info!(scene_id = %request.scene_id, variant = request.variant, ?retry_after,
                         rate_ipm = self.pacer.images_per_minute(), "429 from the model: slowing down");
                     self.pacer.rate_limited(turn, retry_after);

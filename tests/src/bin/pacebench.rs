@@ -69,6 +69,8 @@ struct Measured {
     call_p95: f64,
     done_p50: f64,
     done_p95: f64,
+    done_last: f64,
+    call_max: f64,
     rss_mib: f64,
 }
 
@@ -159,6 +161,8 @@ fn measured(
         call_p95: percentile(&call, 0.95),
         done_p50: percentile(&done_at, 0.5),
         done_p95: percentile(&done_at, 0.95),
+        done_last: percentile(&done_at, 1.0),
+        call_max: percentile(&call, 1.0),
         rss_mib,
     })
 }
@@ -280,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let ideal = m.images as f64 * 60.0 / f64::from(m.ipm);
         println!(
-            "| {} | {} / {} | {} | {:.1} s ÷ {:.1} s = {:.3} | {} of {} ({:.2} %) | {:.2} / {:.2} s | {:.1} / {:.1} s | {:.1} MiB |",
+            "| {} | {} / {} | {} | {:.1} s ÷ {:.1} s = {:.3} | {} of {} ({:.2} %) | {:.2} / {:.2} / {:.1} s | {:.1} / {:.1} / {:.1} s | {:.1} MiB |",
             m.path,
             m.rows,
             m.images,
@@ -293,8 +297,10 @@ async fn main() -> anyhow::Result<()> {
             100.0 * m.refused as f64 / m.calls.max(1) as f64,
             m.call_p50,
             m.call_p95,
+            m.call_max,
             m.done_p50,
             m.done_p95,
+            m.done_last,
             m.rss_mib
         );
     }
