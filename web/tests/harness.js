@@ -119,31 +119,70 @@ export async function startRefServer() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A Gemini `generateContent` stub on loopback, in the real wire format: an image per call, and
+// `429 RESOURCE_EXHAUSTED` with `RetryInfo` on the calls numbered in `limitCalls` (1-based).
+
+export async function startGeminiStub({ limitCalls = [] } = {}) {
+  let calls = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls += 1;
+      res.setHeader('Content-Type', 'application/json');
+      if (limitCalls.includes(calls)) {
+        res.writeHead(429);
+        res.end(JSON.stringify({ error: { code: 429, message: 'Resource has been exhausted (e.g. check quota).',
+          status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '1s' }] } }));
+        return;
+      }
+      const data = png([40 + (calls * 37) % 180, 120, 200 - (calls * 23) % 150]).toString('base64');
+      res.writeHead(200);
+      res.end(JSON.stringify({ candidates: [{ content: { role: 'model', parts: [
+        { text: 'planning the composition', thought: true },
+        { inlineData: { mimeType: 'image/png', data } },
+      ] }, finishReason: 'STOP', index: 0 }], modelVersion: 'gemini-2.5-flash-image' }));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    calls: () => calls,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(resolve);
+      }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // assetgen serve
 
 export class Assetgen {
-  constructor(dataDir, env = {}) {
+  constructor(dataDir, env = {}, args = []) {
     this.dataDir = dataDir;
     this.env = env;
+    this.args = args;
     this.child = null;
     this.base = null;
     this.port = 0;
     this.stderr = [];
   }
 
-  static async create(env = {}) {
+  /** `args` go after `serve --port N`, e.g. `['--live']`. */
+  static async create(env = {}, args = []) {
     if (!existsSync(binary)) {
       throw new Error(`${binary} is missing: run \`cargo build -p assetgen-local --bin assetgen\` first`);
     }
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'assetgen-web-'));
-    const server = new Assetgen(dataDir, env);
+    const server = new Assetgen(dataDir, env, args);
     await server.start();
     return server;
   }
 
   /** Starts the server (on the same port as before, after a restart) and waits for its first line. */
   async start() {
-    const child = spawn(binary, ['serve', '--port', String(this.port)], {
+    const child = spawn(binary, ['serve', '--port', String(this.port), ...this.args], {
       cwd: this.dataDir,
       env: {
         ...process.env,

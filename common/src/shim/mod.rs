@@ -5,10 +5,12 @@
 mod health;
 mod logging;
 mod observe;
+mod ops_page;
 
 pub use health::{Readiness, health_routes};
 pub use logging::{LogFormat, cloud_trace, init_logging};
 pub use observe::{metrics_routes, observe_request};
+pub use ops_page::ops_routes;
 
 use crate::problem::{ErrorCode, Problem};
 use axum::Router;
@@ -59,7 +61,8 @@ pub fn app(api: utoipa_axum::router::OpenApiRouter, readiness: Readiness, title:
     let router = router
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))
         .merge(health_routes(readiness))
-        .merge(metrics_routes());
+        .merge(metrics_routes())
+        .merge(ops_routes());
     finish(router)
 }
 
