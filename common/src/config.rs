@@ -76,6 +76,9 @@ pub struct Config {
     /// Fault injection for tests: the local queue delivers every message this many times
     /// (`ASSETGEN_QUEUE_DUPLICATES`, default 1), as an at-least-once queue may.
     pub queue_duplicates: u32,
+    /// Test-only: how long the local queue waits for a push's answer before it counts as a nack
+    /// (`ASSETGEN_QUEUE_ACK_DEADLINE_SECS`, default 600, Pub/Sub's longest).
+    pub queue_ack_deadline: std::time::Duration,
     /// Where the relay's page finds submit's batch routes (`ASSETGEN_SUBMIT_URL`; unset: the page's
     /// own origin, as under `assetgen serve`).
     pub submit_url: Option<url::Url>,
@@ -220,6 +223,15 @@ impl Config {
             })?,
             None => 1,
         };
+        let queue_ack_deadline = match get("ASSETGEN_QUEUE_ACK_DEADLINE_SECS") {
+            Some(v) => std::time::Duration::from_secs(
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=600).contains(n))
+                    .ok_or_else(|| err("ASSETGEN_QUEUE_ACK_DEADLINE_SECS", format!("{v:?} is not 1 to 600 seconds")))?,
+            ),
+            None => std::time::Duration::from_secs(600),
+        };
         let oidc_jwks_url =
             get("ASSETGEN_OIDC_JWKS_URL").unwrap_or_else(|| "https://www.googleapis.com/oauth2/v3/certs".to_owned());
         url::Url::parse(&oidc_jwks_url).map_err(|e| err("ASSETGEN_OIDC_JWKS_URL", format!("not a URL: {e}")))?;
@@ -254,6 +266,7 @@ impl Config {
             queue_duplicates,
             gemini_ipm,
             gemini_instances,
+            queue_ack_deadline,
             oidc_audience: get("ASSETGEN_OIDC_AUDIENCE"),
             oidc_jwks_url,
             push_service_account: get("ASSETGEN_PUSH_SA").map(|s| s.to_ascii_lowercase()),

@@ -23,6 +23,7 @@ use crate::refs::merge::merge_refs;
 use crate::settlement::Settlement;
 use crate::state::{Lease, Manifest, RowError, RowState, StoredVariant};
 use crate::store::{ObjectStore, Precondition, StoreError, update_json, write_json};
+use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +127,21 @@ impl RowWorker {
             holder.clone(),
             self.lease_ttl,
         );
-        let outcome = self.generate(&manifest, &spec, &holder, state).await;
+        // When the instance is stopping (SIGTERM), the row is given back rather than cut off: the
+        // redelivery takes it at once instead of waiting for the lease to run out.
+        let outcome = tokio::select! {
+            outcome = self.generate(&manifest, &spec, &holder, state) => outcome,
+            () = crate::drain::rows_must_stop() => {
+                drop(keeper);
+                tracing::warn!(batch_id = %manifest.batch_id, row = spec.row, "instance stopping: giving the row back");
+                self.give_back(&manifest, spec.row, &holder).await.map_err(store_problem)?;
+                return Ok(Delivery::Retry {
+                    code: ErrorCode::ShuttingDown,
+                    detail: "this instance is stopping; the row goes on at its next delivery".to_owned(),
+                    retry_after: None,
+                });
+            }
+        };
         drop(keeper);
         match outcome {
             Ok(Delivery::Finished(status)) => {
@@ -137,10 +152,31 @@ impl RowWorker {
             Ok(delivery) => Ok(delivery),
             Err(Stop::LostLease) => Ok(Delivery::AlreadyHandled),
             Err(Stop::Store(e)) => {
-                // Leave the lease to expire rather than risk another write against a failing store;
-                // the redelivery after it will find the row where this one stopped.
+                // The store failed mid-row. Give the row back once it answers again (a few tries
+                // over some seconds), so the redelivery takes it at once; if it stays down, the
+                // lease runs out and the redelivery after that finds the row where this one stopped.
+                let retries = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(250))
+                    .with_max_delay(Duration::from_secs(4))
+                    .with_max_times(5);
+                let given_back = (|| self.give_back(&manifest, spec.row, &holder))
+                    .retry(retries)
+                    .when(StoreError::is_retryable)
+                    .await;
+                if let Err(again) = given_back {
+                    tracing::warn!(batch_id = %manifest.batch_id, row = spec.row, error = %again, "could not give the row back; its lease will run out");
+                }
                 Err(store_problem(e))
             }
+        }
+    }
+
+    /// Gives a row this delivery holds back to the queue (queued, no lease), as it stands: what it
+    /// stored stays, and the next delivery goes on from there. A row no longer ours is left alone.
+    async fn give_back(&self, manifest: &Manifest, row: u32, holder: &str) -> Result<(), StoreError> {
+        match self.update(manifest, row, holder, |s| s.status = RowStatus::Queued).await {
+            Ok(_) | Err(Stop::LostLease) => Ok(()),
+            Err(Stop::Store(e)) => Err(e),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod config;
 pub mod cost;
 pub mod domain;
+pub mod drain;
 pub mod events;
 pub mod generation;
 pub mod layout;

@@ -56,6 +56,7 @@ pub enum ErrorCode {
     StoreUnavailable,
     QueueUnavailable,
     AuthUnavailable,
+    ShuttingDown,
     Internal,
 }
 
@@ -86,7 +87,7 @@ impl ErrorCode {
             NotFound | BatchNotFound => StatusCode::NOT_FOUND,
             BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
             ModelRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            StoreUnavailable | QueueUnavailable | AuthUnavailable | ModelUnavailable | RowInProgress => {
+            StoreUnavailable | QueueUnavailable | AuthUnavailable | ModelUnavailable | RowInProgress | ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RefFetchFailed | RefNotImage | RefTooLarge | ModelRejected | QuotaExhausted | ContentBlocked
@@ -137,6 +138,7 @@ impl ErrorCode {
             StoreUnavailable => "Storage is unavailable",
             AuthUnavailable => "Sign-in cannot be checked right now",
             QueueUnavailable => "The work queue is unavailable",
+            ShuttingDown => "This instance is shutting down",
             Internal => "Something went wrong on our side",
         }
     }
@@ -186,6 +188,7 @@ impl ErrorCode {
             StoreUnavailable => "Try again in a minute.",
             AuthUnavailable => "Try again in a minute.",
             QueueUnavailable => "Try again in a minute.",
+            ShuttingDown => "Nothing to do: the row is delivered again and goes on where it stopped.",
             Internal => "Try again; if it keeps happening, report it with the request id.",
         }
     }

@@ -173,6 +173,10 @@ pub struct GeminiStubStats {
     pub failures: std::sync::atomic::AtomicU64,
     /// Successful generations per prompt (one prompt per row in the acceptance batch).
     pub successes: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// How long every call takes before it is answered (settable while the stub runs).
+    pub delay_ms: std::sync::atomic::AtomicU64,
+    /// Calls that have not been answered yet.
+    pub in_flight: std::sync::atomic::AtomicU64,
 }
 
 impl GeminiStubStats {
@@ -216,6 +220,12 @@ pub async fn serve_gemini_stub_with(
         async move {
             let n = stats.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(latency).await;
+            let delay = stats.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                stats.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             let text = body["contents"][0]["parts"][0]["text"].as_str().unwrap_or_default().to_owned();
             if !always_fail.is_empty() && text.contains(&always_fail) {
                 stats.failures.fetch_add(1, Ordering::SeqCst);

@@ -12,6 +12,7 @@ pub use logging::{LogFormat, cloud_trace, init_logging};
 pub use observe::{metrics_routes, observe_request};
 pub use ops_page::ops_routes;
 
+use crate::drain;
 use crate::problem::{ErrorCode, Problem};
 use axum::Router;
 use axum::http::{HeaderName, Request, StatusCode};
@@ -90,9 +91,27 @@ pub async fn listen(port: u16, app: Router) -> std::io::Result<()> {
     serve(listener, app).await
 }
 
-/// Serves until SIGTERM (Cloud Run's stop signal) or Ctrl-C, then lets in-flight requests finish.
+/// Serves until SIGTERM (Cloud Run's stop signal) or Ctrl-C, then drains: no new connections,
+/// rows in progress get [`drain::grace`] to finish and then give their rows back (see
+/// [`crate::drain`]), and the process stops at the latest [`drain::EXIT_AFTER_GRACE`] later.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await
+    let grace = drain::grace();
+    let signalled = async move {
+        shutdown_signal().await;
+        drain::begin(grace);
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signalled).into_future();
+    let deadline = async move {
+        drain::began().await;
+        tokio::time::sleep(grace + drain::EXIT_AFTER_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = deadline => {
+            tracing::warn!("stopping with connections still open (event streams, say)");
+            Ok(())
+        }
+    }
 }
 
 pub async fn shutdown_signal() {

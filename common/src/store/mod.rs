@@ -11,12 +11,14 @@ mod file;
 mod gcs;
 mod json;
 mod memory;
+mod outage;
 
 pub use counting::{CountingStore, StoreCalls};
 pub use file::FileStore;
 pub use gcs::{GcsRetry, GcsStore};
 pub use json::{JsonObject, read_json, update_json, write_json};
 pub use memory::MemoryStore;
+pub use outage::OutageStore;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -117,11 +117,18 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         }
     };
     let (span, context) = row_scope(&envelope, &message);
-    let work = async {
-        tracing::info!(message_id = %envelope.message.id(), attempt = envelope.delivery_attempt(), "row delivered");
-        state.worker.process(&message).await
+    let (message_id, attempt) = (envelope.message.id().to_owned(), envelope.delivery_attempt());
+    let worker = state.clone();
+    let work = async move {
+        tracing::info!(%message_id, attempt, "row delivered");
+        worker.worker.process(&message).await
     };
-    let delivery = with_request(context, work).instrument(span).await;
+    // The row runs in a task of its own: when the push is given up on (Pub/Sub's ack deadline,
+    // the connection dropped), the row still finishes under its renewed lease instead of being
+    // cut off mid-way, and the redelivery finds it held or done.
+    let delivery = tokio::spawn(with_request(context, work).instrument(span))
+        .await
+        .unwrap_or_else(|e| Err(Problem::internal(format!("the row's task failed: {e}"))));
     metrics::counter!(names::ROWS, "outcome" => outcome(&delivery)).increment(1);
     match delivery {
         Ok(delivery) => answer(delivery, state.every_delivery_counts),

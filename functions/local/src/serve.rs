@@ -11,7 +11,7 @@ use assetgen_common::observe::{self, names};
 use assetgen_common::pipeline::{Parts, Pipeline};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
-use assetgen_common::store::CountingStore;
+use assetgen_common::store::{CountingStore, OutageStore};
 use assetgen_common::{cloud, shim};
 use assetgen_generate::GenerateState;
 use assetgen_relay::{RelayConfig, RelayState};
@@ -46,6 +46,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_env(Profile::Local).context("configuration")?;
     let live = if args.live { Some(live_model(&config)?) } else { None };
     let mut store = cloud::store(&config).await?;
+    if let Some(flag) = std::env::var_os("ASSETGEN_FAULT_STORE_OUTAGE_FILE").filter(|f| !f.is_empty()) {
+        // Fault tests: the store answers 503 while this file exists.
+        let flag = std::path::PathBuf::from(flag);
+        tracing::warn!(flag = %flag.display(), "fault injection: the store is down while this file exists");
+        store = Arc::new(OutageStore::new(store, flag));
+    }
     if std::env::var_os("ASSETGEN_STORE_STATS").is_some() {
         // Operators' and benchmarks' view of what the store is asked, every 10 s on stderr.
         let counting = Arc::new(CountingStore::new(store));
@@ -72,6 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Enough rows in flight to keep the quota busy while calls take seconds (docs/sizing.md).
         queue_config.max_outstanding = pacing.pushes_in_flight();
     }
+    queue_config.ack_deadline = config.queue_ack_deadline;
     if config.queue_duplicates > 1 {
         tracing::warn!(copies = config.queue_duplicates, "fault injection: every message is delivered more than once");
     }
