@@ -1,0 +1,260 @@
+// The pages on the cloud topology: submit, generate and relay as three processes on three ports
+// (three browser origins), OIDC on with ID tokens minted by the test's own key set (no dev auth),
+// fake-gcs-server and the Pub/Sub emulator pushing rows to generate. The page is served by the
+// relay and calls submit's batch routes across origins (CORS). Screenshots go to
+// target/screenshots/cloud-*.png.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRefServer, launchBrowser, openPage, screenshot, eventually } from './harness.js';
+import { Topology } from './topology.js';
+
+let topology;
+let refs;
+let browser;
+
+const TERMINAL = ['succeeded', 'completed_with_failures', 'failed', 'cancelled'];
+
+// Owner-only control tokens and signed image links (issue 11's authorization, engineer "auth")
+// land separately: until submit's contract has the control-token route, the tests that need them
+// are skipped with this reason, and they turn strict by themselves once it does.
+let authLinks = false;
+const NEEDS_AUTH = 'needs owner-only control tokens and signed image links, not yet in this build';
+
+before(async () => {
+  refs = await startRefServer();
+  // Two rows in flight at once: rows further down a batch stay queued long enough to cancel.
+  topology = await Topology.start(['--push-concurrency', '2']);
+  const contract = await topology.request('GET', `${topology.submit}/openapi.json`);
+  authLinks = Boolean(contract.json?.paths?.['/v1/batches/{id}/control-token']);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await topology?.close();
+  await refs?.close();
+});
+
+const slow = (name, ms) => `${refs.base}/slow/${name}.png?ms=${ms}`;
+const origin = (url) => new URL(url).origin;
+
+async function waitForEnd(page, timeout = 60000) {
+  await page.waitForFunction((t) => t.includes(document.querySelector('#batch-status')?.dataset.status), TERMINAL, { timeout });
+}
+
+function rowsOf(view) {
+  return view.rows.map((r) => ({ row: r.row, status: r.status, attempts: r.attempts, images: r.images.length }));
+}
+
+async function pageRows(page) {
+  return page.evaluate(() =>
+    window.assetgenProgress.model
+      .sortedRows()
+      .map((r) => ({ row: r.row, status: r.status, attempts: r.attempts, images: r.images.length })),
+  );
+}
+
+async function cardStatuses(page) {
+  return page.$$eval('#rows .card', (cards) => cards.map((c) => c.dataset.status));
+}
+
+async function thumbnailsLoaded(page) {
+  const images = await page.$$('#gallery img');
+  for (const img of images) {
+    await img.scrollIntoViewIfNeeded();
+    await page.waitForFunction((i) => i.complete && i.naturalWidth > 0, img, { timeout: 10000 });
+  }
+  return images.length;
+}
+
+/** The owner's page link with a control token in its fragment (what the Sheet and CLI open). */
+async function controlPage(id) {
+  const answer = await topology.request('POST', `${topology.submit}/v1/batches/${id}/control-token`, { user: 'owner' });
+  assert.equal(answer.status, 200, answer.text);
+  assert.match(answer.json.page, /#control=/);
+  return answer.json.page;
+}
+
+/** Every request the page sends to submit's origin, with its method and whether it carried a bearer. */
+function recordSubmitCalls(page) {
+  const calls = [];
+  page.on('request', (r) => {
+    if (origin(r.url()) === origin(topology.submit)) {
+      calls.push({ method: r.method(), path: new URL(r.url()).pathname, bearer: Boolean(r.headers().authorization) });
+    }
+  });
+  return calls;
+}
+
+describe('cloud topology (three origins, OIDC)', () => {
+  test('the page link from the submit response follows the batch to the end', async () => {
+    const rows = [
+      { scene_id: 'CLOUD-001', prompt: 'a ceramic mug on a clean white background', variants: 2 },
+      { scene_id: 'CLOUD-002', prompt: 'the same mug on a walnut desk', variants: 1, refs: [slow('desk', 1500)] },
+      { scene_id: 'CLOUD-003', prompt: 'mug with steam, dark background', variants: 2, refs: [slow('steam', 2500)] },
+    ];
+    const accepted = await topology.submitBatch(rows);
+    const id = accepted.batch_id;
+    const link = accepted.links.page;
+    // The page is the relay's, on another origin than submit.
+    assert.equal(origin(link), origin(topology.relay));
+    assert.notEqual(origin(topology.relay), origin(topology.submit));
+
+    // The batch is its owner's: another signed-in user is told it does not exist, nobody
+    // unsigned gets in, and the read link opens it.
+    const other = await topology.request('GET', `${topology.submit}/v1/batches/${id}`, { user: 'other' });
+    if (authLinks) assert.equal(other.status, 404, other.text);
+    const nobody = await topology.request('GET', `${topology.submit}/v1/batches/${id}`);
+    assert.equal(nobody.status, 401, nobody.text);
+
+    const page = await openPage(browser, 'about:blank');
+    const calls = recordSubmitCalls(page);
+    await page.goto(link);
+    await page.waitForSelector('#connection[data-state="connected"], #connection[data-state="finished"]', { timeout: 20000 });
+    assert.equal(await page.textContent('#batch-id'), id);
+    await waitForEnd(page);
+    assert.equal(await page.$eval('#batch-status', (e) => e.dataset.status), 'succeeded');
+    assert.equal(await page.textContent('#stat-images'), '5 / 5');
+    assert.deepEqual(await cardStatuses(page), ['succeeded', 'succeeded', 'succeeded']);
+    if (authLinks) assert.equal(await thumbnailsLoaded(page), 5);
+    assert.equal(await page.textContent('#connection-text'), 'Finished');
+    const view = await topology.batch(id);
+    assert.deepEqual(await pageRows(page), rowsOf(view));
+    // The status came from submit, across origins, with the read link's token and no bearer.
+    assert.ok(calls.some((c) => c.method === 'GET' && c.path === `/v1/batches/${id}`), JSON.stringify(calls));
+    assert.deepEqual(page.errors, [], 'no CORS or CSP error, no script error');
+    await screenshot(page, 'cloud-progress-finished.png', { fullPage: true });
+    await page.close();
+
+    // Without the link's token the page says why it shows nothing, once, instead of retrying.
+    const bare = await openPage(browser, `${topology.relay}/b/${id}`);
+    await bare.waitForSelector('#load-error:not([hidden])');
+    assert.equal(await bare.textContent('#batch-status'), 'no access');
+    assert.match(await bare.textContent('#load-error'), /sign|link|token/i);
+    assert.equal(await bare.$eval('#connection', (e) => e.dataset.state), 'stopped');
+    await screenshot(bare, 'cloud-no-access.png');
+    await bare.close();
+  });
+
+  test("Retry re-runs a failed row with the owner's control token, and a forwarded read link cannot", async (t) => {
+    if (!authLinks) return t.skip(NEEDS_AUTH);
+    const rows = [
+      { scene_id: 'OK-001', prompt: 'a plain scene', variants: 1 },
+      { scene_id: 'LATE-REF', prompt: 'a scene whose reference is not there yet', variants: 2, refs: [`${refs.base}/flaky/cloud-late.png`] },
+    ];
+    const accepted = await topology.submitBatch(rows);
+    const id = accepted.batch_id;
+
+    // The read link (what a user may forward): the page shows the failure, and Retry is refused.
+    const reader = await openPage(browser, accepted.links.page);
+    await waitForEnd(reader);
+    assert.equal(await reader.$eval('#batch-status', (e) => e.dataset.status), 'completed_with_failures');
+    const failed = reader.locator('#rows .card[data-status="failed"]');
+    assert.equal(await failed.locator('.error-code').textContent(), 'REF_FETCH_FAILED');
+    refs.setAvailable('cloud-late');
+    await reader.click('#retry');
+    await reader.waitForSelector('#toast:not([hidden])');
+    assert.match(await reader.textContent('#toast'), /cancel|retry|owner|control|not allowed|forbidden/i);
+    assert.equal((await topology.batch(id)).totals.failed, 1, 'nothing was retried');
+    await screenshot(reader, 'cloud-retry-refused.png');
+    await reader.close();
+
+    // The owner's page: the control token rides in the fragment, which the page then drops from
+    // the address bar so a copied URL is the read link only.
+    const page = await openPage(browser, await controlPage(id));
+    await waitForEnd(page);
+    assert.doesNotMatch(page.url(), /control=/);
+    assert.equal(await page.isEnabled('#retry'), true);
+    await page.click('#retry');
+    await page.waitForSelector('#toast:not([hidden])');
+    assert.match(await page.textContent('#toast'), /1 row queued again/);
+    await page.waitForSelector('#batch-status[data-status="succeeded"]', { timeout: 45000 });
+    assert.deepEqual(await cardStatuses(page), ['succeeded', 'succeeded']);
+    assert.equal(await page.textContent('#stat-images'), '3 / 3');
+    assert.equal(await thumbnailsLoaded(page), 3);
+    const view = await topology.batch(id);
+    assert.equal(view.status, 'succeeded');
+    assert.deepEqual(await pageRows(page), rowsOf(view));
+    assert.equal(view.rows[1].attempts, 2, 'the row ran a second time');
+    assert.deepEqual(page.errors, []);
+    await screenshot(page, 'cloud-retried.png', { fullPage: true });
+    await page.close();
+  });
+
+  test("Cancel with the owner's control token stops the rows that have not started", async (t) => {
+    if (!authLinks) return t.skip(NEEDS_AUTH);
+    const rows = Array.from({ length: 8 }, (_, i) => ({
+      scene_id: `BULK-${String(i + 1).padStart(2, '0')}`,
+      prompt: `bulk scene ${i + 1}`,
+      variants: 1,
+      refs: [slow(`cloud-bulk${i}`, 2500)],
+    }));
+    const accepted = await topology.submitBatch(rows);
+    const id = accepted.batch_id;
+    const page = await openPage(browser, 'about:blank');
+    const calls = recordSubmitCalls(page);
+    await page.goto(await controlPage(id));
+    await page.waitForSelector('#cancel:not([disabled])', { timeout: 20000 });
+    await page.click('#cancel');
+    await page.waitForSelector('#toast:not([hidden])');
+    const toast = await page.textContent('#toast');
+    const cancelled = Number(/(\d+) rows? cancelled/.exec(toast)?.[1]);
+    assert.ok(cancelled >= 1, `some rows were cancelled: ${toast}`);
+    assert.ok(
+      calls.some((c) => c.method === 'POST' && c.path === `/v1/batches/${id}/cancel` && c.bearer),
+      `cancel went to submit with the control token: ${JSON.stringify(calls)}`,
+    );
+    await waitForEnd(page, 60000);
+    const view = await topology.batch(id);
+    assert.equal(view.totals.cancelled, cancelled);
+    assert.equal(await page.$eval('#batch-status', (e) => e.dataset.status), view.status);
+    assert.equal((await cardStatuses(page)).filter((s) => s === 'cancelled').length, cancelled);
+    assert.deepEqual(await pageRows(page), rowsOf(view));
+    assert.equal(await page.isDisabled('#cancel'), true);
+    assert.deepEqual(page.errors, []);
+    await screenshot(page, 'cloud-cancelled.png', { fullPage: true });
+    await page.close();
+  });
+
+  test('an image link opens in a fresh browser context: no cookie, no header', async (t) => {
+    if (!authLinks) return t.skip(NEEDS_AUTH);
+    const accepted = await topology.submitBatch([{ scene_id: 'LINK-001', prompt: 'a mug for the Sheet', variants: 1 }]);
+    const id = accepted.batch_id;
+    const view = await eventually(
+      async () => {
+        const v = await topology.batch(id);
+        return v.status === 'succeeded' ? v : null;
+      },
+      { what: 'the batch to succeed', timeout: 30000 },
+    );
+    const link = view.rows[0].images[0];
+    assert.equal(origin(link), origin(topology.relay));
+    assert.doesNotMatch(link, /access_token=/, 'an image link carries no batch token');
+
+    // As `=IMAGE()` in a Sheet or a pasted link would: a browser that has never seen the batch.
+    const fresh = await launchBrowser();
+    try {
+      const page = await fresh.context.newPage();
+      const response = await page.goto(link);
+      assert.equal(response.status(), 200);
+      assert.equal(response.headers()['content-type'], 'image/png');
+      const body = await response.body();
+      assert.deepEqual([...body.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG');
+      // Chromium shows a lone image centred in an <img>.
+      await page.waitForFunction(() => {
+        const i = document.querySelector('img');
+        return i && i.complete && i.naturalWidth > 0;
+      });
+      await screenshot(page, 'cloud-image-link.png');
+
+      // The signature opens that one image only.
+      const tampered = link.replace(/sig=([A-Za-z0-9_-])/, (_, c) => `sig=${c === 'A' ? 'B' : 'A'}`);
+      const refused = await page.goto(tampered);
+      assert.ok([401, 403, 404].includes(refused.status()), `a tampered link is refused: ${refused.status()}`);
+      await page.close();
+    } finally {
+      await fresh.close();
+    }
+  });
+});
