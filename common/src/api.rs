@@ -61,11 +61,29 @@ pub struct BudgetView {
     pub remaining_usd: f64,
 }
 
+/// A batch's links. `events` and `page` carry `?access_token=`, a read token for this batch that
+/// works for days with no header (browsers' `EventSource` cannot send one): whoever holds them can
+/// watch the batch, never cancel or retry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchLinks {
     #[serde(rename = "self")]
     pub self_: String,
     pub events: String,
+    pub page: String,
+}
+
+/// 200 from `POST /v1/batches/{id}/control-token`: cancel and retry of one batch, for its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ControlTokenResponse {
+    pub batch_id: String,
+    /// Send as `Authorization: Bearer` to `POST /v1/batches/{id}/cancel` and `/retry`. Never put it
+    /// in a query string: a URL is forwarded, logged and kept in histories.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: time::OffsetDateTime,
+    /// The progress page with a read token in its query and this token in its fragment
+    /// (`#control=…`), which browsers never send to a server.
     pub page: String,
 }
 

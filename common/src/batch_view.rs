@@ -2,7 +2,8 @@
 //! and what the Sheet writes back. Shared by submit and relay, which meet only through the store.
 
 use crate::api::{BatchProgress, BatchStatus, BatchView, RowErrorView, RowStatus, RowView, Totals};
-use crate::domain::{BatchId, Money};
+use crate::auth::LinkSigner;
+use crate::domain::{BatchId, Money, SceneId};
 use crate::layout;
 use crate::problem::{ErrorCode, Problem};
 use crate::state::{Manifest, RowState};
@@ -23,9 +24,7 @@ pub struct StoredBatch {
 pub async fn load_manifest(store: &dyn ObjectStore, batch: &BatchId) -> Result<Manifest, Problem> {
     match read_json(store, &layout::manifest(batch)).await {
         Ok(m) => Ok(m.value),
-        Err(StoreError::NotFound(_)) => {
-            Err(Problem::new(ErrorCode::BatchNotFound, format!("batch {batch} does not exist")))
-        }
+        Err(StoreError::NotFound(_)) => Err(Problem::batch_not_found(&batch.to_string())),
         Err(e) => Err(store_problem(e)),
     }
 }
@@ -66,15 +65,23 @@ pub fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-/// Builds links and views; `base` is the public URL of the deployment (`http://host:port`).
+/// Builds links and views; `base` is the public URL links point at (`http://host:port`; in the
+/// cloud, the relay's, which serves images), `links` signs the image links.
 #[derive(Debug, Clone)]
 pub struct Presenter {
     pub base: String,
+    pub links: LinkSigner,
 }
 
 impl Presenter {
-    pub fn image_link(&self, batch: &BatchId, scene: &str, variant: u8) -> String {
-        format!("{}/v1/images/{batch}/{scene}/{variant}", self.base)
+    pub fn new(base: impl Into<String>, links: LinkSigner) -> Self {
+        Self { base: base.into(), links }
+    }
+
+    /// An image link: no header, no cookie, never expires, opens this one image only.
+    pub fn image_link(&self, batch: &BatchId, scene: &SceneId, variant: u8) -> String {
+        let url = format!("{}/v1/images/{batch}/{scene}/{variant}", self.base);
+        self.links.link(&url, &layout::image(batch, scene, variant))
     }
 
     pub fn row_view(&self, manifest: &Manifest, state: &RowState) -> RowView {
@@ -92,10 +99,7 @@ impl Presenter {
                 detail: e.detail.clone(),
                 advice: e.code.advice().to_owned(),
             }),
-            images: stored
-                .iter()
-                .map(|v| self.image_link(&state.batch_id, state.scene_id.as_str(), v.variant))
-                .collect(),
+            images: stored.iter().map(|v| self.image_link(&state.batch_id, &state.scene_id, v.variant)).collect(),
             objects: stored.iter().map(|v| v.object.clone()).collect(),
             refs: state.refs.clone(),
             cost_usd: state.cost().usd(),

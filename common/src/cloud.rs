@@ -1,7 +1,7 @@
 //! The cloud functions' wiring: from the typed [`Config`] to the adapters each `main` needs. A
 //! missing or wrong setting stops the process at start with a message naming the variable.
 
-use crate::auth::{Authenticator, CapabilityTokens, DevAuth, OidcAuth, PushAuth};
+use crate::auth::{Access, AllowList, Authenticator, CapabilityTokens, DevAuth, LinkSigner, OidcAuth, PushAuth};
 use crate::budget::{DailyBudget, UserLimits};
 use crate::config::{AuthMode, Config, GeminiBackend, Profile, QueueUrl, StoreUrl};
 use crate::model::{AdcTokenSource, GeminiModel, GeminiTimeouts, ImageModel, PacedModel};
@@ -100,7 +100,9 @@ fn gemini(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupError> {
     }
 }
 
-/// Who may call the user-facing endpoints.
+/// Who may call the user-facing endpoints: users' Google ID tokens for one of
+/// `ASSETGEN_OIDC_AUDIENCE`, on `ASSETGEN_ALLOWED`. Dev auth only where the profile allows it
+/// (`Config` refuses it in the cloud).
 pub fn user_auth(config: &Config) -> Result<Arc<dyn Authenticator>, SetupError> {
     match config.auth {
         AuthMode::Dev => {
@@ -108,36 +110,69 @@ pub fn user_auth(config: &Config) -> Result<Arc<dyn Authenticator>, SetupError> 
             Ok(Arc::new(DevAuth))
         }
         AuthMode::Oidc => {
-            let audience = config
-                .oidc_audience
-                .clone()
-                .ok_or_else(|| setup("ASSETGEN_OIDC_AUDIENCE", "not set; use the service URL"))?;
-            Ok(Arc::new(OidcAuth::new(audience, config.oidc_jwks_url.clone(), config.allowed.clone())))
+            if config.oidc_audiences.is_empty() {
+                return Err(setup(
+                    "ASSETGEN_OIDC_AUDIENCE",
+                    "not set; list the audiences users' ID tokens carry (the Sheet's OAuth client id, the service URL)",
+                ));
+            }
+            Ok(Arc::new(OidcAuth::new(
+                config.oidc_audiences.clone(),
+                config.oidc_jwks_url.clone(),
+                config.allowed.clone(),
+            )))
         }
     }
 }
 
-/// Who may push rows: Pub/Sub's service account.
+/// Who may push rows: Pub/Sub's service account (`ASSETGEN_PUSH_SA`) with a token for
+/// `ASSETGEN_PUSH_AUDIENCE`, which no user token carries.
 pub fn push_auth(config: &Config) -> Result<Arc<dyn Authenticator>, SetupError> {
     match config.auth {
         AuthMode::Dev => Ok(Arc::new(DevAuth)),
         AuthMode::Oidc => {
-            let audience = config
-                .oidc_audience
-                .clone()
-                .ok_or_else(|| setup("ASSETGEN_OIDC_AUDIENCE", "not set; use the service URL"))?;
-            Ok(Arc::new(PushAuth::new(audience, config.oidc_jwks_url.clone(), config.push_service_account.clone())))
+            if config.push_audiences.is_empty() {
+                return Err(setup(
+                    "ASSETGEN_PUSH_AUDIENCE",
+                    "not set; use the audience of the push subscription's OIDC token",
+                ));
+            }
+            Ok(Arc::new(PushAuth::new(
+                config.push_audiences.clone(),
+                config.oidc_jwks_url.clone(),
+                config.push_service_account.clone(),
+            )))
         }
     }
 }
 
-/// Browsers' per-batch capability tokens (EventSource cannot send headers).
-pub fn capability_tokens(config: &Config) -> Result<Option<CapabilityTokens>, SetupError> {
-    config
+/// Page links and control tokens (`ASSETGEN_CAPABILITY_SECRET`): required wherever batches are
+/// read or controlled, since every instance must check what another issued.
+pub fn capability_tokens(config: &Config) -> Result<CapabilityTokens, SetupError> {
+    let secret = config
         .capability_secret
         .as_ref()
-        .map(|secret| CapabilityTokens::new(secret).map_err(|e| setup("ASSETGEN_CAPABILITY_SECRET", e)))
-        .transpose()
+        .ok_or_else(|| setup("ASSETGEN_CAPABILITY_SECRET", "not set; 32 bytes or more from Secret Manager"))?;
+    CapabilityTokens::new(secret).map_err(|e| setup("ASSETGEN_CAPABILITY_SECRET", e))
+}
+
+/// Image and reference links (`ASSETGEN_LINK_SECRET`): required wherever links are made or checked.
+pub fn link_signer(config: &Config) -> Result<LinkSigner, SetupError> {
+    let secret = config
+        .link_secret
+        .as_ref()
+        .ok_or_else(|| setup("ASSETGEN_LINK_SECRET", "not set; 32 bytes or more from Secret Manager"))?;
+    LinkSigner::new(secret).map_err(|e| setup("ASSETGEN_LINK_SECRET", e))
+}
+
+/// Everything submit and relay decide batch access and make links with.
+pub fn access(config: &Config) -> Result<Access, SetupError> {
+    Ok(Access {
+        auth: user_auth(config)?,
+        tokens: capability_tokens(config)?,
+        links: link_signer(config)?,
+        admins: AllowList::new(&config.admins),
+    })
 }
 
 /// The pipeline's parts for a cloud function.

@@ -60,14 +60,23 @@ pub struct Config {
     pub allowed: Vec<String>,
     pub allow_private_refs: bool,
     pub public_url: Option<url::Url>,
-    /// Expected `aud` of ID tokens, users' and Pub/Sub push's (`ASSETGEN_OIDC_AUDIENCE`).
-    pub oidc_audience: Option<String>,
+    /// Accepted `aud` of users' ID tokens (`ASSETGEN_OIDC_AUDIENCE`, comma-separated: the Sheet's
+    /// OAuth client id, the service URL).
+    pub oidc_audiences: Vec<String>,
+    /// Accepted `aud` of Pub/Sub push tokens (`ASSETGEN_PUSH_AUDIENCE`), checked by generate only.
+    pub push_audiences: Vec<String>,
+    /// Users who may read and cancel anyone's batch (`ASSETGEN_ADMINS`, emails). Not retry: a
+    /// retry spends the owner's budget.
+    pub admins: Vec<String>,
     /// Key set ID tokens are checked against (`ASSETGEN_OIDC_JWKS_URL`, default Google's).
     pub oidc_jwks_url: String,
     /// The service account Pub/Sub push tokens must carry (`ASSETGEN_PUSH_SA`; unset: refuse push).
     pub push_service_account: Option<String>,
-    /// Signs browsers' per-batch capability tokens (`ASSETGEN_CAPABILITY_SECRET`, Secret Manager).
+    /// Signs page links and control tokens (`ASSETGEN_CAPABILITY_SECRET`, Secret Manager).
     pub capability_secret: Option<Secret>,
+    /// Signs image and reference links (`ASSETGEN_LINK_SECRET`, Secret Manager; rotating it
+    /// revokes every such link).
+    pub link_secret: Option<Secret>,
     /// Vertex AI project and location (`GOOGLE_CLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`, default `global`).
     pub gcp_project: Option<String>,
     pub gcp_location: String,
@@ -182,6 +191,12 @@ impl Config {
             user_limits.insert(user, limit);
         }
         let auth = match get("ASSETGEN_AUTH").as_deref() {
+            Some("dev") if profile == Profile::Cloud => {
+                return Err(err(
+                    "ASSETGEN_AUTH",
+                    "dev trusts whatever user a request names; the cloud functions run only with oidc".into(),
+                ));
+            }
             Some("dev") => AuthMode::Dev,
             Some("oidc") => AuthMode::Oidc,
             None if profile == Profile::Local => AuthMode::Dev,
@@ -245,6 +260,10 @@ impl Config {
             .map(|o| parse_origins(&o).map_err(|p| err("ASSETGEN_CORS_ORIGINS", p)))
             .transpose()?
             .unwrap_or_default();
+        // Users' and Pub/Sub's audiences are checked by different verifiers (submit and relay read
+        // the first, generate the second), so a push token never passes for a user's and back.
+        let oidc_audiences = list(get("ASSETGEN_OIDC_AUDIENCE"));
+        let push_audiences = list(get("ASSETGEN_PUSH_AUDIENCE"));
         Ok(Self {
             port,
             store,
@@ -267,10 +286,13 @@ impl Config {
             gemini_ipm,
             gemini_instances,
             queue_ack_deadline,
-            oidc_audience: get("ASSETGEN_OIDC_AUDIENCE"),
+            oidc_audiences,
+            push_audiences,
+            admins: list(get("ASSETGEN_ADMINS")).into_iter().map(|a| a.to_ascii_lowercase()).collect(),
             oidc_jwks_url,
             push_service_account: get("ASSETGEN_PUSH_SA").map(|s| s.to_ascii_lowercase()),
             capability_secret: get("ASSETGEN_CAPABILITY_SECRET").map(Secret),
+            link_secret: get("ASSETGEN_LINK_SECRET").map(Secret),
             gcp_project: get("GOOGLE_CLOUD_PROJECT"),
             gcp_location: get("GOOGLE_CLOUD_LOCATION").unwrap_or_else(|| "global".to_owned()),
             submit_url,
@@ -318,6 +340,11 @@ fn parse_origins(s: &str) -> Result<Vec<String>, String> {
             Ok(url.origin().ascii_serialization())
         })
         .collect()
+}
+
+/// A comma-separated list, entries trimmed, blanks dropped.
+fn list(value: Option<String>) -> Vec<String> {
+    value.unwrap_or_default().split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
 fn parse_store(s: &str) -> Result<StoreUrl, String> {
@@ -415,6 +442,41 @@ mod tests {
         ] {
             assert_eq!(config(Profile::Local, &[(var, value)]).expect_err(value).variable, var);
         }
+    }
+
+    #[test]
+    fn the_cloud_refuses_dev_auth() {
+        let vars = [("ASSETGEN_STORE", "gs://b"), ("ASSETGEN_AUTH", "dev")];
+        let refused = config(Profile::Cloud, &vars).expect_err("dev auth in the cloud");
+        assert_eq!(refused.variable, "ASSETGEN_AUTH");
+        assert_eq!(config(Profile::Local, &vars).expect("dev auth locally").auth, AuthMode::Dev);
+    }
+
+    #[test]
+    fn audiences_are_lists_and_push_has_its_own() {
+        let c = config(
+            Profile::Local,
+            &[
+                ("ASSETGEN_OIDC_AUDIENCE", " 123-abc.apps.googleusercontent.com , https://submit.example.run.app,"),
+                ("ASSETGEN_PUSH_AUDIENCE", "https://generate.example.run.app/pubsub"),
+                ("ASSETGEN_ADMINS", "Lead@Studio.com, ops@studio.com"),
+            ],
+        )
+        .expect("ok");
+        assert_eq!(c.oidc_audiences, ["123-abc.apps.googleusercontent.com", "https://submit.example.run.app"]);
+        assert_eq!(c.push_audiences, ["https://generate.example.run.app/pubsub"]);
+        assert_eq!(c.admins, ["lead@studio.com", "ops@studio.com"]);
+    }
+
+    #[test]
+    fn link_secrets_stay_secret() {
+        let c = config(
+            Profile::Local,
+            &[("ASSETGEN_LINK_SECRET", "link-very-secret"), ("ASSETGEN_CAPABILITY_SECRET", "cap-very-secret")],
+        )
+        .expect("ok");
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert_eq!(c.link_secret.as_ref().map(Secret::expose), Some("link-very-secret"));
     }
 
     #[test]

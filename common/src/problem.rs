@@ -283,6 +283,12 @@ impl Problem {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, detail)
     }
+
+    /// The one answer for a batch that does not exist and for a batch the caller may not see: the
+    /// same status and body, so an id's existence is never revealed to someone else.
+    pub fn batch_not_found(batch: &str) -> Self {
+        Self::new(ErrorCode::BatchNotFound, format!("batch {batch} does not exist"))
+    }
 }
 
 impl std::fmt::Display for Problem {

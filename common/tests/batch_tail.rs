@@ -19,7 +19,7 @@ async fn batch(rows: usize) -> (Arc<dyn ObjectStore>, BatchId, RowWorker, Vec<Ro
 }
 
 fn presenter() -> Presenter {
-    Presenter { base: "http://t".into() }
+    Presenter::new("http://t", assetgen_common::auth::LinkSigner::random())
 }
 
 fn row_events(events: &[Sequenced]) -> Vec<(Cursor, u32, RowStatus)> {

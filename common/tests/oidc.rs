@@ -4,8 +4,8 @@
 //! its hits.
 
 use assetgen_common::auth::{
-    AllowList, Authenticator, BatchAuth, CapabilityTokens, DEFAULT_CAPABILITY_TTL, DEV_USER, DevAuth, Identity,
-    JwksCache, JwksOptions, OidcAuth, OidcVerifier, PushAuth,
+    Access, AllowList, Authenticator, BatchAction, CapabilityTokens, DEFAULT_CAPABILITY_TTL, DevAuth, Grant, Identity,
+    JwksCache, JwksOptions, LinkSigner, OidcAuth, OidcVerifier, PushAuth, Scope,
 };
 use assetgen_common::config::Secret;
 use assetgen_common::domain::{BatchId, UserId};
@@ -28,6 +28,8 @@ const KEY_PEM: &[u8] = include_bytes!("fixtures/oidc-test-key.pem");
 const PUBLIC_PEM: &[u8] = include_bytes!("fixtures/oidc-test-key.pub.pem");
 const OTHER_KEY_PEM: &[u8] = include_bytes!("fixtures/oidc-other-key.pem");
 const AUD: &str = "https://assetgen-submit.test.run.app";
+/// The push subscription's audience: never one of the users'.
+const PUSH_AUD: &str = "https://assetgen-generate.test.run.app/pubsub";
 const PUSH_SA: &str = "pubsub-push@assetgen-test.iam.gserviceaccount.com";
 const KID: &str = "k1";
 
@@ -78,7 +80,7 @@ impl KeyServer {
     }
 
     fn verifier(&self, options: JwksOptions) -> Arc<OidcVerifier> {
-        Arc::new(OidcVerifier::new(AUD, Arc::new(JwksCache::with_options(&self.url, options))))
+        Arc::new(OidcVerifier::new([AUD], Arc::new(JwksCache::with_options(&self.url, options))))
     }
 
     fn users(&self, allowed: &[&str]) -> OidcAuth {
@@ -206,7 +208,7 @@ async fn a_valid_token_gives_its_email_as_the_identity() {
     headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("bearer  {token}")).expect("header"));
     assert_eq!(accepted(auth.authenticate(&headers).await), "lead@studio.com");
     // The plain-config constructor works the same.
-    let auth = OidcAuth::new(AUD, server.url.clone(), ["lead@studio.com"]);
+    let auth = OidcAuth::new([AUD], server.url.clone(), ["lead@studio.com"]);
     assert_eq!(accepted(auth.authenticate(&bearer(&token)).await), "lead@studio.com");
 }
 
@@ -240,9 +242,14 @@ async fn an_unverified_email_is_refused_and_a_missing_one_is_unauthenticated() {
     refused(auth.authenticate(&bearer(&token)).await, ErrorCode::Forbidden, &token);
     let token = sign(&with(claims("lead@studio.com"), "email_verified", json!("false")));
     refused(auth.authenticate(&bearer(&token)).await, ErrorCode::Forbidden, &token);
-    // Absent means nothing to check.
+    // Absent is not verified either: an address nobody proved they own passes no allow-list.
     let token = sign(&without(claims("lead@studio.com"), "email_verified"));
-    assert_eq!(accepted(auth.authenticate(&bearer(&token)).await), "lead@studio.com");
+    let problem = refused(auth.authenticate(&bearer(&token)).await, ErrorCode::Forbidden, &token);
+    assert!(problem.detail.contains("not verified"), "{}", problem.detail);
+    for verified in [json!(true), json!("true")] {
+        let token = sign(&with(claims("lead@studio.com"), "email_verified", verified));
+        assert_eq!(accepted(auth.authenticate(&bearer(&token)).await), "lead@studio.com");
+    }
     let token = sign(&without(claims("lead@studio.com"), "email"));
     refused(auth.authenticate(&bearer(&token)).await, ErrorCode::Unauthenticated, &token);
 }
@@ -500,7 +507,7 @@ async fn a_failing_key_server_keeps_the_last_good_keys_and_is_not_blamed_on_the_
     down.set_status(StatusCode::INTERNAL_SERVER_ERROR);
     let auth = down.users(&["@studio.com"]);
     refused(auth.authenticate(&bearer(&token)).await, ErrorCode::AuthUnavailable, &token);
-    let nowhere = OidcAuth::new(AUD, "http://127.0.0.1:9/certs", ["@studio.com"]);
+    let nowhere = OidcAuth::new([AUD], "http://127.0.0.1:9/certs", ["@studio.com"]);
     refused(nowhere.authenticate(&bearer(&token)).await, ErrorCode::AuthUnavailable, &token);
 }
 
@@ -511,17 +518,16 @@ async fn a_failing_key_server_keeps_the_last_good_keys_and_is_not_blamed_on_the_
 #[tokio::test]
 async fn push_accepts_only_the_push_service_account() {
     let server = KeyServer::start().await;
-    let verifier = server.verifier(JwksOptions::default());
+    let jwks = Arc::new(JwksCache::new(&server.url));
+    let verifier = Arc::new(OidcVerifier::new([PUSH_AUD], Arc::clone(&jwks)));
     let push = PushAuth::with_verifier(Arc::clone(&verifier), Some(PUSH_SA.to_ascii_uppercase()));
-    let sa_token = sign(&claims(PUSH_SA));
+    let sa_token = sign(&with(claims(PUSH_SA), "aud", json!(PUSH_AUD)));
     assert_eq!(accepted(push.authenticate(&bearer(&sa_token)).await), PUSH_SA);
 
-    // A user on the allow-list is not the push service account.
-    let users = OidcAuth::with_verifier(Arc::clone(&verifier), AllowList::new(["@studio.com"]));
-    let user_token = sign(&claims("lead@studio.com"));
-    accepted(users.authenticate(&bearer(&user_token)).await);
+    // Another account with a token for the push audience is not the push service account.
+    let user_token = sign(&with(claims("lead@studio.com"), "aud", json!(PUSH_AUD)));
     refused(push.authenticate(&bearer(&user_token)).await, ErrorCode::Forbidden, &user_token);
-    let other_sa = sign(&claims("someone-else@assetgen-test.iam.gserviceaccount.com"));
+    let other_sa = sign(&with(claims("someone-else@assetgen-test.iam.gserviceaccount.com"), "aud", json!(PUSH_AUD)));
     refused(push.authenticate(&bearer(&other_sa)).await, ErrorCode::Forbidden, &other_sa);
 
     // The push SA's token is still checked like any other.
@@ -531,7 +537,7 @@ async fn push_accepts_only_the_push_service_account() {
         Algorithm::RS256,
         &EncodingKey::from_rsa_pem(OTHER_KEY_PEM).expect("key"),
         Some(KID),
-        &claims(PUSH_SA),
+        &with(claims(PUSH_SA), "aud", json!(PUSH_AUD)),
     );
     refused(push.authenticate(&bearer(&forged)).await, ErrorCode::Unauthenticated, &forged);
     refused(push.authenticate(&HeaderMap::new()).await, ErrorCode::Unauthenticated, "");
@@ -541,8 +547,37 @@ async fn push_accepts_only_the_push_service_account() {
         let push = PushAuth::with_verifier(Arc::clone(&verifier), unset);
         refused(push.authenticate(&bearer(&sa_token)).await, ErrorCode::Forbidden, &sa_token);
     }
-    let push = PushAuth::new(AUD, server.url.clone(), Some(PUSH_SA.to_owned()));
+    let push = PushAuth::new([PUSH_AUD], server.url.clone(), Some(PUSH_SA.to_owned()));
     assert_eq!(accepted(push.authenticate(&bearer(&sa_token)).await), PUSH_SA);
+}
+
+#[tokio::test]
+async fn each_audience_is_bound_to_what_it_may_call() {
+    let server = KeyServer::start().await;
+    let jwks = Arc::new(JwksCache::new(&server.url));
+    const SHEET_CLIENT: &str = "1234567890-apps-script.apps.googleusercontent.com";
+    // Even with the push service account on the users' allow-list, the audiences keep them apart.
+    let users = OidcAuth::with_verifier(
+        Arc::new(OidcVerifier::new([SHEET_CLIENT, AUD], Arc::clone(&jwks))),
+        AllowList::new(["@studio.com", PUSH_SA]),
+    );
+    let push =
+        PushAuth::with_verifier(Arc::new(OidcVerifier::new([PUSH_AUD], Arc::clone(&jwks))), Some(PUSH_SA.to_owned()));
+
+    // Users: the Sheet's client id and the service URL are both accepted.
+    for aud in [SHEET_CLIENT, AUD] {
+        let token = sign(&with(claims("lead@studio.com"), "aud", json!(aud)));
+        assert_eq!(accepted(users.authenticate(&bearer(&token)).await), "lead@studio.com", "{aud}");
+    }
+    // A push token on the user routes, and a user's token (even the push account's) on /pubsub.
+    let push_token = sign(&with(claims(PUSH_SA), "aud", json!(PUSH_AUD)));
+    let problem = refused(users.authenticate(&bearer(&push_token)).await, ErrorCode::Unauthenticated, &push_token);
+    assert!(problem.detail.contains("audience"), "{}", problem.detail);
+    for (email, aud) in [("lead@studio.com", SHEET_CLIENT), (PUSH_SA, AUD), (PUSH_SA, SHEET_CLIENT)] {
+        let token = sign(&with(claims(email), "aud", json!(aud)));
+        refused(push.authenticate(&bearer(&token)).await, ErrorCode::Unauthenticated, &token);
+    }
+    assert_eq!(accepted(push.authenticate(&bearer(&push_token)).await), PUSH_SA);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,12 +596,12 @@ fn a_capability_token_opens_its_batch_and_no_other() {
     let (a, b) = (BatchId::new(), BatchId::new());
     let token = tokens.issue(&a, &UserId::new("Lead@Studio.com"), DEFAULT_CAPABILITY_TTL);
     assert!(token.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)), "URL-safe: {token}");
-    assert_eq!(accepted(tokens.verify(&token, &a)), "lead@studio.com");
-    refused(tokens.verify(&token, &b), ErrorCode::Forbidden, &token);
+    assert_eq!(accepted(tokens.verify(&token, &a).map(|g| g.issued_to)), "lead@studio.com");
+    refused(tokens.verify(&token, &b).map(|g| g.issued_to), ErrorCode::BatchNotFound, &token);
     // Another instance with the same secret accepts it; one with another secret does not.
-    assert_eq!(accepted(tokens_with(SECRET).verify(&token, &a)), "lead@studio.com");
+    assert_eq!(accepted(tokens_with(SECRET).verify(&token, &a).map(|g| g.issued_to)), "lead@studio.com");
     refused(
-        tokens_with("another-secret-that-is-long-enough-0000").verify(&token, &a),
+        tokens_with("another-secret-that-is-long-enough-0000").verify(&token, &a).map(|g| g.issued_to),
         ErrorCode::Unauthenticated,
         &token,
     );
@@ -587,17 +622,17 @@ fn an_expired_capability_token_is_refused() {
         sign_with(Algorithm::HS256, &key, None, &claims)
     };
     // The same claims, unexpired, pass: so only the expiry refuses the next one.
-    assert_eq!(accepted(tokens.verify(&craft(now() + 60), &batch)), "lead@studio.com");
+    assert_eq!(accepted(tokens.verify(&craft(now() + 60), &batch).map(|g| g.issued_to)), "lead@studio.com");
     let expired = craft(now() - 60);
-    let problem = refused(tokens.verify(&expired, &batch), ErrorCode::Unauthenticated, &expired);
+    let problem = refused(tokens.verify(&expired, &batch).map(|g| g.issued_to), ErrorCode::Unauthenticated, &expired);
     assert!(problem.detail.contains("expired"), "{}", problem.detail);
-    // `issue` sets exp = now + ttl: zero means now, the default one hour.
+    // `issue` sets exp = now + ttl: zero means now; a page link's default is days.
     let token = tokens.issue(&batch, &UserId::new("lead@studio.com"), Duration::ZERO);
     let exp = jsonwebtoken::dangerous::insecure_decode::<Value>(&token).expect("claims").claims["exp"].clone();
     assert!((exp.as_i64().expect("exp") - now()).abs() <= 1);
     let token = tokens.issue(&batch, &UserId::new("lead@studio.com"), DEFAULT_CAPABILITY_TTL);
     let exp = jsonwebtoken::dangerous::insecure_decode::<Value>(&token).expect("claims").claims["exp"].clone();
-    assert!((exp.as_i64().expect("exp") - now() - 3600).abs() <= 1, "default lifetime is one hour");
+    assert!((exp.as_i64().expect("exp") - now() - 7 * 24 * 3600).abs() <= 1, "a page link works for a week");
 }
 
 #[test]
@@ -613,24 +648,24 @@ fn a_tampered_capability_token_is_refused() {
     claims["bid"] = json!(b.to_string());
     claims["sub"] = json!("boss@studio.com");
     let rewritten = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
-    refused(tokens.verify(&rewritten, &b), ErrorCode::Unauthenticated, &rewritten);
+    refused(tokens.verify(&rewritten, &b).map(|g| g.issued_to), ErrorCode::Unauthenticated, &rewritten);
 
     // One character of the signature flipped.
     let mut signature = parts[2].to_owned();
     let last = signature.pop().expect("a signature");
     signature.push(if last == 'A' { 'B' } else { 'A' });
     let flipped = format!("{}.{}.{signature}", parts[0], parts[1]);
-    refused(tokens.verify(&flipped, &a), ErrorCode::Unauthenticated, &flipped);
+    refused(tokens.verify(&flipped, &a).map(|g| g.issued_to), ErrorCode::Unauthenticated, &flipped);
 
     // Unsigned, or truncated.
     let unsigned = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), parts[1]);
-    refused(tokens.verify(&unsigned, &a), ErrorCode::Unauthenticated, &unsigned);
+    refused(tokens.verify(&unsigned, &a).map(|g| g.issued_to), ErrorCode::Unauthenticated, &unsigned);
     let truncated = format!("{}.{}", parts[0], parts[1]);
-    refused(tokens.verify(&truncated, &a), ErrorCode::Unauthenticated, &truncated);
+    refused(tokens.verify(&truncated, &a).map(|g| g.issued_to), ErrorCode::Unauthenticated, &truncated);
 
     // A Google ID token is no capability token, even for the right batch id.
     let id_token = sign(&with(claims, "bid", json!(a.to_string())));
-    refused(tokens.verify(&id_token, &a), ErrorCode::Unauthenticated, &id_token);
+    refused(tokens.verify(&id_token, &a).map(|g| g.issued_to), ErrorCode::Unauthenticated, &id_token);
 }
 
 #[test]
@@ -643,45 +678,96 @@ fn the_capability_secret_must_be_strong_and_never_shows() {
     let (one, two) = (CapabilityTokens::random(), CapabilityTokens::random());
     let batch = BatchId::new();
     let token = one.issue(&batch, &UserId::new("lead@studio.com"), DEFAULT_CAPABILITY_TTL);
-    assert_eq!(accepted(one.verify(&token, &batch)), "lead@studio.com");
-    refused(two.verify(&token, &batch), ErrorCode::Unauthenticated, &token);
+    assert_eq!(accepted(one.verify(&token, &batch).map(|g| g.issued_to)), "lead@studio.com");
+    refused(two.verify(&token, &batch).map(|g| g.issued_to), ErrorCode::Unauthenticated, &token);
+}
+
+/// A memory store holding one batch owned by `owner`, for [`Access::authorize`].
+async fn store_with_batch(owner: &str) -> (Arc<dyn assetgen_common::store::ObjectStore>, BatchId) {
+    let kit = assetgen_common::testkit::Rig::new(|_| {});
+    let accepted = kit
+        .submit(
+            owner,
+            assetgen_common::api::BatchRequest {
+                rows: vec![assetgen_common::testkit::row("A", 1)],
+                ..Default::default()
+            },
+        )
+        .await;
+    (kit.store.clone(), BatchId::parse(&accepted.batch_id).expect("id"))
 }
 
 #[tokio::test]
-async fn batch_auth_takes_a_bearer_token_or_a_capability_token_for_that_batch() {
+async fn batches_open_to_their_owner_admins_and_tokens_and_to_nobody_else() {
     let server = KeyServer::start().await;
-    let users: Arc<dyn Authenticator> = Arc::new(server.users(&["@studio.com"]));
-    let auth = BatchAuth::new(users, tokens());
-    let (a, b) = (BatchId::new(), BatchId::new());
-    let capability = auth.tokens().issue(&a, &UserId::new("lead@studio.com"), DEFAULT_CAPABILITY_TTL);
+    let access = Access {
+        auth: Arc::new(server.users(&["@studio.com"])),
+        tokens: tokens(),
+        links: LinkSigner::random(),
+        admins: AllowList::new(["boss@studio.com"]),
+    };
+    let (store, a) = store_with_batch("lead@studio.com").await;
+    let store = store.as_ref();
+    let id = a.to_string();
     let none = HeaderMap::new();
+    let owner = bearer(&sign(&claims("lead@studio.com")));
+    let intern = bearer(&sign(&claims("intern@studio.com")));
+    let boss = bearer(&sign(&claims("boss@studio.com")));
+    let read = access.tokens.issue(&a, &UserId::new("lead@studio.com"), DEFAULT_CAPABILITY_TTL);
+    let control =
+        access.tokens.issue_scoped(&a, &UserId::new("lead@studio.com"), Scope::Control, Duration::from_secs(60));
+    let code = |r: Result<_, Problem>| r.map(|_| ()).map_err(|p| p.code);
 
-    assert_eq!(accepted(auth.authenticate_for_batch(&none, Some(&capability), &a).await), "lead@studio.com");
-    refused(auth.authenticate_for_batch(&none, Some(&capability), &b).await, ErrorCode::Forbidden, &capability);
-    refused(auth.authenticate_for_batch(&none, Some("garbage"), &a).await, ErrorCode::Unauthenticated, "garbage");
-    refused(auth.authenticate_for_batch(&none, None, &a).await, ErrorCode::Unauthenticated, "");
-    refused(auth.authenticate_for_batch(&none, Some("  "), &a).await, ErrorCode::Unauthenticated, "");
+    for action in [BatchAction::Read, BatchAction::Cancel, BatchAction::Retry, BatchAction::IssueControlToken] {
+        assert_eq!(code(access.authorize(store, &owner, None, &id, action).await), Ok(()), "{action:?}");
+        assert_eq!(
+            code(access.authorize(store, &intern, None, &id, action).await),
+            Err(ErrorCode::BatchNotFound),
+            "another allowed user: {action:?}"
+        );
+        assert_eq!(code(access.authorize(store, &none, None, &id, action).await), Err(ErrorCode::Unauthenticated));
+    }
+    assert_eq!(code(access.authorize(store, &boss, None, &id, BatchAction::Read).await), Ok(()));
+    assert_eq!(code(access.authorize(store, &boss, None, &id, BatchAction::Cancel).await), Ok(()));
+    assert_eq!(code(access.authorize(store, &boss, None, &id, BatchAction::Retry).await), Err(ErrorCode::Forbidden));
 
-    // A bearer ID token works for any batch; when present it decides, whatever the query says.
-    let id_token = sign(&claims("intern@studio.com"));
-    assert_eq!(accepted(auth.authenticate_for_batch(&bearer(&id_token), None, &b).await), "intern@studio.com");
+    // A page link reads, from the query or as a bearer; it never controls.
+    let (_, caller) = access.authorize(store, &none, Some(&read), &id, BatchAction::Read).await.expect("read");
     assert_eq!(
-        accepted(auth.authenticate_for_batch(&bearer(&id_token), Some("garbage"), &b).await),
-        "intern@studio.com"
+        caller,
+        assetgen_common::auth::Caller::Token(Grant {
+            issued_to: Identity { user: UserId::new("lead@studio.com") },
+            scope: Scope::Read
+        })
     );
-    let expired = sign(&with(claims("intern@studio.com"), "exp", json!(now() - 3600)));
-    refused(
-        auth.authenticate_for_batch(&bearer(&expired), Some(&capability), &a).await,
-        ErrorCode::Unauthenticated,
-        &expired,
+    assert_eq!(code(access.authorize(store, &bearer(&read), None, &id, BatchAction::Read).await), Ok(()));
+    for action in [BatchAction::Cancel, BatchAction::Retry] {
+        assert_eq!(code(access.authorize(store, &none, Some(&read), &id, action).await), Err(ErrorCode::Forbidden));
+        assert_eq!(code(access.authorize(store, &bearer(&read), None, &id, action).await), Err(ErrorCode::Forbidden));
+        // A control token controls as a bearer, and only reads from a URL.
+        assert_eq!(code(access.authorize(store, &bearer(&control), None, &id, action).await), Ok(()));
+        assert_eq!(code(access.authorize(store, &none, Some(&control), &id, action).await), Err(ErrorCode::Forbidden));
+    }
+    // A bearer ID token decides over a query token, whatever the query says.
+    assert_eq!(
+        code(access.authorize(store, &intern, Some(&read), &id, BatchAction::Read).await),
+        Err(ErrorCode::BatchNotFound)
     );
-    // An ID token not on the allow-list is still refused.
-    let outsider = sign(&claims("someone@elsewhere.example"));
-    refused(auth.authenticate_for_batch(&bearer(&outsider), None, &a).await, ErrorCode::Forbidden, &outsider);
 
-    // Locally the dev identity stands in for the bearer token.
-    let local = BatchAuth::new(Arc::new(DevAuth), tokens());
-    assert_eq!(accepted(local.authenticate_for_batch(&none, None, &a).await), DEV_USER);
-    assert_eq!(accepted(local.authenticate_for_batch(&none, Some(&capability), &a).await), "lead@studio.com");
-    refused(local.authenticate_for_batch(&none, Some(&capability), &b).await, ErrorCode::Forbidden, &capability);
+    // Tokens for another batch, and ids that do not exist, answer alike.
+    let (_, b) = store_with_batch("lead@studio.com").await;
+    let other = b.to_string();
+    assert_eq!(
+        code(access.authorize(store, &none, Some(&read), &other, BatchAction::Read).await),
+        Err(ErrorCode::BatchNotFound)
+    );
+    assert_eq!(
+        code(access.authorize(store, &bearer(&control), None, &other, BatchAction::Cancel).await),
+        Err(ErrorCode::BatchNotFound)
+    );
+
+    // Locally the dev identity stands in for the bearer token; it owns nothing here.
+    let local = Access { auth: Arc::new(DevAuth), ..access.clone() };
+    assert_eq!(code(local.authorize(store, &none, None, &id, BatchAction::Read).await), Err(ErrorCode::BatchNotFound));
+    assert_eq!(code(local.authorize(store, &none, Some(&read), &id, BatchAction::Read).await), Ok(()));
 }

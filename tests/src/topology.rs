@@ -94,9 +94,15 @@ impl TestIssuer {
             "iat": now - 5,
             "exp": now + 3600,
         });
+        self.sign(&claims)
+    }
+
+    /// Any claims, signed as Google signs ID tokens (RS256, this set's key id): for tokens that
+    /// differ from [`Self::id_token`]'s in one claim.
+    pub fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(KEY_ID.to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        jsonwebtoken::encode(&header, claims, &self.key)
             .unwrap_or_else(|e| unreachable!("RS256 signing of plain claims with a valid key cannot fail: {e}"))
     }
 }

@@ -1,95 +1,47 @@
-//! The cloud path on real parts: submit, generate and relay as three separate processes sharing a
-//! fake-gcs-server bucket, rows travelling through the Pub/Sub emulator's push subscription to
-//! generate, and one row whose model call always fails ending dead-lettered, marked failed with
-//! its reason — then the money reconciles. Also measures each function's cold start.
+//! The cloud path on real parts, with OIDC on as in the cloud: submit, generate and relay as three
+//! separate processes sharing a fake-gcs-server bucket, rows travelling through the Pub/Sub
+//! emulator's push subscription to generate (with the push account's ID token, minted by the
+//! test's own key set), and one row whose model call always fails ending dead-lettered, marked
+//! failed with its reason — then the money reconciles. Along the way: every token is checked for
+//! its audience and its batch's owner, the image links open with no header (a 302 to a signed
+//! fake-gcs-server URL), and a cloud binary refuses dev auth. Also measures each function's cold
+//! start.
 
-use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
+use assetgen_tests::topology::{ADMIN, OTHER, OWNER, PUSH_SERVICE_ACCOUNT, Topology, TopologyOptions};
 use assetgen_tests::{serve_gemini_stub, workspace_binary};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Function {
-    child: Child,
-    base: String,
-    cold_start: Duration,
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// Starts a function's binary and waits for its first `/healthz` 200 (its cold start).
-async fn start(name: &str, env: &[(&str, String)]) -> Function {
-    let port = free_port();
-    let started = Instant::now();
-    let child = Command::new(workspace_binary(name).expect("binary"))
-        .env("PORT", port.to_string())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start function");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let mut f = Function { child, base, cold_start: Duration::ZERO };
-    loop {
-        if let Ok(Some(status)) = f.child.try_wait() {
-            panic!("{name} exited at start: {status}");
-        }
-        if client.get(format!("{}/healthz", f.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-            f.cold_start = started.elapsed();
-            return f;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{name} never answered /healthz");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_lettered() {
-    let gcs = FakeGcs::start().await;
-    let store = gcs.store().await;
-    let bucket = store.bucket().to_owned();
-    let pubsub = PubSubEmulator::start().await;
-    pubsub.create_topic("rows").await;
-    pubsub.create_topic("rows-dead").await;
     let (gemini, stub) = serve_gemini_stub(0, "ALWAYS-FAIL").await.expect("stub");
-
-    let env = vec![
-        ("ASSETGEN_STORE", format!("gs://{bucket}")),
-        ("STORAGE_EMULATOR_HOST", gcs.endpoint.clone()),
-        ("ASSETGEN_QUEUE", format!("pubsub://projects/{}/topics/rows", pubsub.project)),
-        ("PUBSUB_EMULATOR_HOST", pubsub.host.clone()),
-        ("ASSETGEN_AUTH", "dev".to_owned()),
-        ("GEMINI_API_KEY", "test-key".to_owned()),
-        ("GEMINI_BASE_URL", gemini.clone()),
-    ];
-    let generate = start("assetgen-generate", &env).await;
-    pubsub
-        .create_subscription(
-            "rows-push",
-            &SubscriptionSpec::push("rows", &format!("{}/pubsub/rows", generate.base))
-                .with_retry_backoff(Duration::from_secs(1), Duration::from_secs(2))
-                .with_dead_letter("rows-dead", 5),
-        )
-        .await;
-    pubsub
-        .create_push_subscription("rows-dead-push", "rows-dead", &format!("{}/pubsub/dead-letter", generate.base))
-        .await;
-    let submit = start("assetgen-submit", &env).await;
-    let relay = start("assetgen-relay", &env).await;
-
+    // A service-account key file (the test key) lets the relay sign URLs for fake-gcs-server as
+    // ADC signs them for GCS.
+    let key_file = tempfile::NamedTempFile::new().expect("key file");
+    let key = json!({
+        "type": "service_account",
+        "project_id": "assetgen-test",
+        "private_key_id": "k1",
+        "private_key": include_str!("../../common/tests/fixtures/oidc-test-key.pem"),
+        "client_email": "relay@assetgen-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    });
+    std::fs::write(key_file.path(), key.to_string()).expect("write key");
+    let options = TopologyOptions {
+        extra_env: vec![
+            ("GEMINI_API_KEY".to_owned(), "test-key".to_owned()),
+            ("GEMINI_BASE_URL".to_owned(), gemini.clone()),
+            ("GOOGLE_APPLICATION_CREDENTIALS".to_owned(), key_file.path().display().to_string()),
+        ],
+        ..TopologyOptions::default()
+    };
+    let topology = Topology::start(options).await.expect("the topology starts");
+    let (submit, relay, generate) = (&topology.submit, &topology.relay, &topology.generate);
+    let owner = topology.user_token(OWNER);
     let client = reqwest::Client::new();
     let rows = json!([
         {"scene_id": "A", "prompt": "a mug", "variants": 2},
@@ -99,6 +51,7 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
     ]);
     let response = client
         .post(format!("{}/v1/batches", submit.base))
+        .bearer_auth(&owner)
         .json(&json!({"rows": rows, "run_mode": "live"}))
         .send()
         .await
@@ -108,7 +61,10 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
     let id = accepted["batch_id"].as_str().expect("id").to_owned();
 
     // Follow the batch on the relay, a separate process reading the same bucket.
-    let events = client.get(format!("{}/v1/batches/{id}/events", relay.base)).send().await.expect("events");
+    assert_other_users_and_tokens_are_refused(&client, &topology, &id).await;
+    let events =
+        client.get(format!("{}/v1/batches/{id}/events", relay.base)).bearer_auth(&owner).send().await.expect("events");
+    assert_eq!(events.status(), 200);
     let mut stream = events.bytes_stream().eventsource();
     let started = Instant::now();
     let done: Value = loop {
@@ -134,8 +90,15 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
     // failed a moment before the dead-letter handler has settled the batch: wait for it, bounded.
     let settled_by = Instant::now() + Duration::from_secs(10);
     let budget: Value = loop {
-        let budget: Value =
-            client.get(format!("{}/v1/budget", submit.base)).send().await.expect("budget").json().await.expect("json");
+        let budget: Value = client
+            .get(format!("{}/v1/budget", submit.base))
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .expect("budget")
+            .json()
+            .await
+            .expect("json");
         if budget["reserved_usd"].as_f64() == Some(0.0) || Instant::now() > settled_by {
             break budget;
         }
@@ -145,11 +108,13 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
     assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "{budget}");
     let check = Command::new(workspace_binary("assetgen").expect("assetgen"))
         .args(["ledger", "check"])
-        .env("ASSETGEN_STORE", format!("gs://{bucket}"))
-        .env("STORAGE_EMULATOR_HOST", &gcs.endpoint)
+        .env("ASSETGEN_STORE", format!("gs://{}", topology.bucket))
+        .env("STORAGE_EMULATOR_HOST", &topology.gcs.endpoint)
         .output()
         .expect("ledger check");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    assert_image_links_open_with_no_header(&client, &topology, &id, &done).await;
 
     let calls = stub.calls.load(std::sync::atomic::Ordering::SeqCst);
     println!(
@@ -160,4 +125,108 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
         generate.cold_start.as_millis(),
         relay.cold_start.as_millis()
     );
+}
+
+/// Nobody but the owner (and an admin) sees the batch on either process, and each audience is
+/// bound to its routes.
+async fn assert_other_users_and_tokens_are_refused(client: &reqwest::Client, topology: &Topology, id: &str) {
+    let missing = "0190b5c6-0000-7000-8000-000000000000";
+    let other = topology.user_token(OTHER);
+    for (base, path) in [
+        (&topology.submit.base, "/v1/batches/ID"),
+        (&topology.relay.base, "/v1/batches/ID/events"),
+        (&topology.relay.base, "/v1/images/ID/A/1"),
+    ] {
+        let get = |batch: &str| client.get(format!("{base}{}", path.replace("ID", batch))).bearer_auth(&other).send();
+        let (theirs, nowhere) = (get(id).await.expect("get"), get(missing).await.expect("get"));
+        assert_eq!((theirs.status().as_u16(), nowhere.status().as_u16()), (404, 404), "{path}");
+        let (theirs, nowhere) = (theirs.text().await.expect("body"), nowhere.text().await.expect("body"));
+        assert_eq!(theirs.replace(id, "ID"), nowhere.replace(missing, "ID"), "{path}: the same answer");
+    }
+    for action in ["cancel", "retry"] {
+        let answer = client
+            .post(format!("{}/v1/batches/{id}/{action}", topology.submit.base))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(answer.status(), 404, "{action} by another user");
+    }
+    let admin = client
+        .get(format!("{}/v1/batches/{id}", topology.submit.base))
+        .bearer_auth(topology.user_token(ADMIN))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(admin.status(), 200, "an admin sees every batch");
+    // A push token on the user routes, and a user's token on the push route.
+    let push_token = topology.issuer.id_token(PUSH_SERVICE_ACCOUNT, &topology.push_audience);
+    let on_users = client
+        .get(format!("{}/v1/batches/{id}", topology.submit.base))
+        .bearer_auth(&push_token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(on_users.status(), 401, "a push token on /v1");
+    let on_push = client
+        .post(format!("{}/pubsub/rows", topology.generate.base))
+        .bearer_auth(topology.user_token(OWNER))
+        .json(&json!({"message": {"data": "e30=", "messageId": "1"}, "subscription": "s"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(on_push.status(), 401, "a user's token on /pubsub");
+}
+
+/// The `images` of the batch view are links that need no header: each answers 302 to a signed
+/// fake-gcs-server URL whose bytes are the PNG; a link with another image's signature is refused.
+async fn assert_image_links_open_with_no_header(client: &reqwest::Client, topology: &Topology, id: &str, done: &Value) {
+    let view: Value = client
+        .get(format!("{}/v1/batches/{id}", topology.submit.base))
+        .bearer_auth(topology.user_token(OWNER))
+        .send()
+        .await
+        .expect("view")
+        .json()
+        .await
+        .expect("json");
+    let links: Vec<String> = view["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|r| r["images"].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(links.len(), 6, "{view}");
+    assert_eq!(done["rows"][0]["images"], view["rows"][0]["images"], "the relay's links are the same links");
+    let bare = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for link in &links {
+        assert!(link.starts_with(&format!("{}/v1/images/{id}/", topology.relay.base)) && link.contains("?sig="));
+        let answer = bare.get(link).send().await.expect("image link");
+        assert_eq!(answer.status(), 302, "{link}");
+        let location = answer.headers()["location"].to_str().expect("location").to_owned();
+        assert!(location.contains("X-Goog-Signature="), "a V4 signed URL: {location}");
+        let image = reqwest::get(&location).await.expect("signed URL");
+        assert_eq!(image.status(), 200, "{location}");
+        assert_eq!(&image.bytes().await.expect("bytes")[..4], b"\x89PNG");
+    }
+    let (first, second) = (&links[0], &links[1]);
+    let forged =
+        format!("{}?sig={}", second.split('?').next().expect("path"), first.split("sig=").nth(1).expect("sig"));
+    assert_eq!(bare.get(&forged).send().await.expect("forged").status(), 404, "one image's signature opens no other");
+}
+
+#[tokio::test]
+async fn the_cloud_functions_refuse_dev_auth_at_start() {
+    for name in ["assetgen-submit", "assetgen-generate", "assetgen-relay"] {
+        let out = Command::new(workspace_binary(name).expect("binary"))
+            .env("ASSETGEN_AUTH", "dev")
+            .env("ASSETGEN_STORE", "gs://nowhere")
+            .env("PORT", "0")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{name} started with dev auth");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains("ASSETGEN_AUTH"), "{name} names the variable: {said}");
+    }
 }

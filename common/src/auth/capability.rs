@@ -1,21 +1,34 @@
-//! Capability tokens for browsers: `EventSource` cannot send an `Authorization` header, so the
-//! page's events (and image) links carry `?access_token=…`, a short-lived HMAC-SHA256 token
-//! (a JWT, HS256) bound to one batch and one user. The secret is shared by the instances that
-//! issue and check tokens and is never logged.
+//! Batch tokens for browsers and delegates, HMAC-SHA256 JWTs (HS256) bound to one batch, signed
+//! with `ASSETGEN_CAPABILITY_SECRET`. Two scopes:
+//!
+//! - **read** (the page link): `EventSource` cannot send an `Authorization` header, so the page's
+//!   events and status calls carry `?access_token=…`. It lets whoever holds the link watch one batch
+//!   (status, events, images) for days ([`PAGE_LINK_TTL`]) and nothing else: it may be forwarded.
+//! - **control**: cancel and retry of one batch for an hour ([`CONTROL_TOKEN_TTL`]), issued only to
+//!   the batch's owner (`POST /v1/batches/{id}/control-token`). The Sheet and the CLI put it in the
+//!   page URL's fragment (`#control=…`, which browsers never send), and the page sends it as
+//!   `Authorization: Bearer`; from a query string it counts as a read token only.
+//!
+//! The secret is shared by the instances that issue and check tokens and is never logged.
 
-use super::{Authenticator, Identity};
+use super::Identity;
 use crate::config::Secret;
 use crate::domain::{BatchId, UserId};
 use crate::problem::{ErrorCode, Problem};
-use axum::http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an issued link works unless the issuer says otherwise.
-pub const DEFAULT_CAPABILITY_TTL: Duration = Duration::from_secs(3600);
+/// How long a page link (a read token) works: a batch is watched for days, not an hour.
+pub const PAGE_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a control token works: long enough to watch a batch and press Retry, short enough
+/// that a leaked one soon stops mattering.
+pub const CONTROL_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Kept for callers that issue read tokens with the old name.
+pub const DEFAULT_CAPABILITY_TTL: Duration = PAGE_LINK_TTL;
 
 /// The shortest secret accepted: 256 bits, the size of the HMAC-SHA256 output.
 pub const MIN_CAPABILITY_SECRET_BYTES: usize = 32;
@@ -30,12 +43,34 @@ const CAPABILITY_LEEWAY_SECS: u64 = 5;
 #[error("the capability secret must be at least {MIN_CAPABILITY_SECRET_BYTES} bytes long")]
 pub struct WeakCapabilitySecret;
 
+/// What a token lets its holder do to its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Status, events and images.
+    #[default]
+    Read,
+    /// Read, cancel and retry.
+    Control,
+}
+
+/// A checked token: who it was issued to and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The user the token was issued to (the batch's owner for a control token).
+    pub issued_to: Identity,
+    pub scope: Scope,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct CapabilityClaims {
     /// The user the link was issued to.
     sub: String,
     /// The one batch it opens.
     bid: String,
+    /// Tokens issued before scopes existed were page links: read.
+    #[serde(default)]
+    scope: Scope,
     aud: String,
     iat: u64,
     exp: u64,
@@ -79,13 +114,19 @@ impl CapabilityTokens {
         Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation })
     }
 
-    /// A token that lets `user` read `batch` (events, images) for `ttl`
-    /// ([`DEFAULT_CAPABILITY_TTL`] is the usual choice). URL-safe as it is.
+    /// A read token (a page link) for `batch`, issued to `user`; [`PAGE_LINK_TTL`] is the usual `ttl`.
+    /// URL-safe as it is.
     pub fn issue(&self, batch: &BatchId, user: &UserId, ttl: Duration) -> String {
+        self.issue_scoped(batch, user, Scope::Read, ttl)
+    }
+
+    /// A token of `scope` for `batch`, issued to `user`, valid for `ttl`.
+    pub fn issue_scoped(&self, batch: &BatchId, user: &UserId, scope: Scope, ttl: Duration) -> String {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = CapabilityClaims {
             sub: user.as_str().to_owned(),
             bid: batch.to_string(),
+            scope,
             aud: CAPABILITY_AUDIENCE.to_owned(),
             iat: now,
             exp: now.saturating_add(ttl.as_secs()),
@@ -94,10 +135,16 @@ impl CapabilityTokens {
             .unwrap_or_else(|e| unreachable!("HS256 signing of plain claims cannot fail: {e}"))
     }
 
-    /// The user a token was issued to, when it is genuine, unexpired and issued for `batch`.
-    /// A refusal is `UNAUTHENTICATED` (forged, tampered, expired) or `FORBIDDEN` (another batch);
-    /// its detail never quotes the token.
-    pub fn verify(&self, token: &str, batch: &BatchId) -> Result<Identity, Problem> {
+    /// Whether `token` is shaped like one of these (an HS256 JWT) rather than a Google ID token
+    /// (RS256): it says which check a bearer token goes to, not whether it is genuine.
+    pub fn is_capability_token(token: &str) -> bool {
+        jsonwebtoken::decode_header(token.trim()).is_ok_and(|h| h.alg == Algorithm::HS256)
+    }
+
+    /// What a token allows, when it is genuine, unexpired and issued for `batch`. A refusal is
+    /// `UNAUTHENTICATED` (forged, tampered, expired) or `BATCH_NOT_FOUND` (issued for another
+    /// batch: the same answer as a batch that does not exist); its detail never quotes the token.
+    pub fn verify(&self, token: &str, batch: &BatchId) -> Result<Grant, Problem> {
         let refuse = |reason: &'static str, code: ErrorCode, detail: &str| {
             tracing::info!(reason, %batch, "capability token refused");
             Problem::new(code, detail)
@@ -113,74 +160,13 @@ impl CapabilityTokens {
             })?
             .claims;
         if claims.bid != batch.to_string() {
-            return Err(refuse(
-                "other batch",
-                ErrorCode::Forbidden,
-                "This link's access token was issued for another batch.",
-            ));
+            tracing::info!(reason = "other batch", %batch, "capability token refused");
+            return Err(Problem::batch_not_found(&batch.to_string()));
         }
         let user = UserId::new(claims.sub);
         if user.as_str().is_empty() {
             return Err(refuse("no user", ErrorCode::Unauthenticated, "This link's access token is not valid."));
         }
-        Ok(Identity { user })
-    }
-}
-
-/// Authentication for one batch's resources (the relay's events, image links): a bearer token
-/// checked by the inner [`Authenticator`] (OIDC in the cloud, dev locally), or a capability
-/// token for that batch from the query string.
-#[derive(Debug, Clone)]
-pub struct BatchAuth {
-    inner: Arc<dyn Authenticator>,
-    tokens: CapabilityTokens,
-}
-
-impl BatchAuth {
-    pub fn new(inner: Arc<dyn Authenticator>, tokens: CapabilityTokens) -> Self {
-        Self { inner, tokens }
-    }
-
-    pub fn tokens(&self) -> &CapabilityTokens {
-        &self.tokens
-    }
-
-    pub fn inner(&self) -> &Arc<dyn Authenticator> {
-        &self.inner
-    }
-
-    /// An `Authorization` header, when present, decides (a bad one is refused even with a good
-    /// `access_token`); without one, a non-empty `query_token` must be a capability token for
-    /// `batch`; with neither, the inner authenticator decides (OIDC refuses with 401).
-    pub async fn authenticate_for_batch(
-        &self,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-        batch: &BatchId,
-    ) -> Result<Identity, Problem> {
-        if headers.contains_key(header::AUTHORIZATION) {
-            return self.inner.authenticate(headers).await;
-        }
-        match query_token.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(token) => self.tokens.verify(token, batch),
-            None => self.inner.authenticate(headers).await,
-        }
-    }
-}
-
-/// Who may see or act on `batch`: a bearer identity, or — where capability tokens are configured —
-/// a browser's token for this very batch. The relay and submit both decide this way.
-pub async fn authorize_batch(
-    auth: &Arc<dyn Authenticator>,
-    capabilities: Option<&CapabilityTokens>,
-    headers: &HeaderMap,
-    access_token: Option<&str>,
-    batch: &BatchId,
-) -> Result<Identity, Problem> {
-    match capabilities {
-        Some(tokens) => {
-            BatchAuth::new(auth.clone(), tokens.clone()).authenticate_for_batch(headers, access_token, batch).await
-        }
-        None => auth.authenticate(headers).await,
+        Ok(Grant { issued_to: Identity { user }, scope: claims.scope })
     }
 }

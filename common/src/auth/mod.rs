@@ -1,22 +1,33 @@
-//! Who is calling. The port is [`Authenticator`]; locally [`DevAuth`] trusts a header, in the cloud
-//! the OIDC verifier checks Google ID tokens.
+//! Who is calling, and what they may do. The port is [`Authenticator`]; locally [`DevAuth`] trusts
+//! a header, in the cloud (and `assetgen serve` with `ASSETGEN_AUTH=oidc`) the OIDC verifier checks
+//! Google ID tokens.
 //!
-//! - [`OidcAuth`]: users, a Google ID token on the [`AllowList`] (`ASSETGEN_ALLOWED`).
-//! - [`PushAuth`]: Pub/Sub push, a Google ID token of `ASSETGEN_PUSH_SA`.
-//! - [`CapabilityTokens`] and [`BatchAuth`]: a browser's `?access_token=` for one batch.
+//! - [`OidcAuth`]: users, a Google ID token for a user audience, on the [`AllowList`] (`ASSETGEN_ALLOWED`).
+//! - [`PushAuth`]: Pub/Sub push, a Google ID token of `ASSETGEN_PUSH_SA` for the push audience.
+//! - [`LocalPushAuth`]: `assetgen serve`'s own queue under OIDC.
+//! - [`Access`]: who may read, cancel or retry a batch (its owner, admins, page links, control
+//!   tokens), and the links that carry those rights.
+//! - [`CapabilityTokens`]: page links (read one batch for days) and control tokens (cancel and
+//!   retry for an hour); [`LinkSigner`]: image and reference links (one object, never expire).
 //! - [`JwksCache`]: the signing keys both OIDC checks share.
 
 mod allow;
+mod batch_access;
 mod capability;
 mod jwks;
+mod links;
+mod local_push;
 mod oidc;
 
 pub use allow::AllowList;
+pub use batch_access::{Access, BatchAction, Caller};
 pub use capability::{
-    BatchAuth, CapabilityTokens, DEFAULT_CAPABILITY_TTL, MIN_CAPABILITY_SECRET_BYTES, WeakCapabilitySecret,
-    authorize_batch,
+    CONTROL_TOKEN_TTL, CapabilityTokens, DEFAULT_CAPABILITY_TTL, Grant, MIN_CAPABILITY_SECRET_BYTES, PAGE_LINK_TTL,
+    Scope, WeakCapabilitySecret,
 };
 pub use jwks::{GOOGLE_JWKS_URL, JwksCache, JwksOptions, KeyError};
+pub use links::{LinkSigner, MIN_LINK_SECRET_BYTES, WeakLinkSecret};
+pub use local_push::{LOCAL_PUSH_USER, LocalPushAuth};
 pub use oidc::{GOOGLE_ISSUERS, OIDC_LEEWAY_SECS, OidcAuth, OidcVerifier, PushAuth, bearer_token};
 
 use crate::domain::UserId;

@@ -4,9 +4,14 @@
 //! A token is accepted when all of these hold: it is a compact JWS whose header says `RS256`
 //! (nothing else: not `none`, not `HS256`, not another RSA variant); its `kid` names a key of the
 //! configured JWKS ([`JwksCache`]) and the signature verifies with it; `iss` is Google's; `aud` is
-//! the configured audience; `exp` is in the future and `nbf`, when present, in the past (30 s
-//! leeway); it carries an `email`, and `email_verified`, when present, is true. Users must then be
-//! on the [`AllowList`]; pushes must come from the configured service account.
+//! one of the verifier's audiences; `exp` is in the future and `nbf`, when present, in the past
+//! (30 s leeway); it carries an `email` and `email_verified: true`. Users must then be on the
+//! [`AllowList`]; pushes must come from the configured service account.
+//!
+//! Users and Pub/Sub push have separate audiences (`ASSETGEN_OIDC_AUDIENCE`, a list: the Sheet's
+//! OAuth client id, the service URL; `ASSETGEN_PUSH_AUDIENCE`: generate's push audience), each
+//! checked by its own verifier on its own routes: a push token is refused on the user-facing
+//! routes and a user's token on `/pubsub/*`, whatever their accounts.
 //!
 //! A refusal is a [`Problem`]: `UNAUTHENTICATED` (401) when the token is missing or not a valid
 //! token for this service, `FORBIDDEN` (403) when it is valid but its account may not call. The
@@ -76,37 +81,46 @@ struct JoseHeader {
     kid: Option<String>,
 }
 
-/// Verifies Google ID tokens for one audience. Share one (with its key cache) between
-/// [`OidcAuth`] and [`PushAuth`].
+/// Verifies Google ID tokens for a set of audiences. [`OidcAuth`] and [`PushAuth`] each have
+/// their own (their audiences differ) and may share the key cache.
 #[derive(Debug)]
 pub struct OidcVerifier {
     jwks: Arc<JwksCache>,
-    audience: String,
+    audiences: Vec<String>,
     validation: Validation,
 }
 
 impl OidcVerifier {
-    /// `audience` is `ASSETGEN_OIDC_AUDIENCE` (the service URL unless configured otherwise).
-    pub fn new(audience: impl Into<String>, jwks: Arc<JwksCache>) -> Self {
-        let audience = audience.into().trim().to_owned();
+    /// Accepts tokens whose `aud` is one of `audiences` (blank entries are dropped).
+    pub fn new<I, S>(audiences: I, jwks: Arc<JwksCache>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let audiences: Vec<String> =
+            audiences.into_iter().map(|a| a.into().trim().to_owned()).filter(|a| !a.is_empty()).collect();
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[audience.as_str()]);
+        validation.set_audience(&audiences);
         validation.set_issuer(&GOOGLE_ISSUERS);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = OIDC_LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = true;
-        Self { jwks, audience, validation }
+        Self { jwks, audiences, validation }
     }
 
     /// A verifier with its own key cache at `jwks_url` (default options).
-    pub fn for_url(audience: impl Into<String>, jwks_url: impl Into<String>) -> Self {
-        Self::new(audience, Arc::new(JwksCache::new(jwks_url)))
+    pub fn for_url<I, S>(audiences: I, jwks_url: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(audiences, Arc::new(JwksCache::new(jwks_url)))
     }
 
-    pub fn audience(&self) -> &str {
-        &self.audience
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
     }
 
     pub fn jwks(&self) -> &Arc<JwksCache> {
@@ -115,8 +129,10 @@ impl OidcVerifier {
 
     /// The verified, lower-cased email of the token's account. Allow-lists are the callers' job.
     pub async fn verify(&self, token: &str) -> Result<Identity, Problem> {
-        if self.audience.is_empty() {
-            tracing::error!("OIDC audience is not configured (ASSETGEN_OIDC_AUDIENCE): refusing every token");
+        if self.audiences.is_empty() {
+            tracing::error!(
+                "no OIDC audience is configured (ASSETGEN_OIDC_AUDIENCE, ASSETGEN_PUSH_AUDIENCE): refusing every token"
+            );
             return Err(Problem::new(
                 ErrorCode::Internal,
                 "This service has no OIDC audience configured, so it cannot check any token.",
@@ -157,11 +173,11 @@ impl OidcVerifier {
                 "The token carries no email address; request the ID token with the email scope.",
             ));
         };
+        // Absent counts as unverified: an address nobody proved they own must not pass an allow-list.
         let verified = match &claims.email_verified {
-            None => true,
             Some(serde_json::Value::Bool(b)) => *b,
             Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
-            Some(_) => false,
+            _ => false,
         };
         if !verified {
             return Err(forbidden("email not verified", format!("The email address {email} is not verified.")));
@@ -212,14 +228,16 @@ pub struct OidcAuth {
 }
 
 impl OidcAuth {
-    /// From plain config values: `ASSETGEN_OIDC_AUDIENCE`, `ASSETGEN_OIDC_JWKS_URL`
+    /// From plain config values: `ASSETGEN_OIDC_AUDIENCE` (a list), `ASSETGEN_OIDC_JWKS_URL`
     /// ([`super::GOOGLE_JWKS_URL`] by default) and `ASSETGEN_ALLOWED` (empty = refuse everyone).
-    pub fn new<I, S>(audience: impl Into<String>, jwks_url: impl Into<String>, allowed: I) -> Self
+    pub fn new<A, T, I, S>(audiences: A, jwks_url: impl Into<String>, allowed: I) -> Self
     where
+        A: IntoIterator<Item = T>,
+        T: Into<String>,
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::with_verifier(Arc::new(OidcVerifier::for_url(audience, jwks_url)), AllowList::new(allowed))
+        Self::with_verifier(Arc::new(OidcVerifier::for_url(audiences, jwks_url)), AllowList::new(allowed))
     }
 
     pub fn with_verifier(verifier: Arc<OidcVerifier>, allowed: AllowList) -> Self {
@@ -248,8 +266,8 @@ impl Authenticator for OidcAuth {
     }
 }
 
-/// Pub/Sub push: a verified Google ID token of the one configured service account
-/// (`ASSETGEN_PUSH_SA`). Without one, every push is refused.
+/// Pub/Sub push: a verified Google ID token for the push audience (`ASSETGEN_PUSH_AUDIENCE`) of
+/// the one configured service account (`ASSETGEN_PUSH_SA`). Without one, every push is refused.
 #[derive(Debug, Clone)]
 pub struct PushAuth {
     verifier: Arc<OidcVerifier>,
@@ -257,8 +275,12 @@ pub struct PushAuth {
 }
 
 impl PushAuth {
-    pub fn new(audience: impl Into<String>, jwks_url: impl Into<String>, service_account: Option<String>) -> Self {
-        Self::with_verifier(Arc::new(OidcVerifier::for_url(audience, jwks_url)), service_account)
+    pub fn new<A, T>(audiences: A, jwks_url: impl Into<String>, service_account: Option<String>) -> Self
+    where
+        A: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self::with_verifier(Arc::new(OidcVerifier::for_url(audiences, jwks_url)), service_account)
     }
 
     pub fn with_verifier(verifier: Arc<OidcVerifier>, service_account: Option<String>) -> Self {

@@ -37,6 +37,9 @@ pub struct LocalPushConfig {
     pub subscription: String,
     /// Fault injection: deliver every message this many times, independently (at-least-once).
     pub duplicates: u32,
+    /// Sent as `Authorization: Bearer` on every push: `assetgen serve` under OIDC accepts its own
+    /// queue's pushes by this per-process secret ([`crate::auth::LocalPushAuth`]).
+    pub bearer: Option<crate::config::Secret>,
 }
 
 impl LocalPushConfig {
@@ -51,6 +54,7 @@ impl LocalPushConfig {
             max_outstanding: 8,
             subscription: "projects/local/subscriptions/rows-push".to_owned(),
             duplicates: 1,
+            bearer: None,
         })
     }
 }
@@ -239,7 +243,11 @@ impl Inner {
     async fn push(&self, endpoint: &url::Url, envelope: &PushEnvelope) -> Outcome {
         let _permit = self.outstanding.acquire().await;
         self.stats.deliveries.fetch_add(1, Ordering::SeqCst);
-        match self.client.post(endpoint.clone()).json(envelope).send().await {
+        let mut request = self.client.post(endpoint.clone()).json(envelope);
+        if let Some(bearer) = &self.config.bearer {
+            request = request.bearer_auth(bearer.expose());
+        }
+        match request.send().await {
             Ok(r) if r.status().is_success() => Outcome::Ack,
             Ok(r) => nack(&r),
             Err(e) if e.is_timeout() => {

@@ -158,8 +158,10 @@ impl GcsStore {
             retry: GcsRetry::default(),
             list_page_size: LIST_PAGE_SIZE,
             signer: match emulator {
-                Some(_) => None,
-                None => match google_cloud_auth::credentials::Builder::default().build_signer() {
+                // An emulator needs no credentials: sign only with a key file given explicitly
+                // (tests signing for fake-gcs-server).
+                Some(_) if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() => None,
+                _ => match google_cloud_auth::credentials::Builder::default().build_signer() {
                     Ok(signer) => Some(signer),
                     Err(e) => {
                         tracing::warn!(error = %e, "no URL signer: image links will be served through the relay");

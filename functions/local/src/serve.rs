@@ -3,9 +3,9 @@
 //! domain code as the cloud.
 
 use anyhow::Context;
-use assetgen_common::auth::DevAuth;
+use assetgen_common::auth::{Access, AllowList, Authenticator, CapabilityTokens, DevAuth, LinkSigner, LocalPushAuth};
 use assetgen_common::budget::{DailyBudget, UserLimits};
-use assetgen_common::config::{Config, GeminiBackend, Profile, StoreUrl};
+use assetgen_common::config::{AuthMode, Config, GeminiBackend, Profile, StoreUrl};
 use assetgen_common::model::ImageModel;
 use assetgen_common::observe::{self, names};
 use assetgen_common::pipeline::{Parts, Pipeline};
@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
-    /// Address to listen on. Dev auth trusts a header, so keep it on loopback.
+    /// Address to listen on. Dev auth trusts a header, so it listens on loopback only; with
+    /// `ASSETGEN_AUTH=oidc` any address.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
     /// Make batches submitted with run_mode "live" with Gemini (needs GEMINI_API_KEY). They cost money.
@@ -41,9 +42,47 @@ fn live_model(config: &Config) -> anyhow::Result<Arc<dyn ImageModel>> {
     cloud::live_model(config)?.context("--live needs GEMINI_API_KEY (the key is read from the environment only)")
 }
 
+/// Who may call, and the secrets links are signed with: the cloud's checks under
+/// `ASSETGEN_AUTH=oidc`; dev auth otherwise. A secret that is not configured is made up for this
+/// run, and its links stop working when `serve` stops.
+fn access(config: &Config) -> anyhow::Result<Access> {
+    let auth: Arc<dyn Authenticator> = match config.auth {
+        AuthMode::Dev => Arc::new(DevAuth),
+        AuthMode::Oidc => cloud::user_auth(config)?,
+    };
+    // Under dev auth made-up secrets are the norm; under OIDC a studio's Sheet keeps links for long.
+    let unset = |variable: &str, what: &str| match config.auth {
+        AuthMode::Dev => tracing::info!("{variable} is not set: {what} work until this server stops"),
+        AuthMode::Oidc => tracing::warn!("{variable} is not set: {what} work until this server stops"),
+    };
+    let tokens = match config.capability_secret {
+        Some(_) => cloud::capability_tokens(config)?,
+        None => {
+            unset("ASSETGEN_CAPABILITY_SECRET", "page links");
+            CapabilityTokens::random()
+        }
+    };
+    let links = match config.link_secret {
+        Some(_) => cloud::link_signer(config)?,
+        None => {
+            unset("ASSETGEN_LINK_SECRET", "image and reference links");
+            LinkSigner::random()
+        }
+    };
+    Ok(Access { auth, tokens, links, admins: AllowList::new(&config.admins) })
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     shim::init_logging(shim::LogFormat::Text);
     let config = Config::from_env(Profile::Local).context("configuration")?;
+    if config.auth == AuthMode::Dev && !args.host.is_loopback() {
+        anyhow::bail!(
+            "--host {}: dev auth trusts whatever user a request names, so it listens on loopback only; \
+             set ASSETGEN_AUTH=oidc (with ASSETGEN_OIDC_AUDIENCE and ASSETGEN_ALLOWED) to serve a network",
+            args.host
+        );
+    }
+    let access = access(&config)?;
     let live = if args.live { Some(live_model(&config)?) } else { None };
     let mut store = cloud::store(&config).await?;
     if let Some(flag) = std::env::var_os("ASSETGEN_FAULT_STORE_OUTAGE_FILE").filter(|f| !f.is_empty()) {
@@ -79,6 +118,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue_config.max_outstanding = pacing.pushes_in_flight();
     }
     queue_config.ack_deadline = config.queue_ack_deadline;
+    // Under OIDC no Google service account signs this process's own pushes: a per-process secret
+    // does, and nothing else is accepted on /pubsub/*.
+    let push_auth: Arc<dyn Authenticator> = match config.auth {
+        AuthMode::Dev => {
+            tracing::warn!(
+                "dev auth: every caller is trusted as X-Assetgen-User (or dev@localhost); never expose this port"
+            );
+            Arc::new(DevAuth)
+        }
+        AuthMode::Oidc => {
+            let local = LocalPushAuth::random();
+            queue_config.bearer = Some(local.secret().clone());
+            tracing::info!(audiences = ?config.oidc_audiences, "OIDC auth: callers need a Google ID token");
+            Arc::new(local)
+        }
+    };
     if config.queue_duplicates > 1 {
         tracing::warn!(copies = config.queue_duplicates, "fault injection: every message is delivered more than once");
     }
@@ -92,8 +147,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics::counter!(names::QUEUE_NACKS).absolute(read(&stats.nacked));
         metrics::counter!(names::QUEUE_DEAD_LETTERED).absolute(read(&stats.dead_lettered));
     });
-    let auth = Arc::new(DevAuth);
-    tracing::warn!("dev auth: every caller is trusted as X-Assetgen-User (or dev@localhost); never expose this port");
     let budget = Arc::new(DailyBudget {
         store: store.clone(),
         limits: UserLimits { default: config.daily_limit, overrides: config.user_limits.clone() },
@@ -117,19 +170,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         submitter: pipeline.submitter.clone(),
         control: pipeline.control.clone(),
         store: store.clone(),
-        auth: auth.clone(),
+        access: access.clone(),
         public_url: config.public_url.clone(),
-        capabilities: None,
     };
     // The in-process queue does not count 429s toward dead-lettering: quota waits are nacked.
-    let generate = GenerateState { worker: pipeline.worker.clone(), auth: auth.clone(), every_delivery_counts: false };
+    let generate = GenerateState { worker: pipeline.worker.clone(), auth: push_auth, every_delivery_counts: false };
     let relay = RelayState {
         store: store.clone(),
-        auth,
+        access,
         public_url: config.public_url.clone(),
         config: RelayConfig::default(),
         ref_fetch,
-        capabilities: None,
     };
     let readiness = shim::Readiness::store(store.clone()).with_queue(Arc::new(queue.clone()));
     let app = app(submit, generate, relay, readiness);

@@ -1,12 +1,9 @@
 use crate::RelayConfig;
 use crate::RelayState;
 use crate::hub::{SharedTail, TailHub};
-use assetgen_common::batch_view::Presenter;
-use assetgen_common::domain::BatchId;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::observe::{GaugeGuard, names};
-use assetgen_common::problem::{ErrorCode, Problem};
-use assetgen_common::request::base_url;
+use assetgen_common::problem::Problem;
 use assetgen_common::tail::{Sequenced, merge};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -48,15 +45,14 @@ pub async fn batch_events(
     Query(query): Query<EventsQuery>,
     Extension(hub): Extension<Arc<TailHub>>,
 ) -> Result<Response, Problem> {
-    let batch_id = BatchId::parse(&id).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))?;
-    state.authorize(&headers, query.access_token.as_deref(), &batch_id).await?;
+    let batch_id = state.authorize_read(&headers, query.access_token.as_deref(), &id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or(query.last_event_id)
         .and_then(|raw| Cursor::parse(&raw));
-    let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
+    let presenter = state.presenter(&headers);
     let shared = hub.tail(&batch_id, presenter).await?;
     let (initial, live) = shared.join(resume.clone()).await;
     let follow = Follow {

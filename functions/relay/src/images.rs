@@ -14,11 +14,16 @@ const SIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct ImageQuery {
-    /// A capability token for this batch (thumbnails in a browser send no headers).
+    /// An image link's signature: opens this one image with no header, for ever (until
+    /// `ASSETGEN_LINK_SECRET` is rotated). This is what the Sheet and the CLI are given.
+    pub sig: Option<String>,
+    /// A page link's read token for this batch (thumbnails in a browser send no headers).
     pub access_token: Option<String>,
 }
 
-/// One image of a row. Locally the bytes themselves; links stay valid as long as the store does.
+/// One image of a row: to its link's holder (`?sig=`), or to whoever may read the batch (its
+/// owner, an admin, a page link). Locally the bytes themselves; where the store signs URLs (GCS) a
+/// 302 to a fresh short signed URL, so a link written into a Sheet never expires.
 #[utoipa::path(get, path = "/v1/images/{batch}/{scene_id}/{variant}", tag = "relay",
     params(
         ("batch" = String, Path, description = "Batch id"),
@@ -29,7 +34,8 @@ pub struct ImageQuery {
     responses(
         (status = 200, description = "The image (stores that cannot sign URLs)", content_type = "image/png", body = Vec<u8>),
         (status = 302, description = "To a freshly signed V4 URL of the image (GCS)"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such image, a signature for another one, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn image(
     State(state): State<Arc<RelayState>>,
@@ -38,11 +44,20 @@ pub async fn image(
     Query(query): Query<ImageQuery>,
 ) -> Result<Response, Problem> {
     let not_found = || Problem::new(ErrorCode::NotFound, format!("no image {batch}/{scene}/{variant}"));
-    let batch_id = BatchId::parse(&batch).map_err(|_| not_found())?;
-    state.authorize(&headers, query.access_token.as_deref(), &batch_id).await?;
-    let scene_id = SceneId::parse(&scene).map_err(|_| not_found())?;
-    let variant: u8 = variant.parse().map_err(|_| not_found())?;
-    let name = layout::image(&batch_id, &scene_id, variant);
+    let name = match (BatchId::parse(&batch), SceneId::parse(&scene), variant.parse::<u8>()) {
+        (Ok(b), Ok(s), Ok(v)) => layout::image(&b, &s, v),
+        _ => return Err(not_found()),
+    };
+    match query.sig.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(sig) if state.access.links.verify(&name, sig) => {}
+        Some(_) => {
+            tracing::info!(object = %name, "image link refused: bad signature");
+            return Err(not_found());
+        }
+        None => {
+            state.authorize_read(&headers, query.access_token.as_deref(), &batch).await?;
+        }
+    }
     // Where the store can sign a URL (GCS), send the browser there: a fresh URL on every click, so
     // a link written into the Sheet never expires, and no image bytes pass through the relay.
     match state.store.signed_url(&name, SIGNED_URL_TTL).await {

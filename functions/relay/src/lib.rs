@@ -7,10 +7,12 @@ mod images;
 pub mod refs;
 mod web;
 
-use assetgen_common::auth::{Authenticator, CapabilityTokens, Identity, authorize_batch};
+use assetgen_common::auth::{Access, BatchAction};
+use assetgen_common::batch_view::Presenter;
 use assetgen_common::domain::BatchId;
 use assetgen_common::problem::Problem;
 use assetgen_common::refs::fetch::FetchPolicy;
+use assetgen_common::request::base_url;
 use assetgen_common::store::ObjectStore;
 use axum::http::HeaderMap;
 use std::sync::Arc;
@@ -50,24 +52,30 @@ impl Default for RelayConfig {
 #[derive(Debug)]
 pub struct RelayState {
     pub store: Arc<dyn ObjectStore>,
-    pub auth: Arc<dyn Authenticator>,
+    /// Who may call, who owns which batch, and the page links and image and reference links.
+    pub access: Access,
     pub public_url: Option<url::Url>,
     pub config: RelayConfig,
     /// How `POST /v1/refs/fetch` fetches a reference: the row worker's policy (address rules, size cap).
     pub ref_fetch: FetchPolicy,
-    /// Signs and checks browsers' per-batch tokens (`?access_token=`; EventSource sends no headers).
-    pub capabilities: Option<CapabilityTokens>,
 }
 
 impl RelayState {
-    /// Who may see `batch`: a bearer identity, or a capability token for this very batch.
-    pub async fn authorize(
+    /// The batch named by `raw_id`, once the caller may read it (its owner, an admin, a page link).
+    pub async fn authorize_read(
         &self,
         headers: &HeaderMap,
         access_token: Option<&str>,
-        batch: &BatchId,
-    ) -> Result<Identity, Problem> {
-        authorize_batch(&self.auth, self.capabilities.as_ref(), headers, access_token, batch).await
+        raw_id: &str,
+    ) -> Result<BatchId, Problem> {
+        let (batch, _) =
+            self.access.authorize(self.store.as_ref(), headers, access_token, raw_id, BatchAction::Read).await?;
+        Ok(batch)
+    }
+
+    /// Links point here: `ASSETGEN_PUBLIC_URL`, or the request's own origin.
+    pub fn presenter(&self, headers: &HeaderMap) -> Presenter {
+        Presenter::new(base_url(self.public_url.as_ref(), headers), self.access.links.clone())
     }
 }
 

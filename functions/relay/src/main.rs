@@ -18,11 +18,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let store = cloud::store(&config).await?;
     let state = RelayState {
         store: store.clone(),
-        auth: cloud::user_auth(&config)?,
+        access: cloud::access(&config)?,
         public_url: config.public_url.clone(),
         config: RelayConfig { submit_url: config.submit_url.clone(), ..RelayConfig::default() },
         ref_fetch: FetchPolicy { allow_private: config.allow_private_refs, ..FetchPolicy::default() },
-        capabilities: cloud::capability_tokens(&config)?,
     };
     shim::listen(config.port, shim::app(router(Arc::new(state)), shim::Readiness::store(store), "assetgen relay"))
         .await?;

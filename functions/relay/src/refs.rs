@@ -2,8 +2,9 @@
 //! content-addressed at `refs/{sha256}` (the same cache the row worker fills), list and serve them,
 //! and keep the set of global references for the next batch at `refs/sets/global.json`.
 //!
-//! A reference's stable URL is `{base}/v1/refs/{sha256}`: its bytes never change, so a link pasted
-//! into the Sheet keeps meaning the same image.
+//! A reference's stable URL is `{base}/v1/refs/{sha256}?sig=…`: its bytes never change, so a link
+//! pasted into the Sheet keeps meaning the same image, and its signature (`ASSETGEN_LINK_SECRET`)
+//! lets a Sheet, a browser and the row worker's fetcher load it with no header.
 
 use crate::RelayState;
 use assetgen_common::batch_view::store_problem;
@@ -18,7 +19,7 @@ use assetgen_common::store::{
 use async_trait::async_trait;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -103,8 +104,11 @@ pub struct RefSetRequest {
     pub refs: Vec<String>,
 }
 
+/// A reference link: `{base}/v1/refs/{sha256}?sig=…`, which needs no header (a Sheet cell, the row
+/// worker's fetcher), never expires and opens this one reference.
 fn stable_url(state: &RelayState, headers: &HeaderMap, sha256: &str) -> String {
-    format!("{}/v1/refs/{sha256}", base_url(state.public_url.as_ref(), headers))
+    let url = format!("{}/v1/refs/{sha256}", base_url(state.public_url.as_ref(), headers));
+    state.access.links.link(&url, &layout::reference(sha256))
 }
 
 /// Which reference URLs this deployment accepts in a set or a fetch: those a batch would accept,
@@ -149,7 +153,7 @@ pub async fn upload_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.auth.authenticate(&headers).await?;
+    state.access.authenticate(&headers).await?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let bytes = match multer::parse_boundary(content_type) {
         Ok(boundary) => {
@@ -202,7 +206,7 @@ pub async fn fetch_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.auth.authenticate(&headers).await?;
+    state.access.authenticate(&headers).await?;
     let raw = read_body(body, MAX_JSON_BYTES).await?;
     let request: FetchRefRequest = serde_json::from_slice(&raw)
         .map_err(|e| Problem::new(ErrorCode::InvalidJson, format!("expected {{\"url\": \"https://…\"}}: {e}")))?;
@@ -270,7 +274,7 @@ fn is_sha256_hex(s: &str) -> bool {
 /// The references in the library, newest first (at most 500).
 #[utoipa::path(get, path = "/v1/refs", tag = "refs", responses((status = 200, body = RefList)))]
 pub async fn list_refs(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefList>, Problem> {
-    state.auth.authenticate(&headers).await?;
+    state.access.authenticate(&headers).await?;
     let mut found: Vec<ObjectMeta> = state
         .store
         .list("refs/")
@@ -293,30 +297,52 @@ pub async fn list_refs(State(state): State<Arc<RelayState>>, headers: HeaderMap)
     Ok(Json(RefList { refs, truncated }))
 }
 
-/// A reference's bytes, with their image type. They never change, so they may be cached for long.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RefQuery {
+    /// A reference link's signature: opens this one reference with no header.
+    pub sig: Option<String>,
+}
+
+/// A reference's bytes, with their image type: to its link's holder (`?sig=`) or a signed-in
+/// user. They never change, so they may be cached for long. Where the store signs URLs (GCS), a
+/// signed link answers 302 to a fresh short signed URL instead.
 #[utoipa::path(get, path = "/v1/refs/{sha256}", tag = "refs",
-    params(("sha256" = String, Path, description = "Hex SHA-256 of the image")),
+    params(("sha256" = String, Path, description = "Hex SHA-256 of the image"), RefQuery),
     responses(
         (status = 200, description = "The image", content_type = "image/*", body = Vec<u8>),
+        (status = 302, description = "To a freshly signed V4 URL of the reference (GCS, signed links)"),
         (status = 304, description = "The client's copy (If-None-Match) is current"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such reference, or a signature for another one", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_ref(
     State(state): State<Arc<RelayState>>,
     headers: HeaderMap,
     Path(sha256): Path<String>,
+    Query(query): Query<RefQuery>,
 ) -> Result<Response, Problem> {
-    state.auth.authenticate(&headers).await?;
     let sha256 = sha256.to_ascii_lowercase();
     let not_found = || Problem::new(ErrorCode::NotFound, "no reference with that SHA-256 is stored");
     if !is_sha256_hex(&sha256) {
         return Err(not_found());
     }
+    let name = layout::reference(&sha256);
+    match query.sig.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(sig) if state.access.links.verify(&name, sig) => {
+            if let Some(redirect) = signed_redirect(&state, &name).await? {
+                return Ok(redirect);
+            }
+        }
+        Some(_) => return Err(not_found()),
+        None => {
+            state.access.authenticate(&headers).await?;
+        }
+    }
     let etag = format!("\"{sha256}\"");
     let cached = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',').map(str::trim).any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag.as_str()))
     });
-    let object = match state.store.get(&layout::reference(&sha256)).await {
+    let object = match state.store.get(&name).await {
         Ok(object) => object,
         Err(StoreError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(store_problem(e)),
@@ -335,6 +361,21 @@ pub async fn get_ref(
     Ok(response)
 }
 
+/// How long a signed storage URL a reference link redirects to is valid.
+const SIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// A 302 to a fresh signed URL of `name`, where the store signs URLs (GCS); `None` elsewhere.
+async fn signed_redirect(state: &RelayState, name: &str) -> Result<Option<Response>, Problem> {
+    let Some(url) = state.store.signed_url(name, SIGNED_URL_TTL).await.map_err(store_problem)? else {
+        return Ok(None);
+    };
+    let location =
+        HeaderValue::from_str(&url).map_err(|_| Problem::internal("the signed URL is not a valid header"))?;
+    let headers =
+        [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"))];
+    Ok(Some((StatusCode::FOUND, headers).into_response()))
+}
+
 fn empty_set() -> RefSet {
     RefSet { name: "global".to_owned(), refs: Vec::new(), revision: 0, updated_at: None, updated_by: None }
 }
@@ -342,7 +383,7 @@ fn empty_set() -> RefSet {
 /// The global references: added to every row of the next batches, after the row's own.
 #[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses((status = 200, body = RefSet)))]
 pub async fn get_global_set(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefSet>, Problem> {
-    state.auth.authenticate(&headers).await?;
+    state.access.authenticate(&headers).await?;
     match read_json::<RefSet>(state.store.as_ref(), GLOBAL_SET).await {
         Ok(set) => Ok(Json(set.value)),
         Err(StoreError::NotFound(_)) => Ok(Json(empty_set())),
@@ -393,7 +434,7 @@ pub async fn put_global_set(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RefSet>, Problem> {
-    let who = state.auth.authenticate(&headers).await?;
+    let who = state.access.authenticate(&headers).await?;
     let raw = read_body(body, MAX_JSON_BYTES).await?;
     let request: RefSetRequest = serde_json::from_slice(&raw)
         .map_err(|e| Problem::new(ErrorCode::InvalidJson, format!("expected {{\"refs\": [\"https://…\"]}}: {e}")))?;

@@ -1,8 +1,8 @@
 //! The reference library's endpoints and the pages, through the relay's router.
 
-use assetgen_common::auth::DevAuth;
+use assetgen_common::auth::Access;
 use assetgen_common::refs::fetch::FetchPolicy;
-use assetgen_common::store::{MemoryStore, ObjectStore, read_json};
+use assetgen_common::store::{MemoryStore, ObjectStore, Precondition, read_json};
 use assetgen_relay::refs::RefSet;
 use assetgen_relay::{RelayConfig, RelayState, router};
 use axum::body::Body;
@@ -28,11 +28,10 @@ fn rig_with(fetch: FetchPolicy) -> Rig {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let state = RelayState {
         store: store.clone(),
-        auth: Arc::new(DevAuth),
+        access: Access::dev(),
         public_url: None,
         config: RelayConfig::default(),
         ref_fetch: fetch,
-        capabilities: None,
     };
     Rig { store, app: router(Arc::new(state)).split_for_parts().0 }
 }
@@ -106,11 +105,12 @@ async fn an_upload_is_named_by_its_sha256_and_stored_content_addressed() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let body = a.json();
     assert_eq!(body["sha256"], PNG_ONE_SHA);
-    assert_eq!(body["url"], format!("http://refs.test:8080/v1/refs/{PNG_ONE_SHA}"));
+    let url = body["url"].as_str().expect("url").to_owned();
+    assert!(url.starts_with(&format!("http://refs.test:8080/v1/refs/{PNG_ONE_SHA}?sig=")), "a signed link: {url}");
     assert_eq!(body["bytes"], PNG_ONE.len());
     assert_eq!(body["mime_type"], "image/png");
     assert_eq!(body["duplicate"], false);
-    assert_eq!(a.headers[header::LOCATION], format!("http://refs.test:8080/v1/refs/{PNG_ONE_SHA}"));
+    assert_eq!(a.headers[header::LOCATION], url.as_str());
     let stored = r.store.get(&format!("refs/{PNG_ONE_SHA}")).await.expect("content-addressed object");
     assert_eq!((stored.body.as_ref(), stored.content_type.as_str()), (PNG_ONE, "image/png"));
 
@@ -163,7 +163,8 @@ async fn the_same_bytes_again_are_a_duplicate_whether_raw_or_from_a_form() {
     let shas: Vec<&str> = list["refs"].as_array().expect("refs").iter().filter_map(|x| x["sha256"].as_str()).collect();
     assert_eq!(shas, vec![PNG_TWO_SHA, PNG_ONE_SHA]);
     assert_eq!(list["refs"][1]["bytes"], PNG_ONE.len());
-    assert_eq!(list["refs"][1]["url"], format!("http://refs.test:8080/v1/refs/{PNG_ONE_SHA}"));
+    let listed = list["refs"][1]["url"].as_str().expect("url");
+    assert!(listed.starts_with(&format!("http://refs.test:8080/v1/refs/{PNG_ONE_SHA}?sig=")), "{listed}");
     assert_eq!(list["truncated"], false);
 }
 
@@ -363,11 +364,10 @@ async fn the_pages_and_their_files_are_served_from_the_binary() {
 async fn the_reference_endpoints_are_in_the_openapi_document() {
     let state = RelayState {
         store: Arc::new(MemoryStore::new()),
-        auth: Arc::new(DevAuth),
+        access: Access::dev(),
         public_url: None,
         config: RelayConfig::default(),
         ref_fetch: FetchPolicy::default(),
-        capabilities: None,
     };
     let api = router(Arc::new(state)).split_for_parts().1;
     let doc = serde_json::to_value(&api).expect("json");
@@ -380,5 +380,86 @@ async fn the_reference_endpoints_are_in_the_openapi_document() {
         ("/v1/refs/sets/global", "put"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
+    }
+}
+
+#[tokio::test]
+async fn a_reference_link_opens_its_one_reference_with_no_header() {
+    use assetgen_common::auth::{AllowList, CapabilityTokens, LinkSigner, OidcAuth};
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let links = LinkSigner::random();
+    // OIDC nobody in this test can satisfy: only a link's signature lets a request in.
+    let access = Access {
+        auth: Arc::new(OidcAuth::new(["https://relay.test"], "http://127.0.0.1:9/certs", Vec::<String>::new())),
+        tokens: CapabilityTokens::random(),
+        links: links.clone(),
+        admins: AllowList::default(),
+    };
+    let state = |store: Arc<dyn ObjectStore>| RelayState {
+        store,
+        access: access.clone(),
+        public_url: None,
+        config: RelayConfig::default(),
+        ref_fetch: FetchPolicy::default(),
+    };
+    let app = router(Arc::new(state(store.clone()))).split_for_parts().0;
+    for (png, sha) in [(PNG_ONE, PNG_ONE_SHA), (PNG_TWO, PNG_TWO_SHA)] {
+        store
+            .put(&format!("refs/{sha}"), bytes::Bytes::from_static(png), "image/png", Precondition::DoesNotExist)
+            .await
+            .expect("stored");
+    }
+    let sig = links.sign(&format!("refs/{PNG_ONE_SHA}"));
+    let served = call(&app, get(&format!("/v1/refs/{PNG_ONE_SHA}?sig={sig}"))).await;
+    assert_eq!((served.status, served.body.as_slice()), (StatusCode::OK, PNG_ONE), "no header needed");
+    assert_eq!(call(&app, get(&format!("/v1/refs/{PNG_ONE_SHA}"))).await.status, StatusCode::UNAUTHORIZED);
+    let other = call(&app, get(&format!("/v1/refs/{PNG_TWO_SHA}?sig={sig}"))).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "one reference's signature opens no other");
+    let foreign = LinkSigner::random().sign(&format!("refs/{PNG_ONE_SHA}"));
+    assert_eq!(call(&app, get(&format!("/v1/refs/{PNG_ONE_SHA}?sig={foreign}"))).await.status, StatusCode::NOT_FOUND);
+
+    // Where the store signs URLs, a link is a 302 to a fresh one.
+    let signing = router(Arc::new(state(Arc::new(SigningStore(store.clone()))))).split_for_parts().0;
+    let moved = call(&signing, get(&format!("/v1/refs/{PNG_ONE_SHA}?sig={sig}"))).await;
+    assert_eq!(moved.status, StatusCode::FOUND);
+    assert_eq!(
+        moved.headers[header::LOCATION],
+        format!("https://storage.test/bucket/refs/{PNG_ONE_SHA}?X-Goog-Expires=900").as_str()
+    );
+}
+
+/// A store that signs URLs, as GCS does.
+#[derive(Debug)]
+struct SigningStore(Arc<dyn ObjectStore>);
+
+#[async_trait::async_trait]
+impl ObjectStore for SigningStore {
+    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
+        self.0.get(name).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        body: bytes::Bytes,
+        ct: &str,
+        when: Precondition,
+    ) -> Result<i64, assetgen_common::store::StoreError> {
+        self.0.put(name, body, ct, when).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, name: &str, when: Precondition) -> Result<(), assetgen_common::store::StoreError> {
+        self.0.delete(name, when).await
+    }
+    async fn signed_url(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, assetgen_common::store::StoreError> {
+        Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
     }
 }

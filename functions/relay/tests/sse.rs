@@ -1,6 +1,6 @@
 //! The relay's event stream, read frame by frame from the router.
 
-use assetgen_common::auth::DevAuth;
+use assetgen_common::auth::Access;
 use assetgen_common::generation::RowWorker;
 use assetgen_common::queue::RowMessage;
 use assetgen_common::refs::fetch::FetchPolicy;
@@ -33,16 +33,16 @@ async fn rig(rows: usize) -> Rig {
 }
 
 fn app(store: Arc<dyn ObjectStore>, config: RelayConfig) -> axum::Router {
-    let state = RelayState {
-        store,
-        auth: Arc::new(DevAuth),
-        public_url: None,
-        config,
-        ref_fetch: FetchPolicy::default(),
-        capabilities: None,
-    };
+    app_with(store, config, Access::dev())
+}
+
+fn app_with(store: Arc<dyn ObjectStore>, config: RelayConfig, access: Access) -> axum::Router {
+    let state = RelayState { store, access, public_url: None, config, ref_fetch: FetchPolicy::default() };
     router(Arc::new(state)).split_for_parts().0
 }
+
+/// The user the test kit submits as: the batches' owner.
+const OWNER: &str = "artist@studio.test";
 
 fn fast() -> RelayConfig {
     RelayConfig { poll_every: Duration::from_millis(20), ..RelayConfig::default() }
@@ -55,7 +55,21 @@ async fn read(
     last_event_id: Option<&str>,
     limit: Duration,
 ) -> (StatusCode, Option<String>, String) {
+    read_as(app, uri, last_event_id, limit, Some(OWNER)).await
+}
+
+/// [`read`] as `user` (dev auth's `X-Assetgen-User`), or with no identity header.
+async fn read_as(
+    app: axum::Router,
+    uri: &str,
+    last_event_id: Option<&str>,
+    limit: Duration,
+    user: Option<&str>,
+) -> (StatusCode, Option<String>, String) {
     let mut request = Request::builder().uri(uri);
+    if let Some(user) = user {
+        request = request.header("x-assetgen-user", user);
+    }
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
     }
@@ -189,23 +203,16 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
 
 #[tokio::test]
 async fn a_browser_token_opens_only_its_own_batch() {
-    use assetgen_common::auth::{CapabilityTokens, OidcAuth};
+    use assetgen_common::auth::{AllowList, CapabilityTokens, LinkSigner, OidcAuth};
     use assetgen_common::config::Secret;
     let r = rig(1).await;
     let other = rig(1).await;
     let tokens =
         CapabilityTokens::new(&Secret::new("a-test-capability-secret-of-enough-length-0123456789")).expect("secret");
     // OIDC that nobody in this test can satisfy: only the capability token can let a browser in.
-    let auth = Arc::new(OidcAuth::new("https://relay.test", "http://127.0.0.1:9/certs", Vec::<String>::new()));
-    let state = RelayState {
-        store: r.store.clone(),
-        auth,
-        public_url: None,
-        config: fast(),
-        ref_fetch: FetchPolicy::default(),
-        capabilities: Some(tokens.clone()),
-    };
-    let router = router(Arc::new(state)).split_for_parts().0;
+    let auth = Arc::new(OidcAuth::new(["https://relay.test"], "http://127.0.0.1:9/certs", Vec::<String>::new()));
+    let access = Access { auth, tokens: tokens.clone(), links: LinkSigner::random(), admins: AllowList::default() };
+    let router = app_with(r.store.clone(), fast(), access);
     let batch = assetgen_common::domain::BatchId::parse(&r.batch_id).expect("id");
     let user = assetgen_common::domain::UserId::new("artist@studio.test");
     let token = tokens.issue(&batch, &user, Duration::from_secs(60));
@@ -224,8 +231,95 @@ async fn a_browser_token_opens_only_its_own_batch() {
         Duration::from_millis(300),
     )
     .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a genuine token for another batch is refused");
+    assert_eq!(status, StatusCode::NOT_FOUND, "a genuine token for another batch is refused as if it did not exist");
     assert!(!text.contains(&token), "the token is never echoed");
+}
+
+#[tokio::test]
+async fn another_users_events_and_images_answer_like_a_batch_that_does_not_exist() {
+    let r = rig(1).await;
+    r.worker.process(&r.messages[0]).await.expect("process");
+    let app = app(r.store.clone(), fast());
+    let missing = "0190b5c6-0000-7000-8000-000000000000";
+    for (theirs, nowhere) in [
+        (format!("/v1/batches/{}/events", r.batch_id), format!("/v1/batches/{missing}/events")),
+        (format!("/v1/images/{}/S0/1", r.batch_id), format!("/v1/images/{missing}/S0/1")),
+    ] {
+        let limit = Duration::from_millis(300);
+        let (status, _, refused) = read_as(app.clone(), &theirs, None, limit, Some("intruder@studio.test")).await;
+        let (_, _, absent) = read_as(app.clone(), &nowhere, None, limit, Some("intruder@studio.test")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{theirs}: {refused}");
+        assert_eq!(refused.replace(&r.batch_id, "ID"), absent.replace(missing, "ID"), "{theirs}");
+        let (status, _, _) = read_as(app.clone(), &theirs, None, limit, Some(OWNER)).await;
+        assert_eq!(status, StatusCode::OK, "the owner may: {theirs}");
+    }
+    let admin = Access { admins: assetgen_common::auth::AllowList::new(["lead@studio.test"]), ..Access::dev() };
+    let (status, _, _) = read_as(
+        app_with(r.store.clone(), fast(), admin),
+        &format!("/v1/images/{}/S0/1", r.batch_id),
+        None,
+        Duration::from_millis(300),
+        Some("lead@studio.test"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "an admin may read anyone's batch");
+}
+
+#[tokio::test]
+async fn an_image_link_opens_its_one_image_with_no_header() {
+    let r = rig(2).await;
+    for m in &r.messages {
+        r.worker.process(m).await.expect("process");
+    }
+    let access = Access::dev();
+    let links = access.links.clone();
+    let app = app_with(r.store.clone(), fast(), access);
+    let batch = assetgen_common::domain::BatchId::parse(&r.batch_id).expect("id");
+    let name = |scene: &str| {
+        assetgen_common::layout::image(&batch, &assetgen_common::domain::SceneId::parse(scene).expect("scene"), 1)
+    };
+    let fetch = |uri: String| {
+        let app = app.clone();
+        async move {
+            // No identity at all: what `=IMAGE()` and a fresh browser send.
+            let response = app.oneshot(Request::builder().uri(uri).body(Body::empty()).expect("request")).await;
+            let response = response.expect("infallible");
+            let status = response.status();
+            let content_type = response.headers().get("content-type").cloned();
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            (status, content_type, body)
+        }
+    };
+    let link = format!("/v1/images/{}/S0/1?sig={}", r.batch_id, links.sign(&name("S0")));
+    let (status, content_type, body) = fetch(link.clone()).await;
+    assert_eq!((status, content_type.as_ref().and_then(|v| v.to_str().ok())), (StatusCode::OK, Some("image/png")));
+    assert_eq!(&body[..8], b"\x89PNG\r\n\x1a\n", "the PNG itself");
+    let stored = r.store.get(&name("S0")).await.expect("stored image");
+    assert_eq!(body, stored.body, "exactly the stored bytes");
+
+    // The same signature on another image of the same batch, a tampered one, another secret's.
+    let other_image = format!("/v1/images/{}/S1/1?sig={}", r.batch_id, links.sign(&name("S0")));
+    let mut tampered_sig = links.sign(&name("S0"));
+    let first = if tampered_sig.starts_with('A') { "B" } else { "A" };
+    tampered_sig.replace_range(0..1, first);
+    let tampered = format!("/v1/images/{}/S0/1?sig={tampered_sig}", r.batch_id);
+    let foreign =
+        format!("/v1/images/{}/S0/1?sig={}", r.batch_id, assetgen_common::auth::LinkSigner::random().sign(&name("S0")));
+    let missing = format!("/v1/images/{}/S9/1?sig={}", r.batch_id, links.sign(&name("S9")));
+    let (_, _, absent) = fetch(missing).await;
+    for uri in [other_image, tampered, foreign] {
+        let (status, _, body) = fetch(uri.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        let text = String::from_utf8_lossy(&body).replace("S1", "S9").replace("S0", "S9");
+        assert_eq!(text, String::from_utf8_lossy(&absent), "a bad signature reads like a missing image");
+    }
+
+    // The links a batch view carries are these very links.
+    let presenter = assetgen_common::batch_view::Presenter::new("http://relay.test", links);
+    let stored = assetgen_common::batch_view::load(r.store.as_ref(), &batch).await.expect("load");
+    let view = presenter.view(&stored);
+    let first_link = view.rows[0].images[0].clone();
+    assert_eq!(first_link, format!("http://relay.test{link}"));
 }
 
 /// A store that can sign URLs, as GCS does.
@@ -275,15 +369,21 @@ impl ObjectStore for Signing {
 async fn image_links_redirect_to_a_fresh_signed_url_where_the_store_signs() {
     let r = rig(1).await;
     r.worker.process(&r.messages[0]).await.expect("process");
-    let uri = format!("/v1/images/{}/S0/1", r.batch_id);
+    let access = Access::dev();
+    let batch = assetgen_common::domain::BatchId::parse(&r.batch_id).expect("id");
+    let scene = assetgen_common::domain::SceneId::parse("S0").expect("scene");
+    let sig = access.links.sign(&assetgen_common::layout::image(&batch, &scene, 1));
+    // An image link, with no header: as a Sheet cell loads it.
+    let uri = format!("/v1/images/{}/S0/1?sig={sig}", r.batch_id);
     let request = || Request::builder().uri(&uri).body(Body::empty()).expect("request");
-    let plain = app(r.store.clone(), fast()).oneshot(request()).await.expect("infallible");
+    let app = |store: Arc<dyn ObjectStore>| app_with(store, fast(), access.clone());
+    let plain = app(r.store.clone()).oneshot(request()).await.expect("infallible");
     assert_eq!(
         (plain.status(), plain.headers()["content-type"].to_str().ok()),
         (StatusCode::OK, Some("image/png")),
         "bytes where the store cannot sign"
     );
-    let signing = app(Arc::new(Signing(r.store.clone())), fast()).oneshot(request()).await.expect("infallible");
+    let signing = app(Arc::new(Signing(r.store.clone()))).oneshot(request()).await.expect("infallible");
     assert_eq!(signing.status(), StatusCode::FOUND);
     let location = signing.headers()["location"].to_str().expect("location");
     assert!(

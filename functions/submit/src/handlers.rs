@@ -1,11 +1,15 @@
 use crate::SubmitState;
-use assetgen_common::api::{BatchRequest, BatchView, BudgetView, EstimateResponse, SubmitResponse};
+use assetgen_common::api::{
+    BatchRequest, BatchView, BudgetView, ControlTokenResponse, EstimateResponse, SubmitResponse,
+};
+use assetgen_common::auth::{BatchAction, CONTROL_TOKEN_TTL, PAGE_LINK_TTL, Scope};
 use assetgen_common::batch_control::ControlOutcome;
 use assetgen_common::batch_spec::parse_request;
 use assetgen_common::batch_view::{self, Presenter};
 use assetgen_common::domain::BatchId;
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::{base_url, read_body};
+use assetgen_common::submission::links;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -17,10 +21,8 @@ async fn request(state: &SubmitState, body: Body) -> Result<BatchRequest, Proble
     parse_request(&bytes)
 }
 
-/// How long a browser may follow a batch with the token in its links.
-const CAPABILITY_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// `?access_token=` on a batch's own endpoints (a browser's capability token).
+/// `?access_token=` on a batch's own endpoints: a page link's read token (it reads the batch; it
+/// never cancels or retries it, whatever token is put there).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct AccessToken {
     pub access_token: Option<String>,
@@ -43,7 +45,7 @@ pub async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<SubmitResponse>), Problem> {
-    let who = state.auth.authenticate(&headers).await?;
+    let who = state.access.authenticate(&headers).await?;
     let request = request(&state, body).await?;
     let base = base_url(state.public_url.as_ref(), &headers);
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
@@ -54,13 +56,11 @@ pub async fn create_batch(
         }
     };
     let mut accepted = state.submitter.submit(&who, &request, &base, key).await?;
-    if let Some(tokens) = &state.capabilities {
-        // The page and the event stream are opened by a browser, which sends no Authorization.
-        let batch = batch_id(&accepted.batch_id)?;
-        let token = tokens.issue(&batch, &who.user, CAPABILITY_TTL);
-        for link in [&mut accepted.links.page, &mut accepted.links.events] {
-            link.push_str(&format!("?access_token={token}"));
-        }
+    // The page and the event stream are opened by a browser, which sends no Authorization.
+    let batch = BatchId::parse(&accepted.batch_id).map_err(|e| Problem::internal(e.0))?;
+    let token = state.access.tokens.issue(&batch, &who.user, PAGE_LINK_TTL);
+    for link in [&mut accepted.links.page, &mut accepted.links.events] {
+        link.push_str(&format!("?access_token={token}"));
     }
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
@@ -77,17 +77,19 @@ pub async fn estimate(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EstimateResponse>, Problem> {
-    let who = state.auth.authenticate(&headers).await?;
+    let who = state.access.authenticate(&headers).await?;
     let request = request(&state, body).await?;
     Ok(Json(state.submitter.estimate(&who, &request).await?))
 }
 
-/// A batch's rows, statuses, errors and image links: what the Sheet writes back.
+/// A batch's rows, statuses, errors and image links (`?sig=` links that need no header and never
+/// expire): what the Sheet writes back. For its owner, an admin, or a page link's holder.
 #[utoipa::path(get, path = "/v1/batches/{id}", tag = "submit",
     params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, body = BatchView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_batch(
     State(state): State<Arc<SubmitState>>,
@@ -95,9 +97,9 @@ pub async fn get_batch(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<BatchView>, Problem> {
-    let batch = authorized(&state, &headers, &id, &query).await?;
+    let batch = authorized(&state, &headers, &id, &query, BatchAction::Read).await?;
     let stored = batch_view::load(state.store.as_ref(), &batch).await?;
-    let presenter = Presenter { base: base_url(state.public_url.as_ref(), &headers) };
+    let presenter = Presenter::new(base_url(state.public_url.as_ref(), &headers), state.access.links.clone());
     Ok(Json(presenter.view(&stored)))
 }
 
@@ -107,33 +109,33 @@ pub async fn get_budget(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
 ) -> Result<Json<BudgetView>, Problem> {
-    let who = state.auth.authenticate(&headers).await?;
+    let who = state.access.authenticate(&headers).await?;
     let today = time::OffsetDateTime::now_utc().date();
     Ok(Json(state.submitter.budget.view(&who.user, today).await?))
 }
 
-/// The batch a request names, once its caller is allowed to see it.
+/// The batch a request names, once its caller may do `action` to it.
 async fn authorized(
     state: &SubmitState,
     headers: &HeaderMap,
     id: &str,
     query: &AccessToken,
+    action: BatchAction,
 ) -> Result<BatchId, Problem> {
-    let batch = batch_id(id)?;
-    state.authorize(headers, query.access_token.as_deref(), &batch).await?;
+    let (batch, _) =
+        state.access.authorize(state.store.as_ref(), headers, query.access_token.as_deref(), id, action).await?;
     Ok(batch)
 }
 
-fn batch_id(raw: &str) -> Result<BatchId, Problem> {
-    BatchId::parse(raw).map_err(|e| Problem::new(ErrorCode::BatchNotFound, e.0))
-}
-
 /// Cancels the rows that have not started; their holds are freed. Rows being generated finish.
+/// For the batch's owner, an admin, or `Authorization: Bearer` with the batch's control token.
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "submit",
     params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A page link (read only)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel(
     State(state): State<Arc<SubmitState>>,
@@ -141,18 +143,21 @@ pub async fn cancel(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = authorized(&state, &headers, &id, &query).await?;
+    let batch = authorized(&state, &headers, &id, &query, BatchAction::Cancel).await?;
     Ok(Json(state.control.cancel(&batch).await?))
 }
 
-/// Queues the failed rows again, holding the money their missing images need first. Stored
-/// images are kept and never paid twice.
+/// Queues the failed rows again, holding the money their missing images need first (from the
+/// owner's budget: so only the owner, or `Authorization: Bearer` with the batch's control token,
+/// may retry). Stored images are kept and never paid twice.
 #[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "submit",
     params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, description = "The rows queued again", body = ControlOutcome),
+        (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A page link (read only), or an admin who is not the owner", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No failed rows", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry(
@@ -161,6 +166,36 @@ pub async fn retry(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = authorized(&state, &headers, &id, &query).await?;
+    let batch = authorized(&state, &headers, &id, &query, BatchAction::Retry).await?;
     Ok(Json(state.control.retry(&batch).await?))
+}
+
+/// A one-hour token that lets its bearer cancel and retry this batch, for its owner only (signed
+/// in; not an admin, not a link). The Sheet and the CLI open `page`, which carries it in the URL
+/// fragment; the page sends it as `Authorization: Bearer` on Cancel and Retry.
+#[utoipa::path(post, path = "/v1/batches/{id}/control-token", tag = "submit",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, body = ControlTokenResponse),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An admin who is not the owner, or a link", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn control_token(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ControlTokenResponse>, Problem> {
+    let (batch, caller) =
+        state.access.authorize(state.store.as_ref(), &headers, None, &id, BatchAction::IssueControlToken).await?;
+    let assetgen_common::auth::Caller::Owner(owner) = caller else {
+        return Err(Problem::new(ErrorCode::Forbidden, "Only the batch's owner can get its control token."));
+    };
+    let tokens = &state.access.tokens;
+    let token = tokens.issue_scoped(&batch, &owner.user, Scope::Control, CONTROL_TOKEN_TTL);
+    let read = tokens.issue(&batch, &owner.user, PAGE_LINK_TTL);
+    let base = base_url(state.public_url.as_ref(), &headers);
+    let expires_at = time::OffsetDateTime::now_utc() + CONTROL_TOKEN_TTL;
+    let page = format!("{}?access_token={read}#control={token}", links(&base, &batch).page);
+    Ok(Json(ControlTokenResponse { batch_id: batch.to_string(), token, expires_at, page }))
 }

@@ -22,9 +22,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         submitter: pipeline.submitter,
         control: pipeline.control,
         store: store.clone(),
-        auth: cloud::user_auth(&config)?,
+        access: cloud::access(&config)?,
         public_url: config.public_url.clone(),
-        capabilities: cloud::capability_tokens(&config)?,
     };
     let app = shim::app(router(Arc::new(state)), readiness, "assetgen submit");
     // The relay's page calls the batch routes from its own origin.

@@ -1,6 +1,7 @@
 //! The submit router, called in-process with `oneshot`.
 
-use assetgen_common::auth::DevAuth;
+use assetgen_common::auth::{Access, AllowList, CapabilityTokens, LinkSigner};
+use assetgen_common::config::Secret;
 use assetgen_common::limits::Limits;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{RecordingQueue, Rig};
@@ -24,9 +25,8 @@ fn app() -> App {
         submitter: kit.pipeline.submitter.clone(),
         control: kit.pipeline.control.clone(),
         store: kit.store.clone(),
-        auth: Arc::new(DevAuth),
+        access: Access::dev(),
         public_url: None,
-        capabilities: None,
     };
     let (router, _) = router(Arc::new(state)).split_for_parts();
     App { router, store: kit.store, queue: kit.queue }
@@ -60,7 +60,8 @@ async fn an_accepted_batch_is_stored_and_queued_row_by_row() {
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let id = accepted["batch_id"].as_str().expect("id");
     assert_eq!(accepted["estimate"], json!({"images": 3, "usd": 0.0, "usd_if_live": 0.117}));
-    assert_eq!(accepted["links"]["events"], format!("http://assetgen.test/v1/batches/{id}/events"));
+    let events = accepted["links"]["events"].as_str().expect("events link");
+    assert!(events.starts_with(&format!("http://assetgen.test/v1/batches/{id}/events?access_token=")), "{events}");
     assert_eq!(objects(&app).await, 3, "manifest and two row states");
     let queued: Vec<u32> = app.queue.published().iter().map(|m| m.row).collect();
     assert_eq!(queued, vec![0, 1]);
@@ -143,41 +144,239 @@ impl assetgen_common::auth::Authenticator for HeaderOnly {
 
 #[tokio::test]
 async fn a_submit_hands_the_browser_a_token_for_this_batch_only() {
-    use assetgen_common::auth::CapabilityTokens;
-    use assetgen_common::config::Secret;
-    let kit = Rig::new(|_| {});
-    let state = SubmitState {
-        submitter: kit.pipeline.submitter.clone(),
-        control: kit.pipeline.control.clone(),
-        store: kit.store.clone(),
-        auth: Arc::new(HeaderOnly),
-        public_url: None,
-        capabilities: Some(
-            CapabilityTokens::new(&Secret::new("a-test-capability-secret-of-enough-length-0123456789"))
-                .expect("secret"),
-        ),
-    };
-    let router = router(Arc::new(state)).split_for_parts().0;
-    let post = Request::builder()
-        .method("POST")
-        .uri("/v1/batches")
-        .header("host", "assetgen.test")
-        .header("x-test-user", "artist@studio.test")
-        .header("content-type", "application/json")
-        .body(Body::from(json!({"rows": [{"scene_id": "A", "prompt": "a"}]}).to_string()))
-        .expect("request");
-    let response = router.clone().oneshot(post).await.expect("infallible");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let accepted: Value =
-        serde_json::from_slice(&response.into_body().collect().await.expect("body").to_bytes()).expect("json");
-    let page = accepted["links"]["page"].as_str().expect("page link");
-    let token = page.split_once("?access_token=").map(|(_, t)| t.to_owned()).expect("the page link carries a token");
-    assert!(accepted["links"]["events"].as_str().is_some_and(|e| e.ends_with(&format!("?access_token={token}"))));
-    let id = accepted["batch_id"].as_str().expect("id");
-    let get = |uri: String| Request::builder().uri(uri).body(Body::empty()).expect("request");
-    let with_token =
-        router.clone().oneshot(get(format!("/v1/batches/{id}?access_token={token}"))).await.expect("infallible");
-    assert_eq!(with_token.status(), StatusCode::OK, "the token opens its batch without any header");
-    let without = router.clone().oneshot(get(format!("/v1/batches/{id}"))).await.expect("infallible");
-    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    let owner = Owned::new(&[]);
+    let (id, token) = owner.submit("artist@studio.test").await;
+    let with_token = owner.call("GET", &format!("/v1/batches/{id}?access_token={token}"), &[]).await;
+    assert_eq!(with_token.0, StatusCode::OK, "the token opens its batch without any header");
+    let without = owner.call("GET", &format!("/v1/batches/{id}"), &[]).await;
+    assert_eq!(without.0, StatusCode::UNAUTHORIZED);
+    let (other, _) = owner.submit("artist@studio.test").await;
+    let elsewhere = owner.call("GET", &format!("/v1/batches/{other}?access_token={token}"), &[]).await;
+    assert_eq!(elsewhere.0, StatusCode::NOT_FOUND, "a page link opens its own batch only");
+}
+
+/// The submit router with [`HeaderOnly`] standing for OIDC, fixed secrets and `admins`.
+struct Owned {
+    router: axum::Router,
+    tokens: CapabilityTokens,
+    store: Arc<dyn ObjectStore>,
+}
+
+const CAPABILITY_SECRET: &str = "a-test-capability-secret-of-enough-length-0123456789";
+
+impl Owned {
+    fn new(admins: &[&str]) -> Self {
+        let kit = Rig::new(|_| {});
+        let tokens = CapabilityTokens::new(&Secret::new(CAPABILITY_SECRET)).expect("secret");
+        let access = Access {
+            auth: Arc::new(HeaderOnly),
+            tokens: tokens.clone(),
+            links: LinkSigner::random(),
+            admins: AllowList::new(admins),
+        };
+        let state = SubmitState {
+            submitter: kit.pipeline.submitter.clone(),
+            control: kit.pipeline.control.clone(),
+            store: kit.store.clone(),
+            access,
+            public_url: None,
+        };
+        Self { router: router(Arc::new(state)).split_for_parts().0, tokens, store: kit.store }
+    }
+
+    async fn call(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri).header("host", "assetgen.test");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response =
+            self.router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("infallible");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Submits one dry-run row as `user`; the batch id and its page link's read token.
+    async fn submit(&self, user: &str) -> (String, String) {
+        let post = Request::builder()
+            .method("POST")
+            .uri("/v1/batches")
+            .header("host", "assetgen.test")
+            .header("x-test-user", user)
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"rows": [{"scene_id": "A", "prompt": "a"}]}).to_string()))
+            .expect("request");
+        let response = self.router.clone().oneshot(post).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let accepted: Value =
+            serde_json::from_slice(&response.into_body().collect().await.expect("body").to_bytes()).expect("json");
+        let page = accepted["links"]["page"].as_str().expect("page link");
+        let token = page.split_once("?access_token=").map(|(_, t)| t.to_owned()).expect("the page link's token");
+        assert!(accepted["links"]["events"].as_str().is_some_and(|e| e.ends_with(&format!("?access_token={token}"))));
+        (accepted["batch_id"].as_str().expect("id").to_owned(), token)
+    }
+
+    /// Marks every row of `id` failed, as a dead-lettered live row would be.
+    async fn fail_rows(&self, id: &str) {
+        use assetgen_common::api::RowStatus;
+        use assetgen_common::state::RowState;
+        let batch = assetgen_common::domain::BatchId::parse(id).expect("id");
+        let name = assetgen_common::layout::row_state(&batch, 0);
+        assetgen_common::store::update_json::<RowState, assetgen_common::store::StoreError, _>(
+            self.store.as_ref(),
+            &name,
+            |s| {
+                let mut next = s.clone();
+                next.status = RowStatus::Failed;
+                Ok(Some(next))
+            },
+        )
+        .await
+        .expect("row failed");
+    }
+}
+
+const OWNER: &str = "artist@studio.test";
+const OTHER: &str = "intruder@studio.test";
+const ADMIN: &str = "lead@studio.test";
+
+/// Every batch route, as (method, path) for batch `id`.
+fn batch_routes(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GET", format!("/v1/batches/{id}")),
+        ("POST", format!("/v1/batches/{id}/cancel")),
+        ("POST", format!("/v1/batches/{id}/retry")),
+        ("POST", format!("/v1/batches/{id}/control-token")),
+    ]
+}
+
+#[tokio::test]
+async fn another_users_batch_answers_exactly_like_a_batch_that_does_not_exist() {
+    let app = Owned::new(&[ADMIN]);
+    let (id, _) = app.submit(OWNER).await;
+    let missing = "0190b5c6-0000-7000-8000-000000000000";
+    for ((method, theirs), (_, nowhere)) in batch_routes(&id).into_iter().zip(batch_routes(missing)) {
+        let refused = app.call(method, &theirs, &[("x-test-user", OTHER)]).await;
+        let absent = app.call(method, &nowhere, &[("x-test-user", OTHER)]).await;
+        assert_eq!(refused.0, StatusCode::NOT_FOUND, "{method} {theirs}: {}", refused.1);
+        // The same body, once each id is replaced by a placeholder.
+        let text = |v: &Value, id: &str| v.to_string().replace(id, "ID");
+        assert_eq!(text(&refused.1, &id), text(&absent.1, missing), "{method} {theirs}");
+        assert_eq!(refused.1["code"], "BATCH_NOT_FOUND");
+    }
+    let (status, view) = app.call("GET", &format!("/v1/batches/{id}"), &[("x-test-user", OWNER)]).await;
+    assert_eq!(status, StatusCode::OK, "the owner sees it: {view}");
+}
+
+#[tokio::test]
+async fn admins_read_and_cancel_but_never_retry_on_the_owners_budget() {
+    let app = Owned::new(&[ADMIN]);
+    let (id, _) = app.submit(OWNER).await;
+    let admin = [("x-test-user", ADMIN)];
+    assert_eq!(app.call("GET", &format!("/v1/batches/{id}"), &admin).await.0, StatusCode::OK);
+    app.fail_rows(&id).await;
+    let (status, problem) = app.call("POST", &format!("/v1/batches/{id}/retry"), &admin).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("FORBIDDEN")), "{problem}");
+    let (status, problem) = app.call("POST", &format!("/v1/batches/{id}/control-token"), &admin).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, _) = app.call("POST", &format!("/v1/batches/{id}/cancel"), &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    // And the retry the owner was refused nothing: the row is still failed, not queued.
+    let (_, view) = app.call("GET", &format!("/v1/batches/{id}"), &[("x-test-user", OWNER)]).await;
+    assert_eq!(view["rows"][0]["status"], "failed", "{view}");
+}
+
+#[tokio::test]
+async fn a_retry_by_someone_else_spends_nothing_and_queues_nothing() {
+    let app = Owned::new(&[]);
+    let (id, token) = app.submit(OWNER).await;
+    app.fail_rows(&id).await;
+    let (status, _) = app.call("POST", &format!("/v1/batches/{id}/retry"), &[("x-test-user", OTHER)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, problem) = app.call("POST", &format!("/v1/batches/{id}/retry?access_token={token}"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a page link reads only: {problem}");
+    let (_, view) = app.call("GET", &format!("/v1/batches/{id}"), &[("x-test-user", OWNER)]).await;
+    assert_eq!(view["rows"][0]["status"], "failed", "{view}");
+    let (status, outcome) = app.call("POST", &format!("/v1/batches/{id}/retry"), &[("x-test-user", OWNER)]).await;
+    assert_eq!((status, outcome["rows"].clone()), (StatusCode::OK, json!([0])), "the owner may: {outcome}");
+}
+
+#[tokio::test]
+async fn a_page_link_reads_but_never_cancels_or_retries() {
+    let app = Owned::new(&[]);
+    let (id, token) = app.submit(OWNER).await;
+    assert_eq!(app.call("GET", &format!("/v1/batches/{id}?access_token={token}"), &[]).await.0, StatusCode::OK);
+    let bearer = format!("Bearer {token}");
+    assert_eq!(app.call("GET", &format!("/v1/batches/{id}"), &[("authorization", &bearer)]).await.0, StatusCode::OK);
+    for action in ["cancel", "retry", "control-token"] {
+        let uri = format!("/v1/batches/{id}/{action}");
+        let (status, problem) = app.call("POST", &format!("{uri}?access_token={token}"), &[]).await;
+        // The control-token route reads no query token at all: there it is just not signed in.
+        let expected = if action == "control-token" { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+        assert_eq!(status, expected, "{action} with a page link: {problem}");
+        let (status, _) = app.call("POST", &uri, &[("authorization", &bearer)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{action} with a page link as bearer");
+    }
+}
+
+#[tokio::test]
+async fn a_control_token_is_for_its_owner_its_batch_and_an_hour() {
+    let app = Owned::new(&[]);
+    let (id, _) = app.submit(OWNER).await;
+    let (other_id, _) = app.submit(OWNER).await;
+    let uri = format!("/v1/batches/{id}/control-token");
+    let (status, _) = app.call("POST", &uri, &[("x-test-user", OTHER)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only the owner gets one");
+    let (status, issued) = app.call("POST", &uri, &[("x-test-user", OWNER)]).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let token = issued["token"].as_str().expect("token").to_owned();
+    let page = issued["page"].as_str().expect("page");
+    assert!(page.starts_with(&format!("http://assetgen.test/b/{id}?access_token=")), "{page}");
+    assert!(page.ends_with(&format!("#control={token}")), "the control token rides in the fragment: {page}");
+    let expires = time::OffsetDateTime::parse(
+        issued["expires_at"].as_str().expect("expiry"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339");
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(60), "{left}");
+
+    let bearer = format!("Bearer {token}");
+    let (status, problem) =
+        app.call("POST", &format!("/v1/batches/{other_id}/cancel"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another batch: {problem}");
+    let (status, problem) = app.call("POST", &format!("/v1/batches/{id}/cancel?access_token={token}"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "in a query string it only reads: {problem}");
+    let (status, problem) = app.call("POST", &uri, &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a control token cannot mint another: {problem}");
+    let (status, outcome) = app.call("POST", &format!("/v1/batches/{id}/cancel"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+
+    // Expired an hour ago (beyond the checker's few seconds of leeway).
+    let expired = expired_control_token(&id);
+    let (status, problem) =
+        app.call("POST", &format!("/v1/batches/{id}/retry"), &[("authorization", &format!("Bearer {expired}"))]).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{problem}");
+    // A genuine one, made the way the endpoint makes them, works until it expires.
+    let fresh = app.tokens.issue_scoped(
+        &assetgen_common::domain::BatchId::parse(&id).expect("id"),
+        &assetgen_common::domain::UserId::new(OWNER),
+        assetgen_common::auth::Scope::Control,
+        std::time::Duration::from_secs(60),
+    );
+    let (status, _) =
+        app.call("POST", &format!("/v1/batches/{id}/cancel"), &[("authorization", &format!("Bearer {fresh}"))]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A control token for `id` signed with the test secret whose `exp` has passed.
+fn expired_control_token(id: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": OWNER, "bid": id, "scope": "control", "aud": "assetgen:batch", "iat": now - 7200, "exp": now - 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(CAPABILITY_SECRET.as_bytes()),
+    )
+    .expect("token")
 }

@@ -80,10 +80,13 @@ impl Api {
                 .with_context(|| format!("--user {user:?} cannot be sent as an HTTP header"))?;
             identity.insert(USER_HEADER, value);
         }
-        if let Some(token) = options.id_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let token = options.id_token.clone().or_else(|| std::env::var("ASSETGEN_TOKEN").ok());
+        if let Some(token) = token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             // The error must not quote the token.
             let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-                bail!("the ID token (--id-token / ASSETGEN_ID_TOKEN) contains characters a header cannot carry");
+                bail!(
+                    "the ID token (--id-token / ASSETGEN_ID_TOKEN / ASSETGEN_TOKEN) contains characters a header cannot carry"
+                );
             };
             value.set_sensitive(true);
             identity.insert(AUTHORIZATION, value);

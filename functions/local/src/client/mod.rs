@@ -34,8 +34,9 @@ pub struct ClientOptions {
     /// Dev identity sent as X-Assetgen-User (local `serve` only)
     #[arg(long, env = "ASSETGEN_USER", global = true)]
     pub user: Option<String>,
-    /// Google OIDC ID token sent as `Authorization: Bearer` (cloud deployments); never printed
-    #[arg(long, env = "ASSETGEN_ID_TOKEN", hide_env_values = true, global = true)]
+    /// Google OIDC ID token sent as `Authorization: Bearer` (cloud deployments, or `serve` with
+    /// ASSETGEN_AUTH=oidc); also read from ASSETGEN_TOKEN; never printed
+    #[arg(long, visible_alias = "token", env = "ASSETGEN_ID_TOKEN", hide_env_values = true, global = true)]
     pub id_token: Option<String>,
 }
 
