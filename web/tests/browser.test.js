@@ -142,7 +142,8 @@ describe('progress page', () => {
     });
     assert.match(await page.textContent('#lightbox-caption'), /^HERO-001 · variant 1 \(1 of 8\)$/);
     const download = await page.$eval('#lightbox-download', (a) => [a.getAttribute('href'), a.getAttribute('download')]);
-    assert.match(download[0], new RegExp(`/v1/images/${id}/HERO-001/1$`));
+    // An image link: the one image, with its signature, no header needed.
+    assert.match(download[0], new RegExp(`/v1/images/${id}/HERO-001/1\\?sig=[A-Za-z0-9_-]{43}$`));
     assert.equal(download[1], 'HERO-001-v1.png');
     const [file] = await Promise.all([page.waitForEvent('download'), page.click('#lightbox-download')]);
     assert.equal(file.suggestedFilename(), 'HERO-001-v1.png');
@@ -345,10 +346,12 @@ describe('reference manager', () => {
     await page.waitForSelector('#set-list li >> nth=1');
     const set = await server.request('GET', '/v1/refs/sets/global');
     assert.equal(set.json.revision, 1);
+    // Reference links: signed, so a Sheet and the row worker load them with no header.
     assert.deepEqual(
-      set.json.refs,
+      set.json.refs.map((u) => u.replace(/\?sig=[A-Za-z0-9_-]{43}$/, '')),
       [`${server.base}/v1/refs/${sha(red)}`, `${server.base}/v1/refs/${sha(teal)}`],
     );
+    assert.ok(set.json.refs.every((u) => /\?sig=/.test(u)), set.json.refs.join(' '));
     assert.match(await page.textContent('#set-meta'), /Revision 1/);
     assert.deepEqual(await page.$$eval('#set-list code', (c) => c.map((x) => x.textContent)), set.json.refs);
 
@@ -358,10 +361,11 @@ describe('reference manager', () => {
     await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
     await page.click(`#library .ref-card[data-sha256="${sha(teal)}"] .copy-url`);
     await page.waitForSelector(`#library .ref-card[data-sha256="${sha(teal)}"] .copy-url:has-text("Copied")`);
-    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `${server.base}/v1/refs/${sha(teal)}`);
+    const copied = await page.evaluate(() => navigator.clipboard.readText());
+    assert.match(copied, new RegExp(`^${server.base}/v1/refs/${sha(teal)}\\?sig=[A-Za-z0-9_-]{43}$`));
 
-    // The stable URL serves the very bytes.
-    const served = await fetch(`${server.base}/v1/refs/${sha(teal)}`);
+    // The stable URL serves the very bytes, to anyone holding it: no header, no cookie.
+    const served = await fetch(copied);
     assert.equal(served.headers.get('content-type'), 'image/png');
     assert.equal(sha(Buffer.from(await served.arrayBuffer())), sha(teal));
 

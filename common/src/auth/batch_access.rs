@@ -91,10 +91,21 @@ impl Access {
     ) -> Result<(BatchId, Caller), Problem> {
         let batch = BatchId::parse(raw_id).map_err(|_| Problem::batch_not_found(raw_id))?;
         let bearer = bearer_token(headers).ok().filter(|t| CapabilityTokens::is_capability_token(t));
+        // A stale page link (expired, or from before the secret changed) is no credential: the
+        // request is judged as if it had none (dev auth's identity locally; under OIDC, a 401 that
+        // says the link is stale).
+        let mut stale = None;
         let grant = match (bearer, headers.contains_key(header::AUTHORIZATION), nonempty(query_token)) {
             (Some(token), _, _) => Some(self.tokens.verify(token, &batch)?),
             // A token in a URL may have been forwarded: it reads, and never controls.
-            (None, false, Some(token)) => Some(Grant { scope: Scope::Read, ..self.tokens.verify(token, &batch)? }),
+            (None, false, Some(token)) => match self.tokens.verify(token, &batch) {
+                Ok(grant) => Some(Grant { scope: Scope::Read, ..grant }),
+                Err(p) if p.code == ErrorCode::Unauthenticated => {
+                    stale = Some(p);
+                    None
+                }
+                Err(p) => return Err(p),
+            },
             _ => None,
         };
         if let Some(grant) = &grant {
@@ -109,6 +120,7 @@ impl Access {
             Ok(who) => who,
             // A page link's holder who is not signed in: say what the link does not allow.
             Err(p) if grant.is_some() && p.code == ErrorCode::Unauthenticated => return Err(needs_owner(action)),
+            Err(p) if p.code == ErrorCode::Unauthenticated => return Err(stale.unwrap_or(p)),
             Err(p) => return Err(p),
         };
         let manifest = load_manifest(store, &batch).await?;
