@@ -30,7 +30,7 @@ async fn concurrent_writers_on_gcs_lose_nothing_and_repeat_nothing_live_or_on_re
     let store: Arc<dyn ObjectStore> = Arc::new(gcs.store().await);
     let kit = Rig::on(store.clone(), |parts| parts.limits.max_rows = ROWS as usize);
     let id = kit.submit_rows((0..ROWS).map(|i| row(&format!("S{i}"), 1)).collect()).await;
-    let presenter = Presenter { base: "http://t".into() };
+    let presenter = Presenter::new("http://t", assetgen_common::auth::LinkSigner::random());
     let (mut tail, first) = BatchTail::open(store.clone(), &id, presenter.clone(), None).await.expect("open");
     let mut client = generations(store.as_ref(), &id).await;
     let mut views: Vec<(String, BTreeMap<u32, Generation>)> = vec![(first[0].id.to_string(), client.clone())];

@@ -21,6 +21,7 @@ NOT_SET_IN_THE_CLOUD = {
     "GEMINI_BASE_URL": "tests and proxies only: the default is Google's endpoint",
     "ASSETGEN_OIDC_JWKS_URL": "tests only: the default is Google's key set, which signs the cloud's tokens",
     "ASSETGEN_LOG_FORMAT": "a terminal's override: the cloud functions log Cloud Logging's JSON by default",
+    "GOOGLE_APPLICATION_CREDENTIALS": "tests only: a key file that signs URLs for fake-gcs-server; Cloud Run's ADC signs in the cloud",
 }
 
 # Values that must come from Secret Manager, never a plain value.

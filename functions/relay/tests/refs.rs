@@ -455,6 +455,9 @@ impl ObjectStore for SigningStore {
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), assetgen_common::store::StoreError> {
         self.0.delete(name, when).await
     }
+    fn settled_generation(&self) -> Option<i64> {
+        self.0.settled_generation()
+    }
     async fn signed_url(
         &self,
         name: &str,

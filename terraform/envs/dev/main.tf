@@ -30,6 +30,7 @@ module "assetgen" {
   image_tag                = var.image_tag
   apps_script_client_id    = var.apps_script_client_id
   allowed_users            = var.allowed_users
+  admins                   = var.admins
   gemini_backend           = var.gemini_backend
   gemini_model             = var.gemini_model
   gemini_location          = var.gemini_location

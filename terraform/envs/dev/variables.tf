@@ -77,6 +77,16 @@ variable "allowed_users" {
   }
 }
 
+variable "admins" {
+  description = "Emails that may read and cancel anyone's batch (not retry it: a retry spends its owner's budget)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for u in var.admins : can(regex("^[^@\\s,]+@[a-z0-9.-]+\\.[a-z]+$", lower(u)))])
+    error_message = "admins lists email addresses only (no @domain: an admin is one person)."
+  }
+}
+
 variable "gemini_backend" {
   description = "How generate calls Gemini: developer (an API key kept in Secret Manager) or vertex (Vertex AI with the service accounts' own credentials)."
   type        = string

@@ -25,5 +25,6 @@ locals {
   generate_concurrency   = min(local.sizing.cloud_run_max_concurrency, max(1, ceil(local.generate_share_ipm / 60 * local.sizing.call_seconds)))
 
   allowed     = join(",", var.allowed_users)
+  admins      = join(",", var.admins)
   user_limits = join(",", [for user, usd in var.user_limits : "${user}=${usd}"])
 }

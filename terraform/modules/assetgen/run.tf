@@ -61,6 +61,10 @@ resource "google_cloud_run_v2_service" "submit" {
         value = local.allowed
       }
       env {
+        name  = "ASSETGEN_ADMINS"
+        value = local.admins
+      }
+      env {
         name  = "ASSETGEN_PUBLIC_URL"
         value = local.urls.relay
       }
@@ -74,6 +78,15 @@ resource "google_cloud_run_v2_service" "submit" {
         value_source {
           secret_key_ref {
             secret  = google_secret_manager_secret.capability_secret.secret_id
+            version = "latest"
+          }
+        }
+      }
+      env {
+        name = "ASSETGEN_LINK_SECRET"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.link_secret.secret_id
             version = "latest"
           }
         }
@@ -213,7 +226,7 @@ resource "google_cloud_run_v2_service" "generate" {
         value = "oidc"
       }
       env {
-        name  = "ASSETGEN_OIDC_AUDIENCE"
+        name  = "ASSETGEN_PUSH_AUDIENCE"
         value = local.push_audience
       }
       env {
@@ -363,6 +376,10 @@ resource "google_cloud_run_v2_service" "relay" {
         value = local.allowed
       }
       env {
+        name  = "ASSETGEN_ADMINS"
+        value = local.admins
+      }
+      env {
         name  = "ASSETGEN_PUBLIC_URL"
         value = local.urls.relay
       }
@@ -376,6 +393,15 @@ resource "google_cloud_run_v2_service" "relay" {
         value_source {
           secret_key_ref {
             secret  = google_secret_manager_secret.capability_secret.secret_id
+            version = "latest"
+          }
+        }
+      }
+      env {
+        name = "ASSETGEN_LINK_SECRET"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.link_secret.secret_id
             version = "latest"
           }
         }

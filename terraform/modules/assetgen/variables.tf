@@ -41,6 +41,11 @@ variable "allowed_users" {
   type        = list(string)
 }
 
+variable "admins" {
+  description = "Emails that may read and cancel anyone's batch (ASSETGEN_ADMINS); never retry, which spends the owner's budget."
+  type        = list(string)
+}
+
 variable "gemini_backend" {
   description = "developer (an API key from Secret Manager) or vertex (the service accounts' credentials)."
   type        = string
