@@ -51,13 +51,34 @@ pub fn finish(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// What every client must know beyond the operations: who may call, and what each link grants.
+const API_DESCRIPTION: &str = "Turn rows of a Sheet into images made by Gemini.
+
+**Who may call.** `Authorization: Bearer <Google ID token>` for one of the service's audiences (the \
+Sheet's OAuth client id, the service URL), with a verified email on the allow-list. Pub/Sub push \
+tokens have an audience of their own and are accepted on `/pubsub/*` only; users' tokens never are. \
+A batch belongs to the user who submitted it: anyone else gets the same `404 BATCH_NOT_FOUND` as for \
+a batch that does not exist (status, cancel, retry, events, images). Admins may read and cancel \
+any batch, never retry it (a retry spends the owner's budget).
+
+**Links, by purpose.**
+- *Image links* (`images` of `GET /v1/batches/{id}`): `/v1/images/{batch}/{scene_id}/{variant}?sig=…`, \
+  an HMAC of the image's object name. No header, no expiry, one image; 302 to a short signed \
+  storage URL where the store signs, the bytes otherwise. Rotating the link secret revokes them.
+- *Reference links* (`url` of the reference library): `/v1/refs/{sha256}?sig=…`, the same kind.
+- *Page links* (`links.page`, `links.events` of a submit): `?access_token=`, a read token for one \
+  batch for 7 days: status, events, images; never cancel or retry.
+- *Control tokens* (`POST /v1/batches/{id}/control-token`, for the owner only): cancel and retry of \
+  that batch for one hour, sent as `Authorization: Bearer`. The returned `page` carries it in the \
+  URL fragment (`#control=…`), which browsers never send; in a query string it only reads.";
+
 /// A function's whole app: its routes, `/openapi.json` generated from them, health and readiness,
 /// metrics, and problems for everything else.
 pub fn app(api: utoipa_axum::router::OpenApiRouter, readiness: Readiness, title: &str) -> Router {
     let (router, mut doc) = api.split_for_parts();
     doc.info.title = title.to_owned();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.info.description = Some("Turn rows of a Sheet into images made by Gemini.".to_owned());
+    doc.info.description = Some(API_DESCRIPTION.to_owned());
     let doc = Arc::new(doc);
     let router = router
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))

@@ -25,6 +25,8 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
             ("ASSETGEN_OIDC_AUDIENCE", &format!("{SHEET_CLIENT}, https://assetgen.studio.test")),
             ("ASSETGEN_OIDC_JWKS_URL", &issuer.jwks_url),
             ("ASSETGEN_ALLOWED", "@studio.test"),
+            // The reference library's links point at this loopback server.
+            ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
         ],
     )
     .expect("serve");
@@ -99,6 +101,66 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
         assert_eq!(image.status(), 200, "{link}");
         assert_eq!(&image.bytes().await.expect("bytes")[..4], b"\x89PNG");
     }
+
+    // A reference link from the library needs no header: the row worker fetches it like any URL.
+    let uploaded: Value = client
+        .post(format!("{base}/v1/refs"))
+        .bearer_auth(&owner)
+        .header("content-type", "image/png")
+        .body(assetgen_tests::png(7))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    let ref_link = uploaded["url"].as_str().expect("reference link").to_owned();
+    assert!(ref_link.contains("?sig="), "{ref_link}");
+    assert_eq!(reqwest::get(&ref_link).await.expect("ref link").status(), 200);
+    let unsigned = ref_link.split('?').next().expect("path");
+    assert_eq!(reqwest::get(unsigned).await.expect("ref").status(), 401, "no signature, no token");
+    let with_ref = json!({"rows": [{"scene_id": "R", "prompt": "a mug in this style", "refs": [ref_link]}]});
+    let accepted: Value = client
+        .post(format!("{base}/v1/batches"))
+        .bearer_auth(&owner)
+        .json(&with_ref)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let ref_batch = accepted["batch_id"].as_str().expect("id").to_owned();
+    let row = loop {
+        let view: Value = client
+            .get(format!("{base}/v1/batches/{ref_batch}"))
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if view["status"] != "queued" && view["status"] != "running" {
+            break view["rows"][0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the batch never finished: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["status"], "succeeded", "{row}");
+    assert_eq!(
+        (row["refs"][0]["outcome"].as_str(), row["refs"][0]["sha256"].as_str()),
+        (Some("used"), uploaded["sha256"].as_str()),
+        "{row}"
+    );
+
+    // The owner's page link with a control token, from the CLI; nobody else gets one.
+    let cli = |token: &str| Command::new(ASSETGEN).args(["--server", &base, "--token", token, "page", &id]).output();
+    let page = cli(&owner).expect("cli");
+    assert!(page.status.success(), "{}", String::from_utf8_lossy(&page.stderr));
+    let link = String::from_utf8_lossy(&page.stdout).trim().to_owned();
+    assert!(link.starts_with(&format!("{base}/b/{id}?access_token=")) && link.contains("#control="), "{link}");
+    assert!(!cli(&other).expect("cli").status.success(), "another user gets no control token");
 
     // The CLI with --token follows the batch to its end.
     let csv = dir.path().join("rows.csv");

@@ -63,6 +63,9 @@ pub enum ClientCommand {
     Cancel(StatusArgs),
     /// Queue a batch's failed rows again (holds their price first; stored images are kept)
     Retry(StatusArgs),
+    /// Print the batch's progress page link with a one-hour control token (its owner only): the
+    /// page can then cancel and retry; forward the plain page link instead to let others watch
+    Page(StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -148,7 +151,29 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
         ClientCommand::Status(args) => status(&api, args, console).await,
         ClientCommand::Cancel(args) => control(&api, "cancel", args, console).await,
         ClientCommand::Retry(args) => control(&api, "retry", args, console).await,
+        ClientCommand::Page(args) => page(&api, args, console).await,
     }
+}
+
+/// `page`: a control token for the batch (its owner only), as the page link that carries it.
+async fn page(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let batch_id = args.batch_id.trim();
+    if batch_id.is_empty() {
+        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
+        return Ok(EXIT_REFUSED);
+    }
+    let url = api.url(&["v1", "batches", batch_id, "control-token"]);
+    let issued: assetgen_common::api::ControlTokenResponse = match api.post(url, &serde_json::json!({})).await? {
+        Ok(issued) => issued,
+        Err(refusal) => return refused(&refusal, None, c),
+    };
+    if args.json {
+        print_json_line(c.out, &issued)?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(c.out, "{}", issued.page)?;
+    writeln!(c.err, "this link can cancel and retry the batch until {}; keep it to yourself", issued.expires_at)?;
+    Ok(EXIT_OK)
 }
 
 async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
