@@ -4,6 +4,7 @@ use crate::api::RowStatus;
 use crate::batch_view::{StoredBatch, load, store_problem};
 use crate::domain::{BatchId, Money};
 use crate::layout;
+use crate::open_index::{self, OpenMarker};
 use crate::problem::{ErrorCode, Problem};
 use crate::queue::{RowMessage, RowQueue};
 use crate::settlement::{Settlement, day_of};
@@ -46,6 +47,7 @@ impl BatchControl {
                 let mut next = s.clone();
                 next.status = RowStatus::Cancelled;
                 next.lease = None;
+                next.awaiting_hold = false;
                 next.updated_at = now;
                 Ok(Some(next))
             })
@@ -59,43 +61,63 @@ impl BatchControl {
                 Err(e) => return Err(store_problem(e)),
             }
         }
-        self.settlement.settle_if_finished(&batch.manifest).await?;
+        self.settlement.close_if_finished(&batch.manifest).await?;
         Ok(ControlOutcome { batch_id: batch_id.to_string(), rows: cancelled, reserved_usd: 0.0 })
     }
 
     /// Queues the failed rows again, after holding the money their missing images need. Images
     /// already stored are kept and never paid again.
+    ///
+    /// Each failed row is first taken by compare-and-swap (queued, `awaiting_hold`: no delivery
+    /// starts it yet), and money is held for the rows this call took and no others, so two retries
+    /// racing each other hold it once between them. Only then are the rows released and published.
+    /// If the hold is refused the rows go back to failed.
     pub async fn retry(&self, batch_id: &BatchId) -> Result<ControlOutcome, Problem> {
-        let batch = load(self.settlement.store.as_ref(), batch_id).await?;
-        let failed: Vec<&RowState> =
-            batch.rows.values().map(|(_, s)| s).filter(|s| s.status == RowStatus::Failed).collect();
+        let store = self.settlement.store.as_ref();
+        let batch = load(store, batch_id).await?;
+        let failed: Vec<u32> =
+            batch.rows.values().map(|(_, s)| s).filter(|s| s.status == RowStatus::Failed).map(|s| s.row).collect();
         if failed.is_empty() {
-            return Err(Problem::new(ErrorCode::NothingToRetry, format!("batch {batch_id} has no failed rows")));
+            return Err(nothing_to_retry(batch_id));
         }
-        let missing: u64 = failed.iter().map(|s| missing_images(&batch, s)).sum();
         let m = &batch.manifest;
-        // At the price the batch was accepted at, like every other event of the batch.
-        let amount = m.price_per_image().times(missing);
-        let mut round = 0;
-        if amount > Money::ZERO {
-            let hold = self.settlement.budget.extend(&m.user, day_of(m), batch_id, amount).await?;
-            round = hold.round;
-            self.settlement.reserved(m, round, amount).await.map_err(store_problem)?;
-        }
+        // Keeps the batch in the index, and anyone from closing it, while rows are queued again.
+        let mut marker = OpenMarker::new(batch_id.clone(), m.user.clone(), day_of(m));
+        marker.retry_started = Some(OffsetDateTime::now_utc());
+        open_index::touch(store, &marker).await.map_err(store_problem)?;
+        let taken = self.take_failed(batch_id, &failed).await;
+        let outcome = match taken {
+            Ok(taken) if taken.is_empty() => Err(nothing_to_retry(batch_id)),
+            Ok(taken) => self.hold_and_queue(&batch, taken).await,
+            Err(e) => Err(e),
+        };
+        marker.retry_started = None;
+        open_index::touch(store, &marker).await.map_err(store_problem)?;
+        let outcome = outcome?;
+        tracing::info!(%batch_id, rows = outcome.rows.len(), reserved_usd = outcome.reserved_usd, "failed rows queued again");
+        Ok(outcome)
+    }
+
+    /// Moves each of `rows` that is still failed to queued-awaiting-hold; returns the rows moved,
+    /// with what they were.
+    async fn take_failed(&self, batch_id: &BatchId, rows: &[u32]) -> Result<Vec<RowState>, Problem> {
         let now = OffsetDateTime::now_utc();
-        let mut queued = Vec::new();
-        for row in failed.iter().map(|s| s.row) {
-            let updated = update_json::<RowState, StoreError, _>(
+        let mut taken = Vec::new();
+        for row in rows {
+            let mut before = None;
+            let stored = update_json::<RowState, StoreError, _>(
                 self.settlement.store.as_ref(),
-                &layout::row_state(batch_id, row),
+                &layout::row_state(batch_id, *row),
                 |s| {
+                    before = None; // this may run again after a lost race
                     if s.status != RowStatus::Failed {
-                        return Ok(None); // retried meanwhile by another click
+                        return Ok(None); // taken meanwhile by another retry
                     }
+                    before = Some(s.clone());
                     let mut next = s.clone();
                     next.status = RowStatus::Queued;
                     next.round += 1;
-                    next.error = None;
+                    next.awaiting_hold = true;
                     next.lease = None;
                     next.updated_at = now;
                     Ok(Some(next))
@@ -103,20 +125,87 @@ impl BatchControl {
             )
             .await
             .map_err(store_problem)?;
-            if updated.value.status == RowStatus::Queued {
-                queued.push(row);
+            if let Some(before) =
+                before.filter(|_| stored.value.awaiting_hold && stored.value.status == RowStatus::Queued)
+            {
+                taken.push(before);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Holds the money the taken rows' missing images need, then releases them to the queue; if
+    /// the hold is refused, puts them back to failed.
+    async fn hold_and_queue(&self, batch: &StoredBatch, taken: Vec<RowState>) -> Result<ControlOutcome, Problem> {
+        let m = &batch.manifest;
+        let batch_id = &m.batch_id;
+        let missing: u64 = taken.iter().map(|s| missing_images(batch, s)).sum();
+        // At the price the batch was accepted at, like every other event of the batch.
+        let amount = m.price_per_image().times(missing);
+        if amount > Money::ZERO {
+            let hold = match self.settlement.budget.extend(&m.user, day_of(m), batch_id, amount).await {
+                Ok(hold) => hold,
+                Err(refused) => {
+                    for before in &taken {
+                        self.set_awaiting(batch_id, before.row, |s| {
+                            let mut back = before.clone();
+                            back.updated_at = s.updated_at;
+                            back
+                        })
+                        .await?;
+                    }
+                    return Err(refused);
+                }
+            };
+            self.settlement.reserved(m, hold.round, amount).await.map_err(store_problem)?;
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut queued = Vec::new();
+        for before in &taken {
+            let released = self
+                .set_awaiting(batch_id, before.row, |s| {
+                    let mut next = s.clone();
+                    next.awaiting_hold = false;
+                    next.error = None;
+                    next.updated_at = now;
+                    next
+                })
+                .await?;
+            if released {
+                queued.push(before.row);
             }
         }
         let messages: Vec<RowMessage> =
             queued.iter().map(|row| RowMessage { batch_id: batch_id.clone(), row: *row }).collect();
         self.queue.publish(&messages).await.map_err(|e| Problem::new(ErrorCode::QueueUnavailable, e.to_string()))?;
-        if queued.is_empty() && amount > Money::ZERO {
-            // Another retry took every row first: settle, which frees this round's hold again.
-            self.settlement.settle_if_finished(m).await?;
-        }
-        tracing::info!(%batch_id, rows = queued.len(), round, %amount, "failed rows queued again");
         Ok(ControlOutcome { batch_id: batch_id.to_string(), rows: queued, reserved_usd: amount.usd() })
     }
+
+    /// Rewrites a row this retry took, if it is still queued awaiting its hold (a cancel or a
+    /// dead letter may have ended it meanwhile, or the sweep put it back after a long stall).
+    async fn set_awaiting(
+        &self,
+        batch_id: &BatchId,
+        row: u32,
+        change: impl Fn(&RowState) -> RowState,
+    ) -> Result<bool, Problem> {
+        let mut changed = false;
+        update_json::<RowState, StoreError, _>(
+            self.settlement.store.as_ref(),
+            &layout::row_state(batch_id, row),
+            |s| {
+                changed = s.awaiting_hold && s.status == RowStatus::Queued;
+                Ok(changed.then(|| change(s)))
+            },
+        )
+        .await
+        .map_err(store_problem)?;
+        Ok(changed)
+    }
+}
+
+fn nothing_to_retry(batch_id: &BatchId) -> Problem {
+    Problem::new(ErrorCode::NothingToRetry, format!("batch {batch_id} has no failed rows"))
 }
 
 fn missing_images(batch: &StoredBatch, state: &RowState) -> u64 {

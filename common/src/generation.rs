@@ -89,7 +89,8 @@ impl From<StoreError> for Stop {
 
 enum Take {
     Taken(RowState),
-    Ended,
+    Ended(RowState),
+    AwaitingHold,
     Busy,
 }
 
@@ -102,7 +103,7 @@ impl RowWorker {
     async fn row_ended(&self, manifest: &Manifest, state: &RowState) -> Result<(), Problem> {
         let settlement = self.settlement();
         settlement.release_unmade(manifest, state).await.map_err(store_problem)?;
-        settlement.settle_if_finished(manifest).await?;
+        settlement.close_if_finished(manifest).await?;
         Ok(())
     }
 
@@ -118,7 +119,14 @@ impl RowWorker {
         let holder = uuid::Uuid::now_v7().to_string();
         let state = match self.take_lease(&manifest, &spec, &holder).await.map_err(store_problem)? {
             Take::Taken(state) => state,
-            Take::Ended => return Ok(Delivery::AlreadyHandled),
+            Take::Ended(ended) => {
+                // The delivery that ended the row may have died before settling: every step of
+                // that is idempotent, so finish it before acknowledging.
+                self.row_ended(&manifest, &ended).await?;
+                return Ok(Delivery::AlreadyHandled);
+            }
+            // A retry is holding the money for this row; it publishes the row once it has.
+            Take::AwaitingHold => return Ok(Delivery::AlreadyHandled),
             Take::Busy => return Ok(Delivery::Busy),
         };
         let keeper = LeaseKeeper::start(
@@ -226,7 +234,11 @@ impl RowWorker {
         let mut outcome = Take::Busy;
         let attempt = update_json::<RowState, StoreError, _>(self.store.as_ref(), &name, |s| {
             if s.status.is_terminal() {
-                outcome = Take::Ended;
+                outcome = Take::Ended(s.clone());
+                return Ok(None);
+            }
+            if s.awaiting_hold {
+                outcome = Take::AwaitingHold;
                 return Ok(None);
             }
             if s.leased_by_other(holder, now) {

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod observe;
+pub mod open_index;
 pub mod pipeline;
 pub mod problem;
 pub mod queue;

@@ -11,6 +11,7 @@ use crate::budget::Budget;
 use crate::domain::{Money, RunMode};
 use crate::layout;
 use crate::ledger::{self, EventKind, LedgerEvent, Recorded};
+use crate::open_index;
 use crate::problem::Problem;
 use crate::state::{Manifest, RowState};
 use crate::store::{ObjectStore, StoreError};
@@ -68,33 +69,55 @@ impl Settlement {
         Ok(())
     }
 
-    /// If every row of the batch has ended, closes its hold at the ledger's spend. Rows are read
-    /// from the last one down and the look stops at the first that is still open, which is nearly
-    /// always the first one read until the batch really is done.
-    pub async fn settle_if_finished(&self, manifest: &Manifest) -> Result<bool, Problem> {
-        if manifest.spec.run_mode == RunMode::DryRun {
+    /// If every row of the batch has ended, closes it: its hold is settled at the ledger's spend,
+    /// then it leaves the index of open batches. Safe to repeat, and to run from anywhere (the
+    /// delivery that ended the last row, any later duplicate, the sweep); returns whether the batch
+    /// is closed now.
+    ///
+    /// Order matters against a concurrent retry, which queues rows *before* it holds their money:
+    /// the marker and the hold's rounds are read first, the rows after. If the rows were all seen
+    /// ended, a retry that reopened the batch since has changed either the marker (so it is not
+    /// deleted) or the rounds (so the hold is not settled).
+    pub async fn close_if_finished(&self, manifest: &Manifest) -> Result<bool, Problem> {
+        let store = self.store.as_ref();
+        let batch = &manifest.batch_id;
+        let Some(marker) = open_index::read(store, batch).await.map_err(store_problem)? else {
+            // Closed already — or submitted before the index existed, which the sweep indexes.
+            return Ok(false);
+        };
+        if marker.value.retrying(OffsetDateTime::now_utc()) {
             return Ok(false);
         }
+        let live = manifest.spec.run_mode == RunMode::Live;
+        let rounds = if live { self.budget.rounds(&manifest.user, day_of(manifest), batch).await? } else { None };
+        // From the last row down: the look stops at the first row still open, which is nearly
+        // always the first one read until the batch really is done.
         for spec in manifest.spec.rows.iter().rev() {
-            let name = layout::row_state(&manifest.batch_id, spec.row);
-            let rows = read_rows(self.store.as_ref(), vec![name]).await?;
+            let name = layout::row_state(batch, spec.row);
+            let rows = read_rows(store, vec![name]).await?;
             if !rows.get(&spec.row).is_some_and(|(_, s)| s.status.is_terminal()) {
                 return Ok(false);
             }
         }
-        self.settle(manifest).await?;
-        Ok(true)
+        if live && !self.settle(manifest, rounds).await? {
+            return Ok(false);
+        }
+        open_index::close(store, batch, marker.generation).await.map_err(store_problem)
     }
 
-    /// Closes the batch's hold at what the ledger says it spent (safe to repeat).
-    pub async fn settle(&self, manifest: &Manifest) -> Result<(), Problem> {
+    /// Closes the batch's hold at what the ledger says it spent (safe to repeat), unless it has
+    /// gained a reserve round since it had `rounds`.
+    async fn settle(&self, manifest: &Manifest, rounds: Option<u32>) -> Result<bool, Problem> {
         let day = day_of(manifest);
         let events =
             ledger::events_of_batch(self.store.as_ref(), day, &manifest.batch_id).await.map_err(store_problem)?;
         let spent = ledger::total(&events, EventKind::Spend);
-        self.budget.settle(&manifest.user, day, &manifest.batch_id, spent).await?;
-        tracing::info!(batch_id = %manifest.batch_id, %spent, "batch settled");
-        Ok(())
+        let settled =
+            self.budget.settle_unless_reopened(&manifest.user, day, &manifest.batch_id, spent, rounds).await?;
+        if settled {
+            tracing::info!(batch_id = %manifest.batch_id, %spent, "batch settled");
+        }
+        Ok(settled)
     }
 
     /// The batch-level reserve event of a round (create-only; a redo writes nothing new).

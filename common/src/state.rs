@@ -81,6 +81,9 @@ pub struct RowState {
     pub refs: Vec<RefReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RowError>,
+    /// Queued again by a retry that has not yet held the money for it: no delivery may start it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_hold: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -98,6 +101,7 @@ impl RowState {
             variants: Vec::new(),
             refs: Vec::new(),
             error: None,
+            awaiting_hold: false,
             updated_at: now,
         }
     }

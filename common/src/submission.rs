@@ -1,7 +1,8 @@
 //! Accepting a batch: validate, estimate, reserve, write the manifest and row states, publish one
 //! message per row. The submit function's handlers are a thin layer over [`Submitter`].
 //!
-//! Order matters for money: the budget hold comes first (a refusal writes nothing), then its ledger
+//! Order matters for money: the batch's entry in the index of open batches comes first (so the
+//! sweep finds whatever follows), then the budget hold (a refusal writes nothing more), its ledger
 //! event, the manifest (create-only), the rows, and the messages. A crash after the hold leaves a
 //! hold without a batch, which the sweep frees; never a batch without a hold.
 //!
@@ -19,6 +20,7 @@ use crate::cost::PriceTable;
 use crate::domain::{BatchId, RefUrlPolicy};
 use crate::layout;
 use crate::limits::Limits;
+use crate::open_index::{self, OpenMarker};
 use crate::problem::{ErrorCode, Problem};
 use crate::queue::{RowMessage, RowQueue};
 use crate::settlement::{Settlement, day_of};
@@ -105,7 +107,18 @@ impl Submitter {
         let manifest =
             Manifest { batch_id: batch_id.clone(), user: who.user.clone(), created_at, spec, estimate, reserved };
 
-        let hold = self.budget.reserve(&who.user, day_of(&manifest), &batch_id, reserved).await?;
+        let marker = OpenMarker::new(batch_id.clone(), who.user.clone(), day_of(&manifest));
+        open_index::open(self.store.as_ref(), &marker).await.map_err(store_problem)?;
+        let hold = match self.budget.reserve(&who.user, day_of(&manifest), &batch_id, reserved).await {
+            Ok(hold) => hold,
+            Err(refused) => {
+                // Nothing of the batch was written: it leaves the index again (the sweep would too).
+                if let Ok(Some(m)) = open_index::read(self.store.as_ref(), &batch_id).await {
+                    let _ = open_index::close(self.store.as_ref(), &batch_id, m.generation).await;
+                }
+                return Err(refused);
+            }
+        };
         self.settlement().reserved(&manifest, 0, reserved).await.map_err(store_problem)?;
         let tolerate_existing = |r: Result<_, StoreError>| match r {
             Err(StoreError::PreconditionFailed(_)) if replay => Ok(()),

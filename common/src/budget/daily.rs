@@ -151,6 +151,41 @@ impl Budget for DailyBudget {
         .await
     }
 
+    async fn rounds(&self, user: &UserId, day: Date, batch: &BatchId) -> Result<Option<u32>, Problem> {
+        match read_json::<BudgetDay>(self.store.as_ref(), &object_name(day, user)).await {
+            Ok(o) => Ok(o.value.batches.get(&batch.to_string()).map(|h| h.reserves.len() as u32)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(store_problem(e)),
+        }
+    }
+
+    async fn settle_unless_reopened(
+        &self,
+        user: &UserId,
+        day: Date,
+        batch: &BatchId,
+        spent: Money,
+        rounds: Option<u32>,
+    ) -> Result<bool, Problem> {
+        let key = batch.to_string();
+        let mut settled = true;
+        self.modify(user, day, |current| {
+            let hold = current.batches.get(&key);
+            settled = hold.map(|h| h.reserves.len() as u32) == rounds;
+            let hold = hold.filter(|_| settled)?;
+            if hold.settled == Some(spent) {
+                return None;
+            }
+            let mut next = current.clone();
+            if let Some(h) = next.batches.get_mut(&key) {
+                h.settled = Some(spent);
+            }
+            Some(next)
+        })
+        .await?;
+        Ok(settled)
+    }
+
     async fn view(&self, user: &UserId, day: Date) -> Result<BudgetView, Problem> {
         let limit = self.limits.for_user(user);
         let stored = match read_json::<BudgetDay>(self.store.as_ref(), &object_name(day, user)).await {

@@ -6,7 +6,7 @@ mod daily;
 mod day;
 
 pub use daily::{DailyBudget, UserLimits};
-pub use day::{BudgetDay, Hold};
+pub use day::{BudgetDay, Hold, object_name};
 
 use crate::api::BudgetView;
 use crate::domain::{BatchId, Money, UserId};
@@ -32,6 +32,27 @@ pub trait Budget: Send + Sync + std::fmt::Debug {
 
     /// Closes a batch: it spent `spent` (from the ledger); the rest of its hold is freed.
     async fn settle(&self, user: &UserId, day: Date, batch: &BatchId, spent: Money) -> Result<(), Problem>;
+
+    /// How many reserve rounds the batch's hold has (1 after submit, +1 per retry); `None` when it
+    /// holds nothing (a dry run, or no accounting).
+    async fn rounds(&self, _user: &UserId, _day: Date, _batch: &BatchId) -> Result<Option<u32>, Problem> {
+        Ok(None)
+    }
+
+    /// [`Budget::settle`], unless a retry added a round since the hold had `rounds` rounds: a batch
+    /// whose rows were seen ended after reading `rounds` may have been reopened meanwhile, and its
+    /// new round must stay held while its rows run. Returns whether the hold is settled.
+    async fn settle_unless_reopened(
+        &self,
+        user: &UserId,
+        day: Date,
+        batch: &BatchId,
+        spent: Money,
+        rounds: Option<u32>,
+    ) -> Result<bool, Problem> {
+        let _ = rounds;
+        self.settle(user, day, batch, spent).await.map(|()| true)
+    }
 
     /// The user's day as it stands: limit, spent, reserved, remaining.
     async fn view(&self, user: &UserId, day: Date) -> Result<BudgetView, Problem>;

@@ -62,7 +62,7 @@ async fn an_accepted_batch_is_stored_and_queued_row_by_row() {
     assert_eq!(accepted["estimate"], json!({"images": 3, "usd": 0.0, "usd_if_live": 0.117}));
     let events = accepted["links"]["events"].as_str().expect("events link");
     assert!(events.starts_with(&format!("http://assetgen.test/v1/batches/{id}/events?access_token=")), "{events}");
-    assert_eq!(objects(&app).await, 3, "manifest and two row states");
+    assert_eq!(objects(&app).await, 4, "its entry in the index of open batches, manifest and two row states");
     let queued: Vec<u32> = app.queue.published().iter().map(|m| m.row).collect();
     assert_eq!(queued, vec![0, 1]);
 
