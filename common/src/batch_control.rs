@@ -20,7 +20,7 @@ pub struct BatchControl {
 }
 
 /// What a cancel or retry did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ControlOutcome {
     pub batch_id: String,
     /// Rows this call changed (cancelled, or queued again).
@@ -38,7 +38,9 @@ impl BatchControl {
         let mut cancelled = Vec::new();
         for spec in &batch.manifest.spec.rows {
             let name = layout::row_state(batch_id, spec.row);
+            let mut changed = false;
             let updated = update_json::<RowState, StoreError, _>(self.settlement.store.as_ref(), &name, |s| {
+                changed = false; // this may run again after a lost race
                 // Only rows no delivery holds: a queued row, or a running one whose holder crashed.
                 let abandoned = s.status == RowStatus::Running && !s.leased_by_other("", now);
                 if s.status != RowStatus::Queued && !abandoned {
@@ -49,13 +51,17 @@ impl BatchControl {
                 next.lease = None;
                 next.awaiting_hold = false;
                 next.updated_at = now;
+                changed = true;
                 Ok(Some(next))
             })
             .await;
             match updated {
                 Ok(stored) if stored.value.status == RowStatus::Cancelled => {
+                    // Also for a row cancelled earlier: that cancel may have died before this step.
                     self.settlement.release_unmade(&batch.manifest, &stored.value).await.map_err(store_problem)?;
-                    cancelled.push(spec.row);
+                    if changed {
+                        cancelled.push(spec.row);
+                    }
                 }
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(store_problem(e)),

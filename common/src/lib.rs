@@ -14,6 +14,7 @@ pub mod domain;
 pub mod drain;
 pub mod events;
 pub mod generation;
+pub mod idempotent_control;
 pub mod layout;
 pub mod lease;
 pub mod ledger;

@@ -166,13 +166,7 @@ impl Submitter {
 
     /// Claims `key` for this user and request, or finds the earlier claim of the same request.
     async fn claim(&self, who: &Identity, key: &str, request: &BatchRequest) -> Result<Claim, Problem> {
-        let key = key.trim();
-        if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(Problem::new(
-                ErrorCode::InvalidIdempotencyKey,
-                "Idempotency-Key must be 1 to 255 printable ASCII characters",
-            ));
-        }
+        let key = crate::idempotent_control::check_key(key)?;
         let name =
             format!("idempotency/{}.json", hex::encode(Sha256::digest(format!("{}\n{key}", who.user).as_bytes())));
         let request_sha256 = hex::encode(Sha256::digest(serde_json::to_vec(request).unwrap_or_default()));

@@ -4,6 +4,7 @@
 use assetgen_common::api::{BatchRequest, RowStatus};
 use assetgen_common::budget::{BudgetDay, DailyBudget, UserLimits};
 use assetgen_common::domain::{BatchId, Money};
+use assetgen_common::idempotent_control::ControlOp;
 use assetgen_common::ledger::{self, EventKind};
 use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::open_index::{self, OpenMarker};
@@ -238,4 +239,30 @@ async fn a_retry_racing_the_batch_end_keeps_its_rows_held() {
     assert!(view.reserved_usd == 0.0 && (view.spent_usd - 6.0 * 0.039).abs() < 1e-9, "{view:?}");
     let report = reconcile::check(rig.store.as_ref(), day).await.expect("check");
     assert!(report.is_clean(), "{:#?}", report.differences);
+}
+
+/// With an `Idempotency-Key`, retries sent again — at the same time or later — all get the first
+/// one's answer, and hold the money once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_retries_repeated_get_the_first_answer() {
+    let (rig, id) = batch_with_failed_rows().await;
+    let keyed: Vec<_> = (0..4)
+        .map(|_| {
+            let (rig, id) = (rig.clone(), id.clone());
+            tokio::spawn(async move { rig.pipeline.control.once(ControlOp::Retry, &id, Some("click-7")).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in keyed {
+        answers.push(r.await.expect("join").expect("the keyed retry's answer"));
+    }
+    assert_eq!(answers[0].rows, vec![1, 2]);
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:#?}");
+    let later = rig.pipeline.control.once(ControlOp::Retry, &id, Some("click-7")).await.expect("later");
+    assert_eq!(later, answers[0]);
+    let unkeyed = rig.pipeline.control.once(ControlOp::Retry, &id, None).await.expect_err("nothing failed now");
+    assert_eq!(unkeyed.code, ErrorCode::NothingToRetry);
+    let day = OffsetDateTime::now_utc().date();
+    let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, day).await.expect("view");
+    assert!((view.reserved_usd - 0.195).abs() < 1e-9, "held once: {view:?}");
 }

@@ -7,6 +7,7 @@ use assetgen_common::batch_control::ControlOutcome;
 use assetgen_common::batch_spec::parse_request;
 use assetgen_common::batch_view::{self, Presenter};
 use assetgen_common::domain::BatchId;
+use assetgen_common::idempotent_control::ControlOp;
 use assetgen_common::problem::{ErrorCode, Problem};
 use assetgen_common::request::{base_url, read_body};
 use assetgen_common::submission::links;
@@ -48,14 +49,7 @@ pub async fn create_batch(
     let who = state.access.authenticate(&headers).await?;
     let request = request(&state, body).await?;
     let base = base_url(state.public_url.as_ref(), &headers);
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) => Some(k),
-        Some(Err(_)) => {
-            return Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII"));
-        }
-    };
-    let mut accepted = state.submitter.submit(&who, &request, &base, key).await?;
+    let mut accepted = state.submitter.submit(&who, &request, &base, idempotency_key(&headers)?).await?;
     // The page and the event stream are opened by a browser, which sends no Authorization.
     let batch = BatchId::parse(&accepted.batch_id).map_err(|e| Problem::internal(e.0))?;
     let token = state.access.tokens.issue(&batch, &who.user, PAGE_LINK_TTL);
@@ -127,10 +121,20 @@ async fn authorized(
     Ok(batch)
 }
 
+/// The `Idempotency-Key` header, if any.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) => Ok(Some(k)),
+        Some(Err(_)) => Err(Problem::new(ErrorCode::InvalidIdempotencyKey, "Idempotency-Key is not printable ASCII")),
+    }
+}
+
 /// Cancels the rows that have not started; their holds are freed. Rows being generated finish.
 /// For the batch's owner, an admin, or `Authorization: Bearer` with the batch's control token.
 #[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "submit",
-    params(("id" = String, Path, description = "Batch id"), AccessToken),
+    params(("id" = String, Path, description = "Batch id"), AccessToken,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request return the first one's answer")),
     responses(
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
         (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
@@ -144,14 +148,15 @@ pub async fn cancel(
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
     let batch = authorized(&state, &headers, &id, &query, BatchAction::Cancel).await?;
-    Ok(Json(state.control.cancel(&batch).await?))
+    Ok(Json(state.control.once(ControlOp::Cancel, &batch, idempotency_key(&headers)?).await?))
 }
 
 /// Queues the failed rows again, holding the money their missing images need first (from the
 /// owner's budget: so only the owner, or `Authorization: Bearer` with the batch's control token,
 /// may retry). Stored images are kept and never paid twice.
 #[utoipa::path(post, path = "/v1/batches/{id}/retry", tag = "submit",
-    params(("id" = String, Path, description = "Batch id"), AccessToken),
+    params(("id" = String, Path, description = "Batch id"), AccessToken,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request return the first one's answer")),
     responses(
         (status = 200, description = "The rows queued again", body = ControlOutcome),
         (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
@@ -167,7 +172,7 @@ pub async fn retry(
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
     let batch = authorized(&state, &headers, &id, &query, BatchAction::Retry).await?;
-    Ok(Json(state.control.retry(&batch).await?))
+    Ok(Json(state.control.once(ControlOp::Retry, &batch, idempotency_key(&headers)?).await?))
 }
 
 /// A one-hour token that lets its bearer cancel and retry this batch, for its owner only (signed
