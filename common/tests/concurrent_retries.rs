@@ -70,6 +70,9 @@ impl ObjectStore for Sluggish {
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
         self.0.delete(name, when).await
     }
+    fn settled_generation(&self) -> Option<Generation> {
+        self.0.settled_generation()
+    }
 }
 
 /// A live batch of rows A (1 image), B (2) and C (3), of which B and C failed; the model now
@@ -192,6 +195,9 @@ impl ObjectStore for Gated {
     }
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
         self.0.delete(name, when).await
+    }
+    fn settled_generation(&self) -> Option<Generation> {
+        self.0.settled_generation()
     }
 }
 

@@ -51,6 +51,9 @@ impl ObjectStore for DiesBeforeSettling {
     async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
         self.inner.delete(name, when).await
     }
+    fn settled_generation(&self) -> Option<Generation> {
+        self.inner.settled_generation()
+    }
 }
 
 fn deployment(store: Arc<dyn ObjectStore>) -> Rig {

@@ -34,14 +34,13 @@ pub trait Budget: Send + Sync + std::fmt::Debug {
     async fn settle(&self, user: &UserId, day: Date, batch: &BatchId, spent: Money) -> Result<(), Problem>;
 
     /// How many reserve rounds the batch's hold has (1 after submit, +1 per retry); `None` when it
-    /// holds nothing (a dry run, or no accounting).
-    async fn rounds(&self, _user: &UserId, _day: Date, _batch: &BatchId) -> Result<Option<u32>, Problem> {
-        Ok(None)
-    }
+    /// holds nothing (a dry run, or no accounting). No default: a wrapper must pass it on.
+    async fn rounds(&self, user: &UserId, day: Date, batch: &BatchId) -> Result<Option<u32>, Problem>;
 
     /// [`Budget::settle`], unless a retry added a round since the hold had `rounds` rounds: a batch
     /// whose rows were seen ended after reading `rounds` may have been reopened meanwhile, and its
-    /// new round must stay held while its rows run. Returns whether the hold is settled.
+    /// new round must stay held while its rows run. Returns whether the hold is settled. No
+    /// default: a wrapper that settled unconditionally would free a reopened batch's new hold.
     async fn settle_unless_reopened(
         &self,
         user: &UserId,
@@ -49,10 +48,7 @@ pub trait Budget: Send + Sync + std::fmt::Debug {
         batch: &BatchId,
         spent: Money,
         rounds: Option<u32>,
-    ) -> Result<bool, Problem> {
-        let _ = rounds;
-        self.settle(user, day, batch, spent).await.map(|()| true)
-    }
+    ) -> Result<bool, Problem>;
 
     /// The user's day as it stands: limit, spent, reserved, remaining.
     async fn view(&self, user: &UserId, day: Date) -> Result<BudgetView, Problem>;
@@ -76,6 +72,21 @@ impl Budget for Unmetered {
 
     async fn settle(&self, _: &UserId, _: Date, _: &BatchId, _: Money) -> Result<(), Problem> {
         Ok(())
+    }
+
+    async fn rounds(&self, _: &UserId, _: Date, _: &BatchId) -> Result<Option<u32>, Problem> {
+        Ok(None)
+    }
+
+    async fn settle_unless_reopened(
+        &self,
+        _: &UserId,
+        _: Date,
+        _: &BatchId,
+        _: Money,
+        _: Option<u32>,
+    ) -> Result<bool, Problem> {
+        Ok(true)
     }
 
     async fn view(&self, _: &UserId, _: Date) -> Result<BudgetView, Problem> {

@@ -186,6 +186,21 @@ impl Budget for MeteredBudget {
         self.inner.settle(user, day, batch, spent).await
     }
 
+    async fn rounds(&self, user: &UserId, day: Date, batch: &BatchId) -> Result<Option<u32>, Problem> {
+        self.inner.rounds(user, day, batch).await
+    }
+
+    async fn settle_unless_reopened(
+        &self,
+        user: &UserId,
+        day: Date,
+        batch: &BatchId,
+        spent: Money,
+        rounds: Option<u32>,
+    ) -> Result<bool, Problem> {
+        self.inner.settle_unless_reopened(user, day, batch, spent, rounds).await
+    }
+
     async fn view(&self, user: &UserId, day: Date) -> Result<BudgetView, Problem> {
         self.inner.view(user, day).await
     }
