@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on cancel and retry, through the router: a repeated request gets the first
 //! one's answer.
 
-use assetgen_common::auth::DevAuth;
+use assetgen_common::auth::Access;
 use assetgen_common::testkit::Rig;
 use assetgen_submit::{SubmitState, router};
 use axum::body::Body;
@@ -30,9 +30,8 @@ async fn a_repeated_keyed_cancel_returns_the_first_answer() {
         submitter: kit.pipeline.submitter.clone(),
         control: kit.pipeline.control.clone(),
         store: kit.store.clone(),
-        auth: Arc::new(DevAuth),
+        access: Access::dev(),
         public_url: None,
-        capabilities: None,
     };
     let (app, _) = router(Arc::new(state)).split_for_parts();
     let body = json!({"rows": [{"scene_id": "A", "prompt": "a"}, {"scene_id": "B", "prompt": "b"}]});
