@@ -21,6 +21,7 @@ NOT_SET_IN_THE_CLOUD = {
     "GEMINI_BASE_URL": "tests and proxies only: the default is Google's endpoint",
     "ASSETGEN_OIDC_JWKS_URL": "tests only: the default is Google's key set, which signs the cloud's tokens",
     "ASSETGEN_LOG_FORMAT": "a terminal's override: the cloud functions log Cloud Logging's JSON by default",
+    "ASSETGEN_DRAIN_SECS": "the default (7 s) is sized to Cloud Run's 10 s between SIGTERM and SIGKILL",
     "GOOGLE_APPLICATION_CREDENTIALS": "tests only: a key file that signs URLs for fake-gcs-server; Cloud Run's ADC signs in the cloud",
 }
 
