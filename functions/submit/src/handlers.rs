@@ -56,6 +56,9 @@ pub async fn create_batch(
     for link in [&mut accepted.links.page, &mut accepted.links.events] {
         link.push_str(&format!("?access_token={token}"));
     }
+    // `self` is this function's own route: where the request came, not the public URL (the
+    // relay's, in the cloud, which serves the page, events and images but not the status).
+    accepted.links.self_ = format!("{}/v1/batches/{batch}", base_url(None, &headers));
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 

@@ -20,13 +20,18 @@ struct App {
 }
 
 fn app() -> App {
+    app_at(None)
+}
+
+/// Submit whose links name `public_url` (the relay's, in the cloud).
+fn app_at(public_url: Option<&str>) -> App {
     let kit = Rig::new(|p| p.limits = Limits { max_rows: 3, ..Limits::default() });
     let state = SubmitState {
         submitter: kit.pipeline.submitter.clone(),
         control: kit.pipeline.control.clone(),
         store: kit.store.clone(),
         access: Access::dev(),
-        public_url: None,
+        public_url: public_url.map(|u| url::Url::parse(u).expect("a URL")),
     };
     let (router, _) = router(Arc::new(state)).split_for_parts();
     App { router, store: kit.store, queue: kit.queue }
@@ -69,6 +74,19 @@ async fn an_accepted_batch_is_stored_and_queued_row_by_row() {
     let (status, _, view) = call(&app, "GET", &format!("/v1/batches/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((view["status"].as_str(), view["totals"]["images_total"].as_u64()), (Some("queued"), Some(3)));
+}
+
+#[tokio::test]
+async fn in_the_cloud_the_page_and_events_are_the_relays_and_self_is_submits_own() {
+    let app = app_at(Some("https://relay.example"));
+    let body = json!({"rows": [{"scene_id": "A", "prompt": "a"}]});
+    let (status, _, accepted) = call(&app, "POST", "/v1/batches", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["batch_id"].as_str().expect("id");
+    let link = |name: &str| accepted["links"][name].as_str().expect("a link").to_owned();
+    assert!(link("page").starts_with("https://relay.example/b/"), "{accepted}");
+    assert!(link("events").starts_with(&format!("https://relay.example/v1/batches/{id}/events?")), "{accepted}");
+    assert_eq!(link("self"), format!("http://assetgen.test/v1/batches/{id}"), "status lives on submit, not the relay");
 }
 
 #[tokio::test]
