@@ -3,8 +3,11 @@
 //!
 //! Exit codes: 0 done (and, for a followed batch, every row succeeded); 1 a followed batch ended
 //! with failed or cancelled rows; 2 the input or the request was refused (CSV, problem document);
-//! 3 the event stream was lost for good (the batch itself goes on: see `assetgen status`).
+//! 3 the event stream was lost for good (the batch itself goes on: see `assetgen status`); 4 a live
+//! submit was not confirmed (answered no, or no terminal to ask on and no `--yes`): nothing was
+//! submitted.
 
+mod confirm;
 mod csv_rows;
 mod follow;
 mod http;
@@ -13,6 +16,7 @@ mod table;
 
 use anyhow::Context as _;
 use assetgen_common::api::{BatchRequest, BatchView, EstimateResponse, SubmitResponse};
+use confirm::Asker;
 use follow::{FollowError, Mode, Retry};
 use http::{Api, Refusal};
 use indicatif::ProgressDrawTarget;
@@ -24,6 +28,7 @@ use std::process::ExitCode;
 const EXIT_OK: u8 = 0;
 const EXIT_REFUSED: u8 = 2;
 const EXIT_STREAM_LOST: u8 = 3;
+const EXIT_NOT_CONFIRMED: u8 = 4;
 
 /// Where the client commands send their requests, and as whom.
 #[derive(clap::Args)]
@@ -53,7 +58,10 @@ impl std::fmt::Debug for ClientOptions {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClientCommand {
-    /// Submit the rows of a CSV file as one batch (columns: scene_id,prompt,variants,refs,ref_mode[,aspect_ratio])
+    /// Submit the rows of a CSV file as one batch (columns: scene_id,prompt,variants,refs,ref_mode[,aspect_ratio]).
+    /// With --live it first shows the estimate and the budget left and asks (on a terminal) before
+    /// spending; --yes submits without asking (scripts); without a terminal and without --yes it
+    /// submits nothing and exits with 4
     Submit(SubmitArgs),
     /// Price the rows of a CSV file without submitting them
     Estimate(EstimateArgs),
@@ -78,6 +86,9 @@ pub struct SubmitArgs {
     /// Print JSON (with --follow: one line per event) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Submit a live batch without asking first (scripts): its estimate is held from today's budget
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     #[command(flatten)]
     pub batch: BatchOptions,
 }
@@ -128,6 +139,7 @@ pub async fn run(options: ClientOptions, command: ClientCommand) -> anyhow::Resu
         progress: ProgressDrawTarget::stderr,
         data_dir: PathBuf::from(table::LOCAL_DATA_DIR),
         retry: Retry::default(),
+        asker: Asker::detect(),
     };
     execute(&options, command, &mut console).await.map(ExitCode::from)
 }
@@ -141,6 +153,8 @@ struct Console<'a> {
     /// The local server's object directory, for showing images as local files.
     data_dir: PathBuf,
     retry: Retry,
+    /// Where a live submit asks for confirmation, if anywhere.
+    asker: Asker,
 }
 
 async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut Console<'_>) -> anyhow::Result<u8> {
@@ -178,10 +192,27 @@ async fn page(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Resul
 
 async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
     let Some((mut request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
+    if args.batch.live && !args.yes && !c.asker.can_ask() {
+        // Before any request: a script that forgot --yes learns it at once, and spends nothing.
+        writeln!(
+            c.err,
+            "error: a live batch costs money, and `submit --live` asks before it spends; there is no terminal \
+             to ask on (standard input is not one), so nothing was submitted.\n\
+             Add --yes to submit without asking (`assetgen estimate {} --live` shows the price first).",
+            args.file.display()
+        )?;
+        return Ok(EXIT_NOT_CONFIRMED);
+    }
     if args.batch.global_set
         && let Err(refusal) = add_global_set(api, &mut request).await?
     {
         return refused(&refusal, None, c);
+    }
+    if args.batch.live && !args.yes {
+        let answer = confirm_live(api, &request, &lines, c).await?;
+        if answer != EXIT_OK {
+            return Ok(answer);
+        }
     }
     let response: SubmitResponse = match api.post(api.url(&["v1", "batches"]), &request).await? {
         Ok(response) => response,
@@ -224,6 +255,45 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
             Ok(EXIT_STREAM_LOST)
         }
         Err(FollowError::Failed(e)) => Err(e),
+    }
+}
+
+/// Shows what a live batch will cost and the budget left, and asks before anything is spent.
+/// `EXIT_OK` to go on; otherwise the exit code (nothing was submitted).
+async fn confirm_live(api: &Api, request: &BatchRequest, lines: &[u64], c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let response: EstimateResponse = match api.post(api.url(&["v1", "estimate"]), request).await? {
+        Ok(response) => response,
+        Err(refusal) => return refused(&refusal, Some(lines), c),
+    };
+    let (e, after) = (&response.estimate, &response.budget_after);
+    // The estimate is what a submit holds; the budget before it is what is left after plus that.
+    let left_now = after.remaining_usd + e.usd;
+    let per_image = if e.images > 0 { e.usd / e.images as f64 } else { 0.0 };
+    writeln!(c.err, "live batch: {} images at ${per_image:.3} = ${:.2}", e.images, e.usd)?;
+    writeln!(
+        c.err,
+        "budget:     ${left_now:.2} left of ${:.2} today (spent ${:.2}, held ${:.2}); ${:.2} after this batch",
+        after.limit_usd,
+        after.spent_usd,
+        after.reserved_usd,
+        after.remaining_usd.max(0.0)
+    )?;
+    // Half a cent of slack for the float sums; the server's hold decides to the micro-dollar.
+    if after.remaining_usd < -0.005 {
+        writeln!(
+            c.err,
+            "error: this batch costs ${:.2}, more than the ${left_now:.2} left of today's budget; nothing was \
+             submitted. Submit fewer rows or variants, or wait for tomorrow's budget.",
+            e.usd
+        )?;
+        return Ok(EXIT_REFUSED);
+    }
+    let question = format!("Submit and spend up to ${:.2} of today's budget?", e.usd);
+    if c.asker.confirm(question).await? {
+        Ok(EXIT_OK)
+    } else {
+        writeln!(c.err, "not submitted: nothing was spent")?;
+        Ok(EXIT_NOT_CONFIRMED)
     }
 }
 
@@ -427,8 +497,14 @@ mod tests {
         err: String,
     }
 
-    /// Runs `assetgen <args>` against `base` as tester@example.com, capturing its output.
+    /// Runs `assetgen <args>` against `base` as tester@example.com, capturing its output, with no
+    /// terminal to ask on (as in a script or CI).
     async fn execute_captured(base: &str, args: &[&str], data_dir: &Path) -> anyhow::Result<Captured> {
+        execute_asking(base, args, data_dir, Asker::NoTerminal).await
+    }
+
+    /// [`execute_captured`] with a person at a terminal who answers as `asker` says.
+    async fn execute_asking(base: &str, args: &[&str], data_dir: &Path, asker: Asker) -> anyhow::Result<Captured> {
         let mut argv = vec!["assetgen", "--server", base, "--user", "tester@example.com", "--id-token", "secret-token"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv)?;
@@ -439,6 +515,7 @@ mod tests {
             progress: ProgressDrawTarget::hidden,
             data_dir: data_dir.to_path_buf(),
             retry: fast_retry(),
+            asker,
         };
         let code = execute(&cli.options, cli.command, &mut console).await?;
         Ok(Captured { code, out: String::from_utf8(out)?, err: String::from_utf8(err)? })
@@ -538,7 +615,7 @@ mod tests {
         std::fs::write(&csv, "scene_id,prompt\nA,a car\n")?;
         let (d, base) = deployment(Router::new().route("/v1/batches", post(accept))).await?;
         let csv_arg = csv.to_string_lossy().into_owned();
-        let run = execute_captured(&base, &["submit", &csv_arg, "--json", "--live"], dir.path()).await?;
+        let run = execute_captured(&base, &["submit", &csv_arg, "--json", "--live", "--yes"], dir.path()).await?;
         assert_eq!(run.code, 0, "{}", run.err);
         assert_eq!(run.out.lines().count(), 1);
         assert_eq!(serde_json::from_str::<SubmitResponse>(run.out.trim())?, submit_response(&base));
@@ -572,6 +649,100 @@ mod tests {
             "{}",
             run.err
         );
+        Ok(())
+    }
+
+    /// A deployment that prices every request as `images` live images at $0.039 with `remaining_usd`
+    /// left today, and accepts submits.
+    async fn priced_deployment(images: u32, remaining_usd: f64) -> anyhow::Result<(Deployment, String)> {
+        let priced = move |State(d): State<Deployment>, headers: HeaderMap, Json(body): Json<BatchRequest>| async move {
+            d.seen.push(headers);
+            assert_eq!(body.run_mode.as_deref(), Some("live"), "the estimate is of the live batch");
+            let usd = f64::from(images) * 0.039;
+            Json(EstimateResponse {
+                estimate: Estimate { images: images.into(), usd, usd_if_live: usd },
+                budget_after: BudgetView {
+                    limit_usd: 10.0,
+                    spent_usd: 10.0 - remaining_usd - 0.5,
+                    reserved_usd: 0.5,
+                    remaining_usd: remaining_usd - usd,
+                },
+                models: vec![],
+            })
+        };
+        deployment(Router::new().route("/v1/batches", post(accept)).route("/v1/estimate", post(priced))).await
+    }
+
+    #[tokio::test]
+    async fn a_live_submit_without_a_terminal_or_yes_submits_nothing_and_exits_4() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let (d, base) = priced_deployment(3, 9.5).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+
+        let run = execute_captured(&base, &["submit", &csv_arg, "--live", "--follow"], dir.path()).await?;
+        assert_eq!(run.code, EXIT_NOT_CONFIRMED, "{}", run.err);
+        assert!(run.out.is_empty(), "{}", run.out);
+        assert!(run.err.contains("nothing was submitted") && run.err.contains("Add --yes"), "{}", run.err);
+        assert!(d.bodies().is_empty(), "no submit was sent");
+        assert!(d.seen.header("x-assetgen-user").is_empty(), "not even an estimate: no request at all");
+
+        // --yes is the script's confirmation; a dry run needs none.
+        let run = execute_captured(&base, &["submit", &csv_arg, "--live", "--yes"], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        let run = execute_captured(&base, &["submit", &csv_arg], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        let modes: Vec<_> = d.bodies().into_iter().map(|b| b.run_mode).collect();
+        assert_eq!(modes, vec![Some("live".to_owned()), Some("dry_run".to_owned())]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn on_a_terminal_a_live_submit_shows_the_price_and_budget_and_goes_only_on_yes() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\nB,a boat,2\n")?;
+        let (d, base) = priced_deployment(4, 9.5).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let args = ["submit", csv_arg.as_str(), "--live"];
+
+        for declined in [Some(false), None] {
+            let run = execute_asking(&base, &args, dir.path(), Asker::Scripted(declined)).await?;
+            assert_eq!(run.code, EXIT_NOT_CONFIRMED, "{}", run.err);
+            assert!(run.err.contains("live batch: 4 images at $0.039 = $0.16"), "{}", run.err);
+            assert!(
+                run.err.contains(
+                    "budget:     $9.50 left of $10.00 today (spent $0.00, held $0.50); $9.34 after this batch"
+                ),
+                "{}",
+                run.err
+            );
+            assert!(run.err.contains("not submitted: nothing was spent"), "{}", run.err);
+            assert!(run.out.is_empty(), "{}", run.out);
+        }
+        assert!(d.bodies().is_empty(), "answered no (or quit): nothing submitted");
+
+        let run = execute_asking(&base, &args, dir.path(), Asker::Scripted(Some(true))).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        assert!(run.out.starts_with("batch b1 accepted"), "{}", run.out);
+        assert_eq!(d.bodies().len(), 1);
+        assert_eq!(d.bodies()[0].run_mode.as_deref(), Some("live"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_live_batch_over_the_budget_left_is_not_offered() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let (d, base) = priced_deployment(3, 0.1).await?;
+        let csv_arg = csv.to_string_lossy().into_owned();
+        let run =
+            execute_asking(&base, &["submit", &csv_arg, "--live"], dir.path(), Asker::Scripted(Some(true))).await?;
+        assert_eq!(run.code, EXIT_REFUSED, "{}", run.err);
+        assert!(run.err.contains("costs $0.12, more than the $0.10 left of today's budget"), "{}", run.err);
+        assert!(d.bodies().is_empty());
         Ok(())
     }
 
