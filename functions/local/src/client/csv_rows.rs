@@ -16,6 +16,15 @@ use std::path::{Path, PathBuf};
 /// The columns a batch CSV may have, in the order the help text lists them.
 const KNOWN_COLUMNS: [&str; 6] = ["scene_id", "prompt", "variants", "refs", "ref_mode", "aspect_ratio"];
 
+/// Unknown columns named one by one in a message; the rest are counted. A header row of 10,000
+/// columns must not make a message of 10,000 names.
+const MAX_NAMED_COLUMNS: usize = 10;
+
+/// Characters of a header name quoted in a message.
+const MAX_QUOTED_CHARS: usize = 40;
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// Rows read from a CSV file, with the line each one started on (for messages about row `i`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsvBatch {
@@ -78,13 +87,21 @@ pub fn parse(text: &[u8], base_dir: &Path, source: &str) -> Result<CsvBatch, Csv
         column,
         message,
     };
+    if text.strip_prefix(UTF8_BOM).unwrap_or(text).iter().all(u8::is_ascii_whitespace) {
+        return Err(error(
+            None,
+            None,
+            format!("the file is empty; the first line must name the columns ({})", KNOWN_COLUMNS.join(",")),
+        ));
+    }
+    // The reader drops a UTF-8 byte order mark (Excel writes one) before the first header name.
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text);
-    let headers = reader.headers().map_err(|e| csv_error(text, source, &e))?.clone();
+    let headers = reader.headers().map_err(|e| csv_error(text, source, &e, None))?.clone();
     let columns = Columns::from_headers(&headers).map_err(|message| error(Some(1), None, message))?;
 
     let mut batch = CsvBatch { rows: Vec::new(), lines: Vec::new() };
     for record in reader.records() {
-        let record = record.map_err(|e| csv_error(text, source, &e))?;
+        let record = record.map_err(|e| csv_error(text, source, &e, Some(&headers)))?;
         let line = record.position().map_or(0, |p| start_line(text, p));
         if record.iter().all(|cell| cell.trim().is_empty()) {
             continue; // Sheets exports trailing blank rows.
@@ -180,6 +197,7 @@ impl Columns {
     fn from_headers(headers: &csv::StringRecord) -> Result<Self, String> {
         let mut columns = Self::default();
         let mut unknown = Vec::new();
+        let mut unknown_count = 0usize;
         for (index, raw) in headers.iter().enumerate() {
             let name = normalize_header(raw);
             let slot = match name.as_str() {
@@ -194,7 +212,10 @@ impl Columns {
                 "ref_mode" => &mut columns.ref_mode,
                 "aspect_ratio" => &mut columns.aspect_ratio,
                 _ => {
-                    unknown.push(format!("{:?} (column {})", raw.trim(), index + 1));
+                    if unknown.len() < MAX_NAMED_COLUMNS {
+                        unknown.push(format!("{:?} (column {})", quoted(raw.trim()), index + 1));
+                    }
+                    unknown_count += 1;
                     continue;
                 }
             };
@@ -202,10 +223,14 @@ impl Columns {
                 return Err(format!("column {name} appears twice (columns {} and {})", first + 1, index + 1));
             }
         }
-        if !unknown.is_empty() {
+        if unknown_count > 0 {
+            let more = unknown_count - unknown.len();
+            if more > 0 {
+                unknown.push(format!("and {} more", thousands(more)));
+            }
             return Err(format!(
                 "unknown column{} {}; the columns are {}",
-                if unknown.len() == 1 { "" } else { "s" },
+                if unknown_count == 1 { "" } else { "s" },
                 unknown.join(", "),
                 KNOWN_COLUMNS.join(", ")
             ));
@@ -240,19 +265,47 @@ fn start_line(text: &[u8], position: &csv::Position) -> u64 {
     1 + text[..start].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-fn csv_error(text: &[u8], source: &str, e: &csv::Error) -> CsvError {
+/// At most [`MAX_QUOTED_CHARS`] characters of a name from the file.
+fn quoted(name: &str) -> String {
+    if name.chars().count() <= MAX_QUOTED_CHARS {
+        name.to_owned()
+    } else {
+        format!("{}…", name.chars().take(MAX_QUOTED_CHARS).collect::<String>())
+    }
+}
+
+/// `9990` → `9,990`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `headers` is `None` while the header row itself is read.
+fn csv_error(text: &[u8], source: &str, e: &csv::Error, headers: Option<&csv::StringRecord>) -> CsvError {
     let line = e.position().map(|p| start_line(text, p));
+    let mut column = None;
     let message = match e.kind() {
         csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
             format!(
                 "this row has {len} fields but the header row has {expected_len}; check for a missing or extra comma"
             )
         }
-        csv::ErrorKind::Utf8 { .. } => "the text is not UTF-8; export the sheet as CSV (UTF-8)".to_owned(),
+        csv::ErrorKind::Utf8 { err, .. } => {
+            let name = headers.and_then(|h| h.get(err.field())).map_or_else(String::new, |n| quoted(n.trim()));
+            column = Some((err.field() + 1, name));
+            "the text is not UTF-8; save or export the file as CSV (UTF-8)".to_owned()
+        }
         csv::ErrorKind::Io(io) => format!("cannot read the file: {io}"),
         _ => e.to_string(),
     };
-    CsvError { source: source.to_owned(), line, column: None, message }
+    CsvError { source: source.to_owned(), line, column, message }
 }
 
 #[cfg(test)]
@@ -411,6 +464,108 @@ mod tests {
         assert_eq!(rows("scene_id,prompt,\nS,p,\n").len(), 1);
         let e = parse_str("scene_id,prompt,\nS,p,oops\n").expect_err("data under no header");
         assert_eq!((e.line, e.column.map(|c| c.0)), (Some(2), Some(3)));
+    }
+
+    #[test]
+    fn a_byte_order_mark_crlf_and_quoted_newlines_simply_work() {
+        // Excel's "CSV UTF-8": a BOM, CRLF line ends, and cells with line breaks inside quotes.
+        let text = "\u{feff}\"Scene_ID\",prompt,variants\r\nA,\"first line\r\nsecond, line\",2\r\nB,\"x\ny\",\r\n";
+        let batch = parse_str(text).map_err(|e| e.to_string());
+        let batch = batch.map(|b| (b.rows, b.lines));
+        assert_eq!(
+            batch,
+            Ok((
+                vec![
+                    RowRequest {
+                        scene_id: "A".into(),
+                        prompt: "first line\r\nsecond, line".into(),
+                        variants: Some(2),
+                        ..RowRequest::default()
+                    },
+                    RowRequest { scene_id: "B".into(), prompt: "x\ny".into(), ..RowRequest::default() },
+                ],
+                vec![2, 4]
+            ))
+        );
+        // The mark is not part of the first header name, quoted or not.
+        assert_eq!(rows("\u{feff}scene_id,prompt\nS,p\n")[0].scene_id, "S");
+    }
+
+    #[test]
+    fn ten_thousand_columns_give_a_bounded_message() {
+        let header: Vec<String> = ["scene_id".to_owned(), "prompt".to_owned()]
+            .into_iter()
+            .chain((3..=10_000).map(|i| format!("c{i}")))
+            .collect();
+        let text = format!("{}\nS,p{}\n", header.join(","), ",x".repeat(9_998));
+        let e = parse_str(&text).expect_err("unknown columns");
+        assert_eq!(e.line, Some(1));
+        let named: Vec<String> = (3..=12).map(|i| format!("\"c{i}\" (column {i})")).collect();
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown columns {}, and 9,988 more; the columns are scene_id, prompt, variants, refs, ref_mode, aspect_ratio",
+                named.join(", ")
+            )
+        );
+
+        // A long name is cut, and a single unknown column is named in the singular.
+        let long = "n".repeat(5_000);
+        let e = parse_str(&format!("scene_id,prompt,{long}\nS,p,x\n")).expect_err("unknown column");
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown column \"{}…\" (column 3); the columns are scene_id, prompt, variants, refs, ref_mode, aspect_ratio",
+                "n".repeat(40)
+            )
+        );
+
+        // 10,000 fields under a two-column header: the row is ragged, and the message is short.
+        let e = parse_str(&format!("scene_id,prompt\nS,p{}\n", ",x".repeat(9_998))).expect_err("ragged");
+        assert_eq!(
+            e.to_string(),
+            "batch.csv, line 2: this row has 10000 fields but the header row has 2; check for a missing or extra comma"
+        );
+
+        // 10,000 columns the file may have (empty-named, empty cells) are read.
+        let text = format!("scene_id,prompt{}\nS,p{}\n", ",".repeat(9_998), ",".repeat(9_998));
+        assert_eq!(rows(&text).len(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        // Latin-1 "café" in row 3's prompt.
+        let e = parse(b"scene_id,prompt\nA,ok\nB,caf\xe9\n", Path::new("/nonexistent"), "batch.csv")
+            .expect_err("not UTF-8");
+        assert_eq!(
+            e.to_string(),
+            "batch.csv, line 3, column 2 (prompt): the text is not UTF-8; save or export the file as CSV (UTF-8)"
+        );
+        // In the header row itself: no name to quote yet.
+        let e = parse(b"scene_id,pr\xffompt\nA,p\n", Path::new("/nonexistent"), "batch.csv").expect_err("not UTF-8");
+        assert_eq!(
+            e.to_string(),
+            "batch.csv, line 1, column 2: the text is not UTF-8; save or export the file as CSV (UTF-8)"
+        );
+    }
+
+    #[test]
+    fn empty_and_header_only_files_say_so() {
+        let empty = "batch.csv: the file is empty; the first line must name the columns \
+                     (scene_id,prompt,variants,refs,ref_mode,aspect_ratio)";
+        for text in ["", "\u{feff}", "\r\n\r\n", " \n"] {
+            assert_eq!(parse_str(text).map_err(|e| e.to_string()), Err(empty.to_owned()), "{text:?}");
+        }
+        let no_rows = "batch.csv: the file has a header row but no rows; add one row per scene";
+        for text in ["scene_id,prompt", "\u{feff}scene_id,prompt\r\n", "scene_id,prompt\r\n\r\n,\r\n"] {
+            assert_eq!(parse_str(text).map_err(|e| e.to_string()), Err(no_rows.to_owned()), "{text:?}");
+        }
+        // Too few fields is as ragged as too many.
+        let e = parse_str("scene_id,prompt,variants\nS,p,1\nT,q\n").expect_err("ragged");
+        assert_eq!(
+            e.to_string(),
+            "batch.csv, line 3: this row has 2 fields but the header row has 3; check for a missing or extra comma"
+        );
     }
 
     #[test]
