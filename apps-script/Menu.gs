@@ -324,13 +324,28 @@ function openProgressPage_() {
   showLink_('Assets: progress of batch ' + id, link, 'Open the progress page');
 }
 
-/** Menu: the reference manager, where references are uploaded and their stable URLs copied. */
+/**
+ * Menu: the reference manager, where references are uploaded and their stable URLs copied. Under
+ * OIDC a browser cannot sign in by itself, so the page gets a one-hour token for the reference
+ * library (POST /v1/refs/manager-token, in this user's name); like the control token it travels in
+ * the fragment, which never reaches a server log.
+ */
 function openReferenceManager_() {
   var settings = requireSettings_();
   if (!settings) {
     return;
   }
-  showLink_('Assets: reference manager', settings.refsUrl, 'Open the reference manager');
+  var answer = callApi_(settings, 'post', '/v1/refs/manager-token');
+  var link = settings.refsUrl;
+  if (!answer.problem && answer.body && answer.body.page) {
+    link = answer.body.page;
+  } else if (answer.problem && answer.problem.status !== 404 && answer.problem.status !== 405) {
+    var ui = SpreadsheetApp.getUi();
+    ui.alert('Assets', describeProblem_(answer.problem), ui.ButtonSet.OK);
+    return;
+  }
+  // A service without manager tokens (404, 405): the bare page, signed in however it allows.
+  showLink_('Assets: reference manager', link, 'Open the reference manager');
 }
 
 /** Menu: queue the batch's failed rows again (live: after CONFIRM). */

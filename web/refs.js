@@ -1,10 +1,61 @@
 // The reference manager at /refs: upload or fetch references, see them with their SHA-256 and
 // duplicates flagged, copy a reference's stable URL, and tag a set as the global references.
 
-import { el, api, problemText, formatBytes, copyText, announce } from './common.js';
+import { el, api as callApi, problemText, formatBytes, copyText, announce } from './common.js';
 
 const MAX_SET = 6;
 const $ = (id) => document.getElementById(id);
+
+/**
+ * The reference manager token, when the page was opened from the Sheet or the CLI (`#token=…`,
+ * from `POST /v1/refs/manager-token`): a browser has no Google ID token, so every library call
+ * sends this one as a bearer token instead. It opens the reference library only, for an hour. It
+ * leaves the address bar at once, so a copied URL never carries it, and stays in this tab's
+ * session storage, so a reload keeps it.
+ */
+const TOKEN_KEY = 'assetgen-refs-token';
+const managerToken = takeManagerToken();
+
+function takeManagerToken() {
+  const fromFragment = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromFragment) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, fromFragment);
+    } catch {
+      // Storage may be off: the token still works until the page is reloaded.
+    }
+    history.replaceState(null, '', `${location.pathname}${location.search}`);
+    return fromFragment;
+  }
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** A library call, with the manager token when there is one; a refused sign-in ends the page. */
+async function api(method, path, options = {}) {
+  const headers = managerToken ? { Authorization: `Bearer ${managerToken}` } : {};
+  const result = await callApi(method, path, { ...options, headers });
+  if (!result.ok && (result.status === 401 || result.status === 403)) showSignIn(result.problem);
+  return result;
+}
+
+/**
+ * Instead of a page whose every button fails: what is missing, and where to get it. Under OIDC the
+ * page can only be used as opened from the Sheet or the CLI, which sign it in.
+ */
+function showSignIn(problem) {
+  if (!$('sign-in').hidden) return;
+  $('manager').hidden = true;
+  $('sign-in-title').textContent = managerToken ? 'This link no longer signs you in' : 'Sign in to manage references';
+  $('sign-in-detail').textContent = managerToken
+    ? problemText(problem)
+    : 'The reference library belongs to this deployment, so this page needs to know who you are.';
+  $('sign-in').hidden = false;
+  $('sign-in').focus();
+}
 
 let library = []; // RefSummary[], newest first
 let selection = []; // URLs of the global set being edited, in order
@@ -164,7 +215,7 @@ function renderLibrary() {
 async function loadLibrary() {
   const result = await api('GET', '/v1/refs');
   if (!result.ok) {
-    announce(problemText(result.problem), 'error');
+    if ($('sign-in').hidden) announce(problemText(result.problem), 'error');
     return;
   }
   library = result.data.refs;
@@ -237,7 +288,8 @@ async function start() {
     await loadLibrary();
   });
   await loadSet();
-  await loadLibrary();
+  if ($('sign-in').hidden) await loadLibrary();
+  document.body.dataset.ready = 'true';
 }
 
 start();

@@ -126,4 +126,17 @@ test('the Sheet on the cloud topology: 12 rows, one invalid, fixed, dry run, fol
       assert.ok(res.bytes.subarray(0, 8).equals(PNG_MAGIC), `${link} is a PNG`);
     }
   });
+
+  await t.test('Open reference manager opens the relay\'s /refs with a token that works the library only', () => {
+    w.gs.openReferenceManager();
+    const link = w.ui.dialogs.at(-1).html.data().url;
+    const [page, token] = link.split('#token=');
+    assert.equal(page, `${topo.relay}/refs`, link);
+    assert.ok(token, 'the token rides in the fragment');
+    const bearer = { Authorization: `Bearer ${token}` };
+    const library = http.fetch(`${topo.relay}/v1/refs`, { headers: bearer, muteHttpExceptions: true });
+    assert.equal(library.getResponseCode(), 200, library.getContentText());
+    const cancel = http.fetch(`${topo.submit}/v1/batches/${batchId}/cancel`, { method: 'post', headers: bearer, muteHttpExceptions: true });
+    assert.equal(cancel.getResponseCode(), 401, 'it opens no batch');
+  });
 });

@@ -44,7 +44,12 @@ test('the sidebar, the Settings dialog and the link dialog work in a browser', a
     { scene_id: '<img src=x onerror=alert(1)>', prompt: 'p', variants: 1 },
     { scene_id: 'B', prompt: '', variants: 7 },
   ]);
-  const w = makeWorld({ sheets: [sheet], http: () => ({ status: 500, body: 'unused' }) });
+  // Only the reference manager's link is asked for here (the service's other answers are unused).
+  const managerLink = 'https://relay.assetgen.example.com/refs#token=refs-token';
+  const http = (req) => (req.url.endsWith('/v1/refs/manager-token')
+    ? { status: 200, body: { token: 'refs-token', expires_at: '2026-11-28T10:00:00Z', page: managerLink } }
+    : { status: 500, body: 'unused' });
+  const w = makeWorld({ sheets: [sheet], http });
   w.gs.saveSettings({ serviceUrl: 'https://assetgen.test', defaultRunMode: 'dry_run', maxRows: 10 });
 
   await t.test('the problems sidebar lists every problem as text', async () => {
@@ -101,7 +106,7 @@ test('the sidebar, the Settings dialog and the link dialog work in a browser', a
     w.gs.openReferenceManager();
     const page = await browser.newPage({ viewport: { width: 420, height: 140 } });
     await page.setContent(withStub(w.ui.dialogs.at(-1).html.getContent()));
-    assert.equal(await page.getAttribute('#link', 'href'), 'https://assetgen.example.com/refs');
+    assert.equal(await page.getAttribute('#link', 'href'), managerLink, 'signed in by the token in the fragment');
     assert.equal(await page.textContent('#link'), 'Open the reference manager');
     await page.close();
   });

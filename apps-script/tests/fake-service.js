@@ -21,6 +21,7 @@ class FakeService {
     this.requests = [];
     this.failScene = new Set(); // scene_ids whose rows fail
     this.controlTokens = true;
+    this.managerTokens = true;
     this.manual = false; // true: rows finish only when the test calls advance()
   }
 
@@ -46,6 +47,10 @@ class FakeService {
     if (req.method === 'POST' && (m = /^\/v1\/batches\/([^/]+)\/control-token$/.exec(p))) {
       if (!this.controlTokens) return problem(404, 'NOT_FOUND', 'no route');
       return { status: 200, body: { batch_id: m[1], token: 'ctl-' + m[1], expires_at: '2026-11-28T10:00:00Z', page: `${BASE}/b/${m[1]}?access_token=read-${m[1]}#control=ctl-${m[1]}` } };
+    }
+    if (req.method === 'POST' && p === '/v1/refs/manager-token') {
+      if (!this.managerTokens) return problem(404, 'NOT_FOUND', 'no route');
+      return { status: 200, body: { token: 'refs-token', expires_at: '2026-11-28T10:00:00Z', page: `${BASE}/refs#token=refs-token` } };
     }
     return problem(404, 'NOT_FOUND', `${req.method} ${p}`);
   }

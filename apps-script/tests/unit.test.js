@@ -348,8 +348,27 @@ test('a missing setting opens the Settings dialog instead of failing; saving che
   assert.equal(w.props.document.getProperty('assetgen.serviceUrl'), null, 'nothing stored when a field is wrong');
   assert.equal(w.gs.saveSettings({ serviceUrl: 'https://svc.test//', defaultRunMode: 'live', maxRows: '25' }).ok, true);
   assert.deepEqual(plain(w.gs.getSettings_()), { serviceUrl: 'https://svc.test', refsUrl: 'https://svc.test/refs', defaultRunMode: 'live', maxRows: 25 });
+  w.service.managerTokens = false; // a service without reference manager tokens: the bare page
   w.gs.openReferenceManager();
   assert.equal(w.ui.dialogs[1].html.data().url, 'https://svc.test/refs');
+});
+
+test('Open reference manager opens /refs signed in by a token in the fragment, or says why not', () => {
+  const w = world();
+  w.gs.openReferenceManager();
+  const asked = w.service.requests.filter((r) => r.url === 'https://assetgen.test/v1/refs/manager-token');
+  assert.equal(asked.length, 1);
+  assert.equal(asked[0].method.toLowerCase(), 'post');
+  assert.equal(asked[0].headers.Authorization, 'Bearer test-identity-token', "in the user's own name");
+  assert.equal(w.ui.dialogs.length, 1);
+  assert.equal(w.ui.dialogs[0].title, 'Assets: reference manager');
+  assert.equal(w.ui.dialogs[0].html.data().url, 'https://assetgen.test/refs#token=refs-token');
+
+  // Refused (not on the allow-list): the reason, and no link that would only fail.
+  w.service.scripted.push({ status: 403, body: { code: 'FORBIDDEN', status: 403, title: 'Forbidden', detail: 'lead@studio.test is not on the allow-list', advice: '' } });
+  w.gs.openReferenceManager();
+  assert.equal(w.ui.dialogs.length, 1, 'no second dialog');
+  assert.match(w.ui.alerts.at(-1).text, /not on the allow-list/);
 });
 
 /** Submits `n` rows (dry run) and returns the batch id. */

@@ -87,6 +87,20 @@ pub struct ControlTokenResponse {
     pub page: String,
 }
 
+/// 200 from `POST /v1/refs/manager-token`: the reference manager (`/refs`) for the signed-in user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManagerTokenResponse {
+    /// Send as `Authorization: Bearer` to the reference library routes (`/v1/refs…`); it opens
+    /// nothing else. Never put it in a query string.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: time::OffsetDateTime,
+    /// The reference manager page with this token in its fragment (`/refs#token=…`), which
+    /// browsers never send to a server.
+    pub page: String,
+}
+
 /// 202 from `POST /v1/batches`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubmitResponse {

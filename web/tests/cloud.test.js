@@ -6,8 +6,16 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRefServer, launchBrowser, openPage, screenshot, eventually } from './harness.js';
+import crypto from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { startRefServer, launchBrowser, openPage, screenshot, eventually, png } from './harness.js';
 import { Topology } from './topology.js';
+
+// The deployment's capability secret, chosen here so that a test can make a token that expired an
+// hour ago (as the functions make them, HS256) instead of waiting an hour for one.
+const CAPABILITY_SECRET = crypto.randomBytes(32).toString('hex');
 
 let topology;
 let refs;
@@ -24,7 +32,7 @@ const NEEDS_AUTH = 'needs owner-only control tokens and signed image links, not 
 before(async () => {
   refs = await startRefServer();
   // Two rows in flight at once: rows further down a batch stay queued long enough to cancel.
-  topology = await Topology.start(['--push-concurrency', '2']);
+  topology = await Topology.start(['--push-concurrency', '2', '--env', `ASSETGEN_CAPABILITY_SECRET=${CAPABILITY_SECRET}`]);
   const contract = await topology.request('GET', `${topology.submit}/openapi.json`);
   authLinks = Boolean(contract.json?.paths?.['/v1/batches/{id}/control-token']);
   browser = await launchBrowser();
@@ -258,3 +266,159 @@ describe('cloud topology (three origins, OIDC)', () => {
     }
   });
 });
+
+/** An HS256 JWT over `claims` with the deployment's capability secret, as the functions sign. */
+function capabilityToken(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${signed}.${crypto.createHmac('sha256', CAPABILITY_SECRET).update(signed).digest('base64url')}`;
+}
+
+/** A reference manager token for `email` whose `exp` is `offset` seconds from now. */
+function managerToken(email, offset) {
+  const now = Math.floor(Date.now() / 1000);
+  return capabilityToken({ sub: email, aud: 'assetgen:refs', iat: now - 60, exp: now + offset });
+}
+
+/** Every reference library call the page sends to the relay, with whether it carried a bearer. */
+function recordLibraryCalls(page) {
+  const calls = [];
+  page.on('request', (r) => {
+    const url = new URL(r.url());
+    if (url.origin === origin(topology.relay) && url.pathname.startsWith('/v1/refs') && !url.searchParams.has('sig')) {
+      calls.push({ method: r.method(), path: url.pathname, bearer: /^Bearer /.test(r.headers().authorization || '') });
+    }
+  });
+  return calls;
+}
+
+describe('reference manager on the cloud topology (OIDC)', () => {
+  let files;
+
+  before(async () => {
+    files = await mkdtemp(path.join(os.tmpdir(), 'assetgen-cloud-refs-'));
+  });
+
+  after(async () => {
+    await rm(files, { recursive: true, force: true });
+  });
+
+  test('without a token the page says how to sign in, instead of failing on every button', async () => {
+    const page = await openPage(browser, `${topology.relay}/refs`);
+    await page.waitForSelector('#sign-in:not([hidden])');
+    assert.equal(await page.isHidden('#manager'), true, 'no controls that can only fail');
+    assert.equal(await page.textContent('#sign-in-title'), 'Sign in to manage references');
+    assert.match(await page.textContent('#sign-in'), /Assets › Open reference manager/);
+    assert.match(await page.textContent('#sign-in'), /assetgen refs/);
+    assert.deepEqual(page.errors, []);
+    await screenshot(page, 'cloud-refs-sign-in.png');
+    await page.close();
+  });
+
+  test('the manager link adds a reference, lists it, and a batch that uses it renders', async () => {
+    // Only a signed-in user gets a link, and a manager token cannot mint another.
+    const unsigned = await topology.request('POST', `${topology.submit}/v1/refs/manager-token`);
+    assert.equal(unsigned.status, 401, unsigned.text);
+    const issued = await topology.request('POST', `${topology.submit}/v1/refs/manager-token`, { user: 'owner' });
+    assert.equal(issued.status, 200, issued.text);
+    const { token, page: link } = issued.json;
+    assert.equal(link, `${topology.relay}/refs#token=${token}`, 'the relay serves the page; the token is in the fragment');
+    const renewed = await topology.request('POST', `${topology.submit}/v1/refs/manager-token`, { token });
+    assert.equal(renewed.status, 401, `a manager token is no sign-in: ${renewed.text}`);
+
+    const image = png([30, 90, 200], 80);
+    const sha = crypto.createHash('sha256').update(image).digest('hex');
+    const file = path.join(files, 'brand-blue.png');
+    await writeFile(file, image);
+
+    const page = await openPage(browser, 'about:blank');
+    const calls = recordLibraryCalls(page);
+    await page.goto(link);
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.equal(await page.isHidden('#sign-in'), true);
+    assert.doesNotMatch(page.url(), /token=/, 'the token leaves the address bar');
+    await page.setInputFiles('#file-input', [file]);
+    await page.waitForSelector(`#added .ref-card[data-state="stored"][data-sha256="${sha}"]`);
+    const card = page.locator(`#library .ref-card[data-sha256="${sha}"]`);
+    await card.waitFor();
+    const url = await card.locator('img').getAttribute('src');
+    assert.match(url, new RegExp(`^${topology.relay}/v1/refs/${sha}\\?sig=`), 'a signed reference link on the relay');
+    await page.waitForFunction((s) => {
+      const i = document.querySelector(`#library .ref-card[data-sha256="${s}"] img`);
+      return i && i.complete && i.naturalWidth === 80;
+    }, sha);
+    // Tagged as a global reference, saved in the owner's name.
+    await page.check(`#pick-${sha}`);
+    await page.click('#save-set');
+    await page.waitForSelector('#set-list li');
+    assert.match(await page.textContent('#set-meta'), new RegExp(`by ${topology.info.users.owner}`));
+    for (const path of ['/v1/refs', '/v1/refs/sets/global']) {
+      assert.ok(calls.some((c) => c.path === path && c.bearer), `${path} carried the token: ${JSON.stringify(calls)}`);
+    }
+    assert.ok(calls.every((c) => c.bearer), JSON.stringify(calls));
+    // What the page shows is what the library holds, read with the owner's own ID token.
+    const listed = await topology.request('GET', `${topology.relay}/v1/refs`, { user: 'owner' });
+    assert.ok(listed.json.refs.some((r) => r.sha256 === sha), listed.text);
+    const set = await topology.request('GET', `${topology.relay}/v1/refs/sets/global`, { user: 'owner' });
+    assert.deepEqual(set.json.refs, [url]);
+    assert.deepEqual(page.errors, []);
+    await screenshot(page, 'cloud-refs-manager.png', { fullPage: true });
+
+    // The reference in a row: generate fetches it by its link and the row renders on the page.
+    const accepted = await topology.submitBatch([{ scene_id: 'REF-001', prompt: 'a mug in the brand blue', variants: 1, refs: [url] }]);
+    const progress = await openPage(browser, accepted.links.page);
+    await waitForEnd(progress);
+    assert.equal(await progress.$eval('#batch-status', (e) => e.dataset.status), 'succeeded');
+    assert.deepEqual(await cardStatuses(progress), ['succeeded']);
+    assert.equal(await thumbnailsLoaded(progress), 1);
+    assert.deepEqual(progress.errors, []);
+    await progress.close();
+
+    // The token opens the library only: no batch route takes it, not even its user's own batch.
+    const id = accepted.batch_id;
+    for (const [method, route] of [['GET', ''], ['POST', '/cancel'], ['POST', '/retry'], ['POST', '/control-token']]) {
+      const answer = await topology.request(method, `${topology.submit}/v1/batches/${id}${route}`, { token });
+      assert.equal(answer.status, 401, `${method} ${route}: ${answer.text}`);
+    }
+    const events = await topology.request('GET', `${topology.relay}/v1/batches/${id}/events?access_token=${token}`);
+    assert.ok([401, 403].includes(events.status), `events: ${events.status} ${events.text}`);
+    await page.close();
+  });
+
+  test('the token cannot cancel or retry a running batch, and an expired one leads back to sign-in', async () => {
+    const token = managerToken(topology.info.users.owner, 3600);
+    // A token made here the way the functions make them works: what follows fails for its expiry only.
+    assert.equal((await topology.request('GET', `${topology.relay}/v1/refs`, { token })).status, 200);
+
+    // Four slow rows, two at a time: the last ones wait in the queue, where a cancel would stop them.
+    const accepted = await topology.submitBatch(
+      Array.from({ length: 4 }, (_, i) => ({ scene_id: `HOLD-00${i + 1}`, prompt: `a slow scene ${i + 1}`, variants: 1, refs: [slow(`manager-hold${i}`, 2500)] })),
+    );
+    const id = accepted.batch_id;
+    const cancel = await topology.request('POST', `${topology.submit}/v1/batches/${id}/cancel`, { token });
+    assert.equal(cancel.status, 401, cancel.text);
+    const view = await eventually(
+      async () => {
+        const v = await topology.batch(id);
+        return TERMINAL.includes(v.status) ? v : null;
+      },
+      { what: 'the batch to end', timeout: 60000 },
+    );
+    assert.equal(view.status, 'succeeded', 'nothing was cancelled');
+    assert.equal(view.totals.cancelled ?? 0, 0);
+
+    const expired = managerToken(topology.info.users.owner, -3600);
+    const refused = await topology.request('GET', `${topology.relay}/v1/refs`, { token: expired });
+    assert.equal(refused.status, 401, refused.text);
+    const page = await openPage(browser, `${topology.relay}/refs#token=${expired}`);
+    await page.waitForSelector('#sign-in:not([hidden])');
+    assert.equal(await page.isHidden('#manager'), true);
+    assert.equal(await page.textContent('#sign-in-title'), 'This link no longer signs you in');
+    assert.match(await page.textContent('#sign-in-detail'), /expired/);
+    assert.match(await page.textContent('#sign-in'), /assetgen refs/);
+    assert.deepEqual(page.errors, []);
+    await screenshot(page, 'cloud-refs-expired.png');
+    await page.close();
+  });
+});
+

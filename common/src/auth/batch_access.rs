@@ -9,6 +9,9 @@
 //! | a control token, as `Authorization: Bearer` | yes | yes | yes | no |
 //! | anyone else | 404 | 404 | 404 | 404 |
 //!
+//! A reference manager token (`/refs#token=…`) is not in the table: it opens no batch at all
+//! ([`Access::authenticate_refs`]).
+//!
 //! "Anyone else" gets exactly the answer a batch that does not exist gets, so nobody learns that
 //! someone else's id exists. Image links (`?sig=`) grant one image and are checked by the relay
 //! before any of this ([`super::LinkSigner`]).
@@ -74,9 +77,30 @@ impl Access {
         }
     }
 
-    /// The signed-in caller of a route that is not about one batch (submit, estimate, budget, refs).
+    /// The signed-in caller of a route that is not about one batch (submit, estimate, budget, and
+    /// issuing a reference manager token).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Problem> {
         self.auth.authenticate(headers).await
+    }
+
+    /// The caller of a reference library route (`/v1/refs…`): a signed-in user, or the holder of a
+    /// reference manager token (the `/refs` page opened from the Sheet or the CLI), who acts as the
+    /// user it was issued to for as long as that user is still admitted (the allow-list is asked
+    /// again on every call). The token is good for these routes only: it is refused as a sign-in
+    /// everywhere else, and by [`Self::authorize`] for every batch.
+    pub async fn authenticate_refs(&self, headers: &HeaderMap) -> Result<Identity, Problem> {
+        let Some(token) = bearer_token(headers).ok().filter(|t| CapabilityTokens::is_capability_token(t)) else {
+            return self.auth.authenticate(headers).await;
+        };
+        let who = self.tokens.verify_refs_manager(token)?;
+        if !self.auth.admits(&who.user) {
+            tracing::info!(user = %who.user, "reference manager token refused: its user is no longer allowed");
+            return Err(Problem::new(
+                ErrorCode::Forbidden,
+                format!("{} is not on this service's allow-list (ASSETGEN_ALLOWED).", who.user),
+            ));
+        }
+        Ok(who)
     }
 
     /// The batch named by `raw_id`, once the caller may do `action` to it; see the module's table.

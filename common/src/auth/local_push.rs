@@ -49,4 +49,8 @@ impl Authenticator for LocalPushAuth {
         }
         Ok(Identity { user: UserId::new(LOCAL_PUSH_USER) })
     }
+
+    fn admits(&self, user: &UserId) -> bool {
+        user.as_str() == LOCAL_PUSH_USER
+    }
 }

@@ -7,8 +7,9 @@
 //! - [`LocalPushAuth`]: `assetgen serve`'s own queue under OIDC.
 //! - [`Access`]: who may read, cancel or retry a batch (its owner, admins, page links, control
 //!   tokens), and the links that carry those rights.
-//! - [`CapabilityTokens`]: page links (read one batch for days) and control tokens (cancel and
-//!   retry for an hour); [`LinkSigner`]: image and reference links (one object, never expire).
+//! - [`CapabilityTokens`]: page links (read one batch for days), control tokens (cancel and
+//!   retry for an hour) and reference manager tokens (the `/refs` page acting as its signed-in
+//!   user, for an hour); [`LinkSigner`]: image and reference links (one object, never expire).
 //! - [`JwksCache`]: the signing keys both OIDC checks share.
 
 mod allow;
@@ -23,7 +24,7 @@ pub use allow::AllowList;
 pub use batch_access::{Access, BatchAction, Caller};
 pub use capability::{
     CONTROL_TOKEN_TTL, CapabilityTokens, DEFAULT_CAPABILITY_TTL, Grant, MIN_CAPABILITY_SECRET_BYTES, PAGE_LINK_TTL,
-    Scope, WeakCapabilitySecret,
+    REFS_MANAGER_TOKEN_TTL, Scope, WeakCapabilitySecret,
 };
 pub use jwks::{GOOGLE_JWKS_URL, JwksCache, JwksOptions, KeyError};
 pub use links::{LinkSigner, MIN_LINK_SECRET_BYTES, WeakLinkSecret};
@@ -46,6 +47,11 @@ pub struct Identity {
 #[async_trait]
 pub trait Authenticator: Send + Sync + std::fmt::Debug {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Problem>;
+
+    /// Whether `user` may still call (the allow-list). A token this service issued to a signed-in
+    /// user earlier (a reference manager token) is honoured only while this holds, so it is never
+    /// more lenient than signing in again.
+    fn admits(&self, user: &UserId) -> bool;
 }
 
 /// Local development: the caller is whoever `X-Assetgen-User` says, or `dev@localhost`.
@@ -63,5 +69,9 @@ impl Authenticator for DevAuth {
             .filter(|v| !v.is_empty())
             .unwrap_or(DEV_USER);
         Ok(Identity { user: UserId::new(user) })
+    }
+
+    fn admits(&self, _: &UserId) -> bool {
+        true
     }
 }

@@ -264,6 +264,10 @@ impl Authenticator for OidcAuth {
         }
         Ok(identity)
     }
+
+    fn admits(&self, user: &UserId) -> bool {
+        self.allowed.allows(user.as_str())
+    }
 }
 
 /// Pub/Sub push: a verified Google ID token for the push audience (`ASSETGEN_PUSH_AUDIENCE`) of
@@ -310,5 +314,9 @@ impl Authenticator for PushAuth {
             ));
         }
         Ok(identity)
+    }
+
+    fn admits(&self, user: &UserId) -> bool {
+        self.service_account.as_deref() == Some(user.as_str())
     }
 }

@@ -70,7 +70,11 @@ any batch, never retry it (a retry spends the owner's budget).
   batch for 7 days: status, events, images; never cancel or retry.
 - *Control tokens* (`POST /v1/batches/{id}/control-token`, for the owner only): cancel and retry of \
   that batch for one hour, sent as `Authorization: Bearer`. The returned `page` carries it in the \
-  URL fragment (`#control=…`), which browsers never send; in a query string it only reads.";
+  URL fragment (`#control=…`), which browsers never send; in a query string it only reads.
+- *Reference manager tokens* (`POST /v1/refs/manager-token`, for a signed-in user): the `/refs` page \
+  acting as that user on the reference library (`/v1/refs…`) for one hour, sent as \
+  `Authorization: Bearer`; no batch route accepts one. The returned `page` carries it in the URL \
+  fragment (`/refs#token=…`).";
 
 /// A function's whole app: its routes, `/openapi.json` generated from them, health and readiness,
 /// metrics, and problems for everything else.

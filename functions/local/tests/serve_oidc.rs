@@ -162,6 +162,21 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
     assert!(link.starts_with(&format!("{base}/b/{id}?access_token=")) && link.contains("#control="), "{link}");
     assert!(!cli(&other).expect("cli").status.success(), "another user gets no control token");
 
+    // The reference manager's link, from the CLI: its token works the library and nothing else.
+    let refs = Command::new(ASSETGEN).args(["--server", &base, "--token", &owner, "refs"]).output().expect("cli");
+    assert!(refs.status.success(), "{}", String::from_utf8_lossy(&refs.stderr));
+    let link = String::from_utf8_lossy(&refs.stdout).trim().to_owned();
+    let token = link.strip_prefix(&format!("{base}/refs#token=")).unwrap_or_else(|| panic!("{link}")).to_owned();
+    let library = client.get(format!("{base}/v1/refs")).bearer_auth(&token).send().await.expect("list");
+    assert_eq!(library.status(), 200);
+    let library: Value = library.json().await.expect("json");
+    assert_eq!(library["refs"][0]["sha256"], uploaded["sha256"], "{library}");
+    let cancel =
+        client.post(format!("{base}/v1/batches/{id}/cancel")).bearer_auth(&token).send().await.expect("cancel");
+    assert_eq!(cancel.status(), 401, "the manager token opens no batch");
+    let unsigned = Command::new(ASSETGEN).args(["--server", &base, "refs"]).output().expect("cli");
+    assert!(!unsigned.status.success(), "no sign-in, no link");
+
     // The CLI with --token follows the batch to its end.
     let csv = dir.path().join("rows.csv");
     std::fs::write(&csv, "scene_id,prompt,variants\nB,a lamp,1\n").expect("csv");

@@ -5,6 +5,11 @@
 //! A reference's stable URL is `{base}/v1/refs/{sha256}?sig=…`: its bytes never change, so a link
 //! pasted into the Sheet keeps meaning the same image, and its signature (`ASSETGEN_LINK_SECRET`)
 //! lets a Sheet, a browser and the row worker's fetcher load it with no header.
+//!
+//! Every other route needs a signed-in user, or a reference manager token: the `/refs` page,
+//! opened from the Sheet or the CLI (`/refs#token=…`, issued by submit's
+//! `POST /v1/refs/manager-token`), acts as the user the token was issued to. Any allowed user may
+//! list, add and set the global references, as with a Google ID token.
 
 use crate::RelayState;
 use assetgen_common::batch_view::store_problem;
@@ -153,7 +158,7 @@ pub async fn upload_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.access.authenticate(&headers).await?;
+    state.access.authenticate_refs(&headers).await?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let bytes = match multer::parse_boundary(content_type) {
         Ok(boundary) => {
@@ -206,7 +211,7 @@ pub async fn fetch_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.access.authenticate(&headers).await?;
+    state.access.authenticate_refs(&headers).await?;
     let raw = read_body(body, MAX_JSON_BYTES).await?;
     let request: FetchRefRequest = serde_json::from_slice(&raw)
         .map_err(|e| Problem::new(ErrorCode::InvalidJson, format!("expected {{\"url\": \"https://…\"}}: {e}")))?;
@@ -274,7 +279,7 @@ fn is_sha256_hex(s: &str) -> bool {
 /// The references in the library, newest first (at most 500).
 #[utoipa::path(get, path = "/v1/refs", tag = "refs", responses((status = 200, body = RefList)))]
 pub async fn list_refs(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefList>, Problem> {
-    state.access.authenticate(&headers).await?;
+    state.access.authenticate_refs(&headers).await?;
     let mut found: Vec<ObjectMeta> = state
         .store
         .list("refs/")
@@ -335,7 +340,7 @@ pub async fn get_ref(
         }
         Some(_) => return Err(not_found()),
         None => {
-            state.access.authenticate(&headers).await?;
+            state.access.authenticate_refs(&headers).await?;
         }
     }
     let etag = format!("\"{sha256}\"");
@@ -383,7 +388,7 @@ fn empty_set() -> RefSet {
 /// The global references: added to every row of the next batches, after the row's own.
 #[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses((status = 200, body = RefSet)))]
 pub async fn get_global_set(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefSet>, Problem> {
-    state.access.authenticate(&headers).await?;
+    state.access.authenticate_refs(&headers).await?;
     match read_json::<RefSet>(state.store.as_ref(), GLOBAL_SET).await {
         Ok(set) => Ok(Json(set.value)),
         Err(StoreError::NotFound(_)) => Ok(Json(empty_set())),
@@ -434,7 +439,7 @@ pub async fn put_global_set(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RefSet>, Problem> {
-    let who = state.access.authenticate(&headers).await?;
+    let who = state.access.authenticate_refs(&headers).await?;
     let raw = read_body(body, MAX_JSON_BYTES).await?;
     let request: RefSetRequest = serde_json::from_slice(&raw)
         .map_err(|e| Problem::new(ErrorCode::InvalidJson, format!("expected {{\"refs\": [\"https://…\"]}}: {e}")))?;

@@ -466,3 +466,62 @@ impl ObjectStore for SigningStore {
         Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
     }
 }
+
+/// The `/refs` page opened from the Sheet or the CLI carries a reference manager token: it acts as
+/// its user on the library routes, as long as that user is still allowed, and no other token will do.
+#[tokio::test]
+async fn a_reference_manager_token_works_the_library_as_its_still_allowed_user() {
+    use assetgen_common::auth::{AllowList, CONTROL_TOKEN_TTL, CapabilityTokens, LinkSigner, OidcAuth, Scope};
+    use assetgen_common::domain::{BatchId, UserId};
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let tokens = CapabilityTokens::random();
+    // OIDC whose keys nobody here can reach: only the tokens below can sign anyone in.
+    let access = Access {
+        auth: Arc::new(OidcAuth::new(["https://relay.test"], "http://127.0.0.1:9/certs", ["@studio.test"])),
+        tokens: tokens.clone(),
+        links: LinkSigner::random(),
+        admins: AllowList::default(),
+    };
+    let state = RelayState {
+        store: store.clone(),
+        access,
+        // Links as the cloud makes them: https, on the relay's public URL.
+        public_url: Some(url::Url::parse("https://relay.test").expect("url")),
+        config: RelayConfig::default(),
+        ref_fetch: FetchPolicy::default(),
+    };
+    let app = router(Arc::new(state)).split_for_parts().0;
+    let with = |mut request: Request<Body>, token: &str| {
+        request.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+        request
+    };
+
+    assert_eq!(call(&app, get("/v1/refs")).await.status, StatusCode::UNAUTHORIZED, "no sign-in, no token");
+    let token = tokens.issue_refs_manager(&UserId::new("artist@studio.test"), Duration::from_secs(3600));
+    let stored = call(&app, with(upload(PNG_ONE, "image/png"), &token)).await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.text());
+    let listed = call(&app, with(get("/v1/refs"), &token)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json()["refs"][0]["sha256"], PNG_ONE_SHA);
+    let url = stored.json()["url"].as_str().expect("url").to_owned();
+    let set = call(&app, with(put_set(&[&url]), &token)).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text());
+    assert_eq!(set.json()["updated_by"], "artist@studio.test", "the set names the token's user");
+    assert_eq!(call(&app, with(get("/v1/refs/sets/global"), &token)).await.json()["refs"], json!([url]));
+
+    // Issued to someone the allow-list does not (or no longer does) hold: refused.
+    let outsider = tokens.issue_refs_manager(&UserId::new("someone@elsewhere.test"), Duration::from_secs(3600));
+    let refused = call(&app, with(get("/v1/refs"), &outsider)).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (StatusCode::FORBIDDEN, json!("FORBIDDEN")));
+    // Batch tokens are not manager tokens, and another deployment's manager token is nothing here.
+    let batch = BatchId::new();
+    let control = tokens.issue_scoped(&batch, &UserId::new("artist@studio.test"), Scope::Control, CONTROL_TOKEN_TTL);
+    let read = tokens.issue(&batch, &UserId::new("artist@studio.test"), Duration::from_secs(3600));
+    let foreign = CapabilityTokens::random().issue_refs_manager(&UserId::new("artist@studio.test"), CONTROL_TOKEN_TTL);
+    for other in [control, read, foreign] {
+        let refused = call(&app, with(put_set(&[]), other.as_str())).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    }
+    let kept = read_json::<RefSet>(store.as_ref(), "refs/sets/global.json").await.expect("set").value;
+    assert_eq!(kept.refs, vec![url], "no refused request changed the set");
+}

@@ -1,8 +1,8 @@
 use crate::SubmitState;
 use assetgen_common::api::{
-    BatchRequest, BatchView, BudgetView, ControlTokenResponse, EstimateResponse, SubmitResponse,
+    BatchRequest, BatchView, BudgetView, ControlTokenResponse, EstimateResponse, ManagerTokenResponse, SubmitResponse,
 };
-use assetgen_common::auth::{BatchAction, CONTROL_TOKEN_TTL, PAGE_LINK_TTL, Scope};
+use assetgen_common::auth::{BatchAction, CONTROL_TOKEN_TTL, PAGE_LINK_TTL, REFS_MANAGER_TOKEN_TTL, Scope};
 use assetgen_common::batch_control::ControlOutcome;
 use assetgen_common::batch_spec::parse_request;
 use assetgen_common::batch_view::{self, Presenter};
@@ -206,4 +206,26 @@ pub async fn control_token(
     let expires_at = time::OffsetDateTime::now_utc() + CONTROL_TOKEN_TTL;
     let page = format!("{}?access_token={read}#control={token}", links(&base, &batch).page);
     Ok(Json(ControlTokenResponse { batch_id: batch.to_string(), token, expires_at, page }))
+}
+
+/// A one-hour token that lets the reference manager page (`/refs`, served with the pages) act as
+/// the signed-in caller on the reference library routes, and nothing else. Only a signed-in user
+/// gets one (the Sheet's identity token, the CLI's): not a page link, a control token, or another
+/// manager token, so a token never renews itself. The Sheet and the CLI open `page`, which carries
+/// it in the URL fragment.
+#[utoipa::path(post, path = "/v1/refs/manager-token", tag = "refs",
+    responses(
+        (status = 200, body = ManagerTokenResponse),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not on the allow-list", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refs_manager_token(
+    State(state): State<Arc<SubmitState>>,
+    headers: HeaderMap,
+) -> Result<Json<ManagerTokenResponse>, Problem> {
+    let who = state.access.authenticate(&headers).await?;
+    let token = state.access.tokens.issue_refs_manager(&who.user, REFS_MANAGER_TOKEN_TTL);
+    let expires_at = time::OffsetDateTime::now_utc() + REFS_MANAGER_TOKEN_TTL;
+    let page = format!("{}/refs#token={token}", base_url(state.public_url.as_ref(), &headers));
+    Ok(Json(ManagerTokenResponse { token, expires_at, page }))
 }

@@ -24,7 +24,7 @@ pub struct SubmitState {
 
 /// `POST /v1/batches`, `POST /v1/estimate`, `GET /v1/batches/{id}`, `GET /v1/budget`,
 /// `POST /v1/batches/{id}/cancel`, `POST /v1/batches/{id}/retry`,
-/// `POST /v1/batches/{id}/control-token`.
+/// `POST /v1/batches/{id}/control-token`, `POST /v1/refs/manager-token`.
 pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(handlers::create_batch))
@@ -34,5 +34,6 @@ pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
         .routes(routes!(handlers::cancel))
         .routes(routes!(handlers::retry))
         .routes(routes!(handlers::control_token))
+        .routes(routes!(handlers::refs_manager_token))
         .with_state(state)
 }

@@ -158,6 +158,9 @@ impl assetgen_common::auth::Authenticator for HeaderOnly {
             )),
         }
     }
+    fn admits(&self, _: &assetgen_common::domain::UserId) -> bool {
+        true
+    }
 }
 
 #[tokio::test]
@@ -385,6 +388,38 @@ async fn a_control_token_is_for_its_owner_its_batch_and_an_hour() {
     let (status, _) =
         app.call("POST", &format!("/v1/batches/{id}/cancel"), &[("authorization", &format!("Bearer {fresh}"))]).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_reference_manager_token_is_for_a_signed_in_user_and_opens_no_batch() {
+    let app = Owned::new(&[]);
+    let (id, _) = app.submit(OWNER).await;
+    let (status, problem) = app.call("POST", "/v1/refs/manager-token", &[]).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{problem}");
+    let (status, issued) = app.call("POST", "/v1/refs/manager-token", &[("x-test-user", OWNER)]).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let token = issued["token"].as_str().expect("token").to_owned();
+    assert_eq!(issued["page"], format!("http://assetgen.test/refs#token={token}"), "the token rides in the fragment");
+    let expires = time::OffsetDateTime::parse(
+        issued["expires_at"].as_str().expect("expiry"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339");
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(60), "{left}");
+    assert_eq!(app.tokens.verify_refs_manager(&token).expect("genuine").user.as_str(), OWNER);
+
+    // It names its user, but no batch route takes it: not even the user's own batch.
+    app.fail_rows(&id).await;
+    let bearer = format!("Bearer {token}");
+    for (method, uri) in batch_routes(&id) {
+        let (status, problem) = app.call(method, &uri, &[("authorization", &bearer)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}: {problem}");
+        let (status, _) = app.call(method, &format!("{uri}?access_token={token}"), &[]).await;
+        assert!(matches!(status.as_u16(), 401 | 403), "{method} {uri} with it in the query: {status}");
+    }
+    let (_, view) = app.call("GET", &format!("/v1/batches/{id}"), &[("x-test-user", OWNER)]).await;
+    assert_eq!(view["rows"][0]["status"], "failed", "nothing was retried: {view}");
 }
 
 /// A control token for `id` signed with the test secret whose `exp` has passed.

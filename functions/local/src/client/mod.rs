@@ -74,6 +74,16 @@ pub enum ClientCommand {
     /// Print the batch's progress page link with a one-hour control token (its owner only): the
     /// page can then cancel and retry; forward the plain page link instead to let others watch
     Page(StatusArgs),
+    /// Print the reference manager's link (the /refs page), signed in as you for an hour: upload
+    /// and fetch references and set the global ones from a browser
+    Refs(RefsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RefsArgs {
+    /// Print the JSON answer (token, expiry, page) instead of the link
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -166,7 +176,28 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
         ClientCommand::Cancel(args) => control(&api, "cancel", args, console).await,
         ClientCommand::Retry(args) => control(&api, "retry", args, console).await,
         ClientCommand::Page(args) => page(&api, args, console).await,
+        ClientCommand::Refs(args) => refs_manager(&api, args, console).await,
     }
+}
+
+/// `refs`: a reference manager token for the signed-in user, as the `/refs` link that carries it.
+async fn refs_manager(api: &Api, args: RefsArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
+    let url = api.url(&["v1", "refs", "manager-token"]);
+    let issued: assetgen_common::api::ManagerTokenResponse = match api.post(url, &serde_json::json!({})).await? {
+        Ok(issued) => issued,
+        Err(refusal) => return refused(&refusal, None, c),
+    };
+    if args.json {
+        print_json_line(c.out, &issued)?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(c.out, "{}", issued.page)?;
+    writeln!(
+        c.err,
+        "this link signs the reference manager in as you until {}; keep it to yourself",
+        issued.expires_at
+    )?;
+    Ok(EXIT_OK)
 }
 
 /// `page`: a control token for the batch (its owner only), as the page link that carries it.
