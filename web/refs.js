@@ -50,8 +50,9 @@ function showSignIn(problem) {
   if (!$('sign-in').hidden) return;
   $('manager').hidden = true;
   $('sign-in-title').textContent = managerToken ? 'This link no longer signs you in' : 'Sign in to manage references';
+  // The server's detail says why this token is refused (expired, not valid here, not allowed).
   $('sign-in-detail').textContent = managerToken
-    ? problemText(problem)
+    ? problem?.detail || problemText(problem)
     : 'The reference library belongs to this deployment, so this page needs to know who you are.';
   $('sign-in').hidden = false;
   $('sign-in').focus();

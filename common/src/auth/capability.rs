@@ -227,8 +227,8 @@ impl CapabilityTokens {
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => refuse(
                     "expired",
-                    "This reference manager link has expired; open it again from the Sheet (Assets › Open \
-                     reference manager) or with `assetgen refs`.",
+                    "This reference manager link has expired: such links work for an hour, then the Sheet \
+                     or `assetgen refs` gives a fresh one.",
                 ),
                 _ => refuse("invalid", "This is not a valid reference manager token."),
             })?
