@@ -80,6 +80,7 @@ function generate(req, res, body) {
     }],
     usageMetadata: { promptTokenCount: 300, candidatesTokenCount: 1290, totalTokenCount: 1590 },
     modelVersion: 'gemini-2.5-flash-image',
+    responseId: `loopback-response-${counts.generate}`,
   }));
 }
 

@@ -17,6 +17,7 @@ use crate::layout;
 use crate::lease::{self, LeaseKeeper};
 use crate::model::{ImageModel, ImageRequest, ModelError};
 use crate::problem::{ErrorCode, Problem};
+use crate::provenance::record as provenance;
 use crate::queue::RowMessage;
 use crate::refs::fetch::RefFetcher;
 use crate::refs::merge::merge_refs;
@@ -356,6 +357,7 @@ impl RowWorker {
                 aspect_ratio: spec.aspect_ratio,
                 refs: merged.images.clone(),
             };
+            let requested_at = OffsetDateTime::now_utc();
             let image = match model.generate(&request).await {
                 Ok(image) => image,
                 Err(ModelError::Retryable { code, detail, retry_after }) => {
@@ -366,21 +368,29 @@ impl RowWorker {
                 }
             };
             let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
-            self.check_lease(manifest, spec.row, holder).await?;
-            let body = match self
-                .store
-                .put(&object, image.bytes.clone(), &image.mime_type, Precondition::DoesNotExist)
-                .await
-            {
-                Ok(_) => image.bytes,
-                Err(StoreError::PreconditionFailed(_)) => {
-                    // Another holder stored this variant while this delivery's lease had lapsed:
-                    // its image stands, and the state describes the bytes that are stored.
-                    tracing::warn!(%object, "adopting the image another delivery stored first");
-                    self.store.get(&object).await?.body
-                }
-                Err(e) => return Err(e.into()),
+            let call = provenance::Call {
+                request: &request,
+                image: &image,
+                refs: &merged.report,
+                requested_at,
+                generated_at: OffsetDateTime::now_utc(),
             };
+            let made = provenance::of_call(manifest, spec, &state, call);
+            let stamped = provenance::stamp(image.bytes.clone(), &made);
+            self.check_lease(manifest, spec.row, holder).await?;
+            let body =
+                match self.store.put(&object, stamped.clone(), &image.mime_type, Precondition::DoesNotExist).await {
+                    Ok(_) => stamped,
+                    Err(StoreError::PreconditionFailed(_)) => {
+                        // Another holder stored this variant while this delivery's lease had lapsed:
+                        // its image stands, and the state describes the bytes that are stored.
+                        tracing::warn!(%object, "adopting the image another delivery stored first");
+                        self.store.get(&object).await?.body
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            // The sidecar is derived from the bytes that stand (another delivery's, if adopted).
+            provenance::write_sidecar(self.store.as_ref(), &object, &body, &image.mime_type, Some(&made)).await?;
             let stored = StoredVariant {
                 variant,
                 object: object.clone(),
@@ -427,6 +437,8 @@ impl RowWorker {
             }
             let stored = self.store.get(&object).await?;
             tracing::warn!(%object, "adopting an image stored by an interrupted delivery");
+            // It may have died before writing the sidecar; the image's own chunks say what it is.
+            provenance::write_sidecar(self.store.as_ref(), &object, &stored.body, &stored.content_type, None).await?;
             self.check_lease(manifest, spec.row, holder).await?;
             self.settlement().spend(manifest, &state, variant).await?;
             adopted.push(StoredVariant {

@@ -24,6 +24,17 @@ pub fn image(batch: &BatchId, scene: &SceneId, variant: u8) -> String {
     format!("images/{batch}/{scene}-v{variant}.png")
 }
 
+/// The provenance sidecar of an image object: `images/{batch}/{scene}-v{n}.json` beside its `.png`.
+pub fn sidecar(image_object: &str) -> String {
+    let stem = image_object.strip_suffix(".png").unwrap_or(image_object);
+    format!("{stem}.json")
+}
+
+/// Whether an object under `images/` is an image (not a sidecar).
+pub fn is_image(name: &str) -> bool {
+    name.ends_with(".png")
+}
+
 /// Content-addressed reference cache.
 pub fn reference(sha256_hex: &str) -> String {
     format!("refs/{sha256_hex}")
@@ -39,5 +50,8 @@ mod tests {
         assert_eq!(row_of_state_name(&row_state(&b, 7)), Some(7));
         assert!(row_state(&b, 9) < row_state(&b, 10), "zero padding keeps listing order = row order");
         assert_eq!(row_of_state_name(&manifest(&b)), None);
+        let scene = SceneId::parse("HERO-001").expect("scene");
+        assert_eq!(sidecar(&image(&b, &scene, 2)), format!("images/{b}/HERO-001-v2.json"));
+        assert!(is_image(&image(&b, &scene, 2)) && !is_image(&sidecar(&image(&b, &scene, 2))));
     }
 }

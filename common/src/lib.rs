@@ -24,6 +24,7 @@ pub mod observe;
 pub mod open_index;
 pub mod pipeline;
 pub mod problem;
+pub mod provenance;
 pub mod queue;
 pub mod reconcile;
 pub mod refs;

@@ -116,7 +116,13 @@ async fn check_images(
     if manifest.spec.run_mode == RunMode::DryRun {
         return Ok(());
     }
-    let stored: BTreeSet<String> = store.list(&format!("images/{batch}/")).await?.into_iter().map(|m| m.name).collect();
+    let stored: BTreeSet<String> = store
+        .list(&format!("images/{batch}/"))
+        .await?
+        .into_iter()
+        .map(|m| m.name)
+        .filter(|name| layout::is_image(name))
+        .collect();
     let mut paid: BTreeMap<String, usize> = BTreeMap::new();
     for e in events.iter().filter(|e| e.kind == EventKind::Spend) {
         let (Some(row), Some(variant)) = (e.row, e.variant) else { continue };

@@ -210,6 +210,21 @@ async fn success_returns_the_final_image_not_the_thought_draft() {
     let image = result.expect("an image");
     assert_eq!(image.mime_type, "image/png");
     assert_eq!(image.bytes.as_ref(), fin.as_slice(), "the last non-thought inlineData part");
+    assert_eq!(image.model_version.as_deref(), Some("gemini-2.5-flash-image"), "the fixture's modelVersion");
+    assert_eq!(image.response_id, None, "the fixture has no responseId");
+}
+
+#[tokio::test]
+async fn the_answers_response_id_and_model_version_are_kept_for_provenance() {
+    let fin = png("FINAL", 1).await;
+    // `responseId` and `modelVersion` as the REST API names them (GenerateContentResponse).
+    let mut body: Value = serde_json::from_str(&image_response(&png("DRAFT", 1).await, &fin)).expect("json");
+    body["responseId"] = json!("Mh8gaNzTEtTbnvgPkd6C8Qg");
+    body["modelVersion"] = json!("gemini-2.5-flash-image-preview-09-2025");
+    let (result, _stub) = generate_against(Reply::json(200, body.to_string())).await;
+    let image = result.expect("an image");
+    assert_eq!(image.response_id.as_deref(), Some("Mh8gaNzTEtTbnvgPkd6C8Qg"));
+    assert_eq!(image.model_version.as_deref(), Some("gemini-2.5-flash-image-preview-09-2025"));
 }
 
 #[tokio::test]

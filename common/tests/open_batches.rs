@@ -24,7 +24,7 @@ impl ImageModel for Tiny {
         true
     }
     async fn generate(&self, _: &ImageRequest) -> Result<GeneratedImage, ModelError> {
-        Ok(GeneratedImage { mime_type: "image/png".into(), bytes: bytes::Bytes::from_static(b"\x89PNG tiny") })
+        Ok(GeneratedImage::new("image/png", bytes::Bytes::from_static(b"\x89PNG tiny")))
     }
 }
 

@@ -259,7 +259,9 @@ pub async fn serve_gemini_stub_with(
             let answer = serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [
                 {"text": "planning the composition", "thought": true},
                 {"inlineData": {"mimeType": "image/png", "data": image}}
-            ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image"});
+            ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image",
+                // Google's answers carry an id (`responseId`); provenance records it.
+                "responseId": format!("stub-response-{n}")});
             Json(answer).into_response()
         }
     };

@@ -111,7 +111,8 @@ pub async fn serve_quota_gemini(config: QuotaStubConfig) -> anyhow::Result<(Stri
             let answer = serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [
                 {"text": "planning the composition", "thought": true},
                 {"inlineData": {"mimeType": "image/png", "data": image}}
-            ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image"});
+            ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image",
+                "responseId": format!("quota-stub-{n}")});
             if let Ok(mut served) = stats.served.lock() {
                 served.push(Served { arrived, answered: Instant::now() });
             }

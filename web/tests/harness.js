@@ -140,7 +140,8 @@ export async function startGeminiStub({ limitCalls = [] } = {}) {
       res.end(JSON.stringify({ candidates: [{ content: { role: 'model', parts: [
         { text: 'planning the composition', thought: true },
         { inlineData: { mimeType: 'image/png', data } },
-      ] }, finishReason: 'STOP', index: 0 }], modelVersion: 'gemini-2.5-flash-image' }));
+      ] }, finishReason: 'STOP', index: 0 }], modelVersion: 'gemini-2.5-flash-image',
+        responseId: `stub-response-${calls}` }));
     });
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));

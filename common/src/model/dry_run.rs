@@ -1,5 +1,6 @@
 //! The dry-run image model: a real PNG per call, labelled with the scene, the variant and the
-//! prompt (drawn in the image and embedded as PNG text chunks), so a person can tell the placeholders
+//! prompt drawn in it, and answering with a response id and model version as Gemini does (generate
+//! embeds the provenance in it like in any image), so a person can tell the placeholders
 //! apart and check the whole pipeline without a Google account, a network or a cent.
 
 use super::{GeneratedImage, ImageModel, ImageRequest, ModelError};
@@ -11,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 /// Long side of a placeholder in pixels: big enough to read, small enough to write 200 quickly.
 const LONG_SIDE: u32 = 512;
+
+/// The `modelVersion` the dry run answers with.
+pub const MODEL_VERSION: &str = "assetgen-dry-run";
 
 #[derive(Debug, Clone, Default)]
 pub struct DryRunModel;
@@ -33,7 +37,13 @@ impl ImageModel for DryRunModel {
                 code: ErrorCode::Internal,
                 detail: format!("placeholder encoding failed: {e}"),
             })?;
-        Ok(GeneratedImage { mime_type: "image/png".to_owned(), bytes: Bytes::from(png) })
+        Ok(GeneratedImage {
+            mime_type: "image/png".to_owned(),
+            bytes: Bytes::from(png),
+            // Like Gemini's answer, so provenance is the same shape and tested on every dry run.
+            response_id: Some(format!("dry-run-{}", uuid::Uuid::now_v7().simple())),
+            model_version: Some(MODEL_VERSION.to_owned()),
+        })
     }
 }
 
@@ -138,10 +148,6 @@ pub fn placeholder_png(request: &ImageRequest) -> Result<Vec<u8>, png::EncodingE
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
-    encoder.add_itxt_chunk("assetgen:scene_id".to_owned(), request.scene_id.clone())?;
-    encoder.add_itxt_chunk("assetgen:variant".to_owned(), request.variant.to_string())?;
-    encoder.add_itxt_chunk("assetgen:prompt".to_owned(), request.prompt.clone())?;
-    encoder.add_itxt_chunk("assetgen:model".to_owned(), format!("dry-run (as {})", request.model))?;
     let mut writer = encoder.write_header()?;
     writer.write_image_data(&canvas.rgb)?;
     writer.finish()?;
@@ -177,10 +183,10 @@ mod tests {
         assert_eq!(image.mime_type, "image/png");
         let (info, _) = decode(&image.bytes);
         assert_eq!((info.width, info.height), (512, 288));
-        let text: Vec<(String, String)> =
-            info.utf8_text.iter().map(|c| (c.keyword.clone(), c.get_text().expect("text"))).collect();
-        assert!(text.contains(&("assetgen:scene_id".into(), "BATCH-007".into())), "{text:?}");
-        assert!(text.contains(&("assetgen:variant".into(), "2".into())));
+        assert_eq!(image.model_version.as_deref(), Some(MODEL_VERSION));
+        let id = image.response_id.clone().expect("a response id");
+        let again = DryRunModel.generate(&request("BATCH-007", 2, "16:9")).await.expect("png");
+        assert_ne!(again.response_id, Some(id), "every answer has its own id");
     }
 
     #[test]

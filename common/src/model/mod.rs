@@ -1,7 +1,7 @@
 //! The image-model port: one call makes one image. Adapters: the dry-run placeholder (no network,
 //! no cost) and Gemini; and [`PacedModel`], which paces any of them to the quota.
 
-mod dry_run;
+pub(crate) mod dry_run;
 mod gemini;
 mod paced;
 
@@ -41,6 +41,17 @@ pub struct ImageRequest {
 pub struct GeneratedImage {
     pub mime_type: String,
     pub bytes: Bytes,
+    /// The model's id for its answer (Gemini's `responseId`), when it gives one.
+    pub response_id: Option<String>,
+    /// The model version that answered (Gemini's `modelVersion`), when it says.
+    pub model_version: Option<String>,
+}
+
+impl GeneratedImage {
+    /// An image with no response id or model version.
+    pub fn new(mime_type: impl Into<String>, bytes: Bytes) -> Self {
+        Self { mime_type: mime_type.into(), bytes, response_id: None, model_version: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

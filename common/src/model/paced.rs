@@ -393,7 +393,7 @@ mod tests {
                     retry_after: self.retry_after,
                 });
             }
-            Ok(GeneratedImage { mime_type: "image/png".into(), bytes: bytes::Bytes::from_static(b"png") })
+            Ok(GeneratedImage::new("image/png", bytes::Bytes::from_static(b"png")))
         }
     }
 

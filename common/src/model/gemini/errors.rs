@@ -181,7 +181,12 @@ pub(super) fn from_success(body: &[u8]) -> Result<GeneratedImage, ModelError> {
         } else {
             blob.mime_type.clone()
         };
-        return Ok(GeneratedImage { mime_type, bytes: Bytes::from(bytes) });
+        return Ok(GeneratedImage {
+            mime_type,
+            bytes: Bytes::from(bytes),
+            response_id: response.response_id.clone().filter(|id| !id.is_empty()),
+            model_version: response.model_version.clone().filter(|v| !v.is_empty()),
+        });
     }
 
     let reason = candidate.finish_reason.as_deref().unwrap_or("");

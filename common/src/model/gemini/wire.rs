@@ -62,6 +62,12 @@ pub(super) struct GenerateContentResponse {
     pub candidates: Vec<Candidate>,
     #[serde(default, alias = "prompt_feedback")]
     pub prompt_feedback: Option<PromptFeedback>,
+    /// The answer's id, for provenance (and for quoting to Google).
+    #[serde(default, alias = "response_id")]
+    pub response_id: Option<String>,
+    /// The model version that answered, e.g. `gemini-2.5-flash-image`.
+    #[serde(default, alias = "model_version")]
+    pub model_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
