@@ -97,7 +97,9 @@ async fn a_push_is_acked_once_done_and_a_redelivery_is_acked_without_work() {
     let (router, messages, store) = app(Arc::new(DryRunModel)).await;
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("succeeded")));
-    assert_eq!(store.list("images/").await.expect("list").len(), 2);
+    let stored = store.list("images/").await.expect("list");
+    assert_eq!(stored.iter().filter(|m| m.name.ends_with(".png")).count(), 2);
+    assert_eq!(stored.iter().filter(|m| m.name.ends_with(".json")).count(), 2, "a provenance sidecar per image");
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("already_handled")));
 }
@@ -163,7 +165,8 @@ async fn a_duplicate_of_a_row_another_delivery_holds_is_acknowledged() {
         [(StatusCode::OK, Some("busy".to_owned())), (StatusCode::OK, Some("succeeded".to_owned()))],
         "Pub/Sub counts every delivery: a busy duplicate must not spend the row's attempts"
     );
-    assert_eq!(store.list("images/").await.expect("list").len(), 2, "generated once");
+    let stored = store.list("images/").await.expect("list");
+    assert_eq!(stored.iter().filter(|m| m.name.ends_with(".png")).count(), 2, "generated once");
 }
 
 #[tokio::test]

@@ -65,8 +65,12 @@ async fn a_hundred_row_dry_run_travels_the_whole_way() {
 
     // 199 real PNGs on disk, where the bucket layout says.
     let images = dir.path().join("data/images").join(&batch_id);
-    let pngs: Vec<_> = std::fs::read_dir(&images).expect("images dir").filter_map(Result::ok).collect();
+    let files: Vec<_> = std::fs::read_dir(&images).expect("images dir").filter_map(Result::ok).collect();
+    let (pngs, sidecars): (Vec<_>, Vec<_>) =
+        files.into_iter().partition(|f| f.path().extension().is_some_and(|e| e == "png"));
     assert_eq!(pngs.len(), 199);
+    assert_eq!(sidecars.len(), 199, "a provenance sidecar beside every image");
+    assert!(sidecars.iter().all(|f| f.path().extension().is_some_and(|e| e == "json")));
     assert!(pngs.iter().all(|p| std::fs::read(p.path()).expect("read").starts_with(b"\x89PNG")));
     assert!(images.join("BATCH-003-v3.png").exists(), "i=2 asks for 3 variants");
 

@@ -121,8 +121,12 @@ async fn fault_run(dir: &Path, store: Arc<dyn ObjectStore>, store_env: &[(&str, 
         }
     }
     let stored_in_state: usize = rows.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
-    let stored_objects = store.list(&format!("images/{id}/")).await.expect("list images").len();
+    let listed = store.list(&format!("images/{id}/")).await.expect("list images");
+    let stored_objects = listed.iter().filter(|m| m.name.ends_with(".png")).count();
     assert_eq!(stored_objects, stored_in_state, "every stored image is recorded, and nothing else is stored");
+    let sidecars = listed.iter().filter(|m| m.name.ends_with(".json")).count();
+    assert_eq!(sidecars, stored_objects, "every image has its provenance sidecar, also after the kill");
+    assert_eq!(listed.len(), stored_objects + sidecars, "and nothing else is stored");
 
     // Money: spent equals the stored images' price, and the ledger reconciles to the cent.
     let budget: Value =
@@ -219,7 +223,8 @@ async fn duplicates_and_a_kill_lose_no_image() {
         .map(|r| format!("row {} {}: {}", r["row"], r["status"], r["error"]["detail"]))
         .collect();
     let images: usize = rows.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
-    let stored = store.list(&format!("images/{id}/")).await.expect("list images").len();
+    let stored = store.list(&format!("images/{id}/")).await.expect("list images");
+    let stored = stored.iter().filter(|m| m.name.ends_with(".png")).count();
     println!(
         "issue 12 reproduction: {} model calls, {} failed (429/503), {at_kill} images made at the kill; \
          {images} of 60 images, {} rows not succeeded",

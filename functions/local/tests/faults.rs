@@ -63,7 +63,11 @@ async fn ends_with_exact_money(client: &reqwest::Client, server: &Server, dir: &
     let in_state: usize =
         view["rows"].as_array().expect("rows").iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
     assert_eq!(in_state, images);
-    let stored = std::fs::read_dir(dir.join(format!("data/images/{id}"))).expect("images").count();
+    let stored = std::fs::read_dir(dir.join(format!("data/images/{id}")))
+        .expect("images")
+        .filter_map(Result::ok)
+        .filter(|f| f.path().extension().is_some_and(|e| e == "png"))
+        .count();
     assert_eq!(stored, images, "every stored image is recorded, nothing else is stored");
     let budget: Value =
         client.get(format!("{}/v1/budget", server.base)).send().await.expect("budget").json().await.expect("json");
