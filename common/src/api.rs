@@ -212,6 +212,10 @@ pub struct RowView {
     pub images: Vec<String>,
     /// Object names of the stored images (`images/{batch}/{scene_id}-v{n}.png`).
     pub objects: Vec<String>,
+    /// Links to each stored image's provenance (`/v1/provenance/…`, opened by the image's own
+    /// signature: the image carries the same record inside), in variant order.
+    #[serde(default)]
+    pub provenance: Vec<String>,
     pub refs: Vec<RefReport>,
     pub cost_usd: f64,
 }

@@ -84,6 +84,13 @@ impl Presenter {
         self.links.link(&url, &layout::image(batch, scene, variant))
     }
 
+    /// A link to an image's provenance, opened by the image's own signature (whoever has the image
+    /// has its provenance: the PNG carries it).
+    pub fn provenance_link(&self, batch: &BatchId, scene: &SceneId, variant: u8) -> String {
+        let url = format!("{}/v1/provenance/{batch}/{scene}/{variant}", self.base);
+        self.links.link(&url, &layout::image(batch, scene, variant))
+    }
+
     pub fn row_view(&self, manifest: &Manifest, state: &RowState) -> RowView {
         let variants = manifest.spec.row(state.row).map_or(0, |r| r.variants.get());
         let mut stored = state.variants.clone();
@@ -101,6 +108,10 @@ impl Presenter {
             }),
             images: stored.iter().map(|v| self.image_link(&state.batch_id, &state.scene_id, v.variant)).collect(),
             objects: stored.iter().map(|v| v.object.clone()).collect(),
+            provenance: stored
+                .iter()
+                .map(|v| self.provenance_link(&state.batch_id, &state.scene_id, v.variant))
+                .collect(),
             refs: state.refs.clone(),
             cost_usd: state.cost().usd(),
         }

@@ -11,6 +11,7 @@
 
 pub mod png_text;
 pub mod record;
+pub mod view;
 
 use crate::api::RefReport;
 use crate::domain::{AspectRatio, BatchId, Money, RefMode, RunMode, SceneId, UserId};

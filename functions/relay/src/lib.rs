@@ -4,6 +4,7 @@
 mod events;
 pub mod hub;
 mod images;
+mod provenance;
 pub mod refs;
 mod web;
 
@@ -87,6 +88,7 @@ pub fn router(state: Arc<RelayState>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(events::batch_events))
         .routes(routes!(images::image))
+        .routes(routes!(provenance::provenance))
         .routes(routes!(refs::list_refs, refs::upload_ref))
         .routes(routes!(refs::fetch_ref))
         .routes(routes!(refs::get_ref))

@@ -153,6 +153,18 @@ impl Api {
         Ok(Ok(value))
     }
 
+    /// The bytes at `url` (an image link), following redirects (to a signed storage URL; the
+    /// identity headers are not sent to another host).
+    pub async fn get_bytes(&self, url: Url) -> anyhow::Result<Result<Vec<u8>, Refusal>> {
+        let response = self.request(Method::GET, url.clone()).timeout(CALL_TIMEOUT).send().await;
+        let response = response.map_err(|e| unreachable_error(&url, e))?;
+        if !response.status().is_success() {
+            return Ok(Err(Refusal::read(&url, response).await));
+        }
+        let body = response.bytes().await.with_context(|| format!("GET {url}: the answer broke off"))?;
+        Ok(Ok(body.to_vec()))
+    }
+
     /// Opens the event stream, resuming after `last_event_id` when given.
     pub async fn open_events(&self, url: &Url, last_event_id: Option<&str>) -> Result<Response, OpenError> {
         let mut request = self

@@ -12,6 +12,7 @@ mod csv_rows;
 mod follow;
 mod http;
 mod problem_text;
+mod provenance;
 mod table;
 
 use anyhow::Context as _;
@@ -77,6 +78,10 @@ pub enum ClientCommand {
     /// Print the reference manager's link (the /refs page), signed in as you for an hour: upload
     /// and fetch references and set the global ones from a browser
     Refs(RefsArgs),
+    /// Show how an image was made (prompt, references, model and response id, price, user, times)
+    /// from the PNG's own provenance, and check that it is the image the batch recorded; exits 1 when
+    /// it is not, 2 when it carries no provenance
+    Provenance(provenance::ProvenanceArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,6 +182,7 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
         ClientCommand::Retry(args) => control(&api, "retry", args, console).await,
         ClientCommand::Page(args) => page(&api, args, console).await,
         ClientCommand::Refs(args) => refs_manager(&api, args, console).await,
+        ClientCommand::Provenance(args) => provenance::run(&api, args, console).await,
     }
 }
 

@@ -139,6 +139,7 @@ pub(super) mod tests {
             }),
             images: (1..=done).map(|v| format!("http://x.test/v1/images/{batch}/{scene}/{v}")).collect(),
             objects: (1..=done).map(|v| format!("images/{batch}/{scene}-v{v}.png")).collect(),
+            provenance: (1..=done).map(|v| format!("http://x.test/v1/provenance/{batch}/{scene}/{v}")).collect(),
             refs: Vec::new(),
             cost_usd: 0.0,
         }
