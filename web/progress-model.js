@@ -130,7 +130,8 @@ export class BatchModel {
         const url = r.images[v - 1] || null;
         // A row that ended without this image will not get it: no empty slot for it.
         if (!url && TERMINAL_ROW.has(r.status)) continue;
-        tiles.push({ key: `${r.row}-${v}`, row: r.row, sceneId: r.scene_id, variant: v, url, status: r.status });
+        const provenance = (r.provenance || [])[v - 1] || null;
+        tiles.push({ key: `${r.row}-${v}`, row: r.row, sceneId: r.scene_id, variant: v, url, provenance, status: r.status });
       }
     }
     return tiles;

@@ -4,6 +4,7 @@
 import { el, api, problemText, formatUsd, formatDuration, formatTime, announce, withToken, submitUrl } from './common.js';
 import { BatchModel, label } from './progress-model.js';
 import { LiveConnection } from './connection.js';
+import { showProvenance } from './provenance-view.js';
 
 const batchId = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
 const model = new BatchModel(batchId);
@@ -250,6 +251,7 @@ function showLightboxImage() {
   const download = $('lightbox-download');
   download.href = withToken(t.url);
   download.setAttribute('download', `${t.sceneId}-v${t.variant}.png`);
+  showProvenance($('lightbox-provenance'), t.provenance);
   $('lightbox-prev').disabled = lightboxIndex === 0;
   $('lightbox-next').disabled = lightboxIndex >= list.length - 1;
 }

@@ -24,6 +24,7 @@ const ASSETS: &[Asset] = &[
     Asset { name: "progress.js", content_type: JS, body: include_str!("../../../web/progress.js") },
     Asset { name: "progress-model.js", content_type: JS, body: include_str!("../../../web/progress-model.js") },
     Asset { name: "connection.js", content_type: JS, body: include_str!("../../../web/connection.js") },
+    Asset { name: "provenance-view.js", content_type: JS, body: include_str!("../../../web/provenance-view.js") },
     Asset { name: "refs.js", content_type: JS, body: include_str!("../../../web/refs.js") },
     Asset { name: "favicon.svg", content_type: "image/svg+xml", body: include_str!("../../../web/favicon.svg") },
 ];
