@@ -257,6 +257,7 @@ function writeRowCells_(sheet, columns, r, current, currentFormulas, row) {
       }
     }, 'writing the preview');
   }
+  writeProvenanceNote_(sheet, columns, r, cell, row);
   var error = row.error ? row.error.code + ': ' + row.error.detail + ' — ' + row.error.advice : '';
   if (String(cell('error')) !== error) {
     withBackoff_(function () { sheet.getRange(r, columns.error).setValue(error); }, 'writing the error');
@@ -270,6 +271,44 @@ function writeRowCells_(sheet, columns, r, current, currentFormulas, row) {
   if (String(cell('status')) !== row.status) {
     withBackoff_(function () { sheet.getRange(r, columns.status).setValue(row.status); }, 'writing the status');
   }
+}
+
+/** What a provenance note starts with: a `notes` cell that starts otherwise is the user's own. */
+var PROVENANCE_NOTE = 'how it was made: ';
+
+/**
+ * In a `notes` column, when the sheet has one: links to how each image was made (its provenance:
+ * prompt as sent, references, model and response id, price), opened by the image's own signature.
+ * A note the user wrote is never overwritten; only an empty cell or one this wrote is.
+ */
+function writeProvenanceNote_(sheet, columns, r, cell, row) {
+  if (!columns.notes) {
+    return;
+  }
+  var current = String(cell('notes'));
+  if (current !== '' && current.indexOf(PROVENANCE_NOTE) !== 0) {
+    return;
+  }
+  var links = row.provenance || [];
+  var labels = links.map(function (_, i) { return 'v' + (i + 1); });
+  var text = links.length > 0 ? PROVENANCE_NOTE + labels.join(' · ') : '';
+  if (current === text) {
+    return;
+  }
+  withBackoff_(function () {
+    var range = sheet.getRange(r, columns.notes);
+    if (!text) {
+      range.clearContent();
+      return;
+    }
+    var builder = SpreadsheetApp.newRichTextValue().setText(text);
+    var offset = PROVENANCE_NOTE.length;
+    links.forEach(function (url, i) {
+      builder.setLinkUrl(offset, offset + labels[i].length, url);
+      offset += labels[i].length + ' · '.length;
+    });
+    range.setRichTextValue(builder.build());
+  }, 'writing the provenance links');
 }
 
 /** A batch the service does not know (deleted bucket, another deployment): say so in its rows. */

@@ -313,7 +313,8 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.deepEqual(Object.keys(fake.body).sort(), api.components.schemas.ControlTokenResponse.required.slice().sort());
   });
   await t.test('live: the estimate and today\'s budget, CONFIRM, then real (stub) Gemini images and their cost in the rows', () => {
-    const liveSheet = sheetWith(HEADERS, scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LIVE-${r.scene_id}` })), 202, 'Live');
+    // With a notes column, which gets each image's provenance link.
+    const liveSheet = sheetWith([...HEADERS, 'notes'], scenes().slice(0, 3).map((r) => ({ ...r, scene_id: `LIVE-${r.scene_id}` })), 202, 'Live');
     w.ss.sheets.push(liveSheet);
     w.ss.active = liveSheet;
     liveSheet.select('A2:F4');
@@ -338,6 +339,27 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
       const res = bare(http, link);
       assert.equal(res.getResponseCode(), 200);
       assert.ok(res.bytes.subarray(0, 8).equals(PNG_MAGIC));
+    }
+    // The notes' provenance links open with no header too, and say what the model answered and
+    // what each image cost; the image behind the image link is the one the row state records.
+    for (const r of rows) {
+      assert.equal(r.notes, `how it was made: ${r['images.links'].map((_, i) => `v${i + 1}`).join(' · ')}`);
+      assert.equal(r['notes.links'].length, r['images.links'].length);
+      r['notes.links'].forEach((link, i) => {
+        const res = bare(http, link);
+        assert.equal(res.getResponseCode(), 200, `${link}: ${res.getContentText().slice(0, 200)}`);
+        const view = JSON.parse(res.getContentText());
+        const p = view.sidecar;
+        assert.equal(p.scene_id, r.scene_id);
+        assert.equal(p.run_mode, 'live');
+        assert.equal(p.price.micros, 39000, 'the price charged');
+        assert.equal(p.model_version, 'gemini-2.5-flash-image');
+        assert.match(p.response_id, /^loopback-response-\d+$/, 'the id the (stub) model answered with');
+        const image = bare(http, r['images.links'][i]);
+        const sha = crypto.createHash('sha256').update(image.bytes).digest('hex');
+        assert.equal(view.recorded.sha256, sha, 'the row state records the bytes the image link serves');
+        assert.equal(p.image.sha256, sha, 'and the sidecar says the same');
+      });
     }
     const counts = JSON.parse(bare(http, `${googleUrl}/counts`).getContentText());
     assert.equal(counts.generate, 6, 'one model call per image');

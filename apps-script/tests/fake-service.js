@@ -93,7 +93,7 @@ class FakeService {
       run_mode: body.run_mode,
       estimate,
       created_at: new Date().toISOString(),
-      rows: body.rows.map((r, i) => ({ row: i, scene_id: r.scene_id, status: 'queued', attempts: 0, variants: r.variants || 1, images: [], objects: [], refs: [], cost_usd: 0 })),
+      rows: body.rows.map((r, i) => ({ row: i, scene_id: r.scene_id, status: 'queued', attempts: 0, variants: r.variants || 1, images: [], objects: [], provenance: [], refs: [], cost_usd: 0 })),
     });
     const answer = {
       batch_id: id,
@@ -121,6 +121,7 @@ class FakeService {
           row.status = 'succeeded';
           row.images = Array.from({ length: row.variants }, (_, v) => `${BASE}/v1/images/${id}/${row.scene_id}/${v + 1}?sig=abc"def`);
           row.objects = Array.from({ length: row.variants }, (_, v) => `images/${id}/${row.scene_id}-v${v + 1}.png`);
+          row.provenance = Array.from({ length: row.variants }, (_, v) => `${BASE}/v1/provenance/${id}/${row.scene_id}/${v + 1}?sig=abc`);
           row.cost_usd = b.run_mode === 'live' ? +(row.variants * PRICE).toFixed(6) : 0;
           delete row.error;
         }
@@ -157,7 +158,7 @@ class FakeService {
           failed: count('failed'), cancelled: count('cancelled'),
           images_done: b.rows.reduce((n, r) => n + r.images.length, 0), images_total: b.rows.reduce((n, r) => n + r.variants, 0),
         },
-        rows: b.rows.map((r) => ({ ...r, images: r.images.slice() })),
+        rows: b.rows.map((r) => ({ ...r, images: r.images.slice(), provenance: (r.provenance || []).slice() })),
         cost_usd: b.rows.reduce((s, r) => s + r.cost_usd, 0),
       },
     };

@@ -399,6 +399,22 @@ test('the trigger writes status, cost, error advice, =IMAGE() and links, then de
   assert.equal(w.locks.script.held, false);
 });
 
+test("a notes column gets links to each image's provenance, and a note the user wrote stays", () => {
+  const headers = [...HEADERS, 'notes'];
+  const rows = scenes(3).map((r, i) => ({ ...r, notes: i === 2 ? 'check the handle colour' : '' }));
+  const w = world({ headers, rows });
+  w.service.failScene.add('HERO-002');
+  const id = submitted(w, 3);
+  w.gs.followBatches();
+  const t = w.sheet.table();
+  assert.deepEqual(t.map((r) => r.status), ['succeeded', 'failed', 'succeeded']);
+  assert.equal(t[0].notes, 'how it was made: v1');
+  assert.deepEqual(t[0]['notes.links'], [`https://assetgen.test/v1/provenance/${id}/HERO-001/1?sig=abc`]);
+  assert.equal(t[1].notes, '', 'no image, no provenance');
+  assert.equal(t[2].notes, 'check the handle colour', "the user's note is kept");
+  assert.equal(t[1].error, 'CONTENT_BLOCKED: the model blocked this prompt — Rephrase the prompt.', 'errors stay in their column');
+});
+
 test('write-back backs off exponentially on Sheets and UrlFetch quota errors', () => {
   const w = world({ rows: scenes(2) });
   submitted(w, 2);

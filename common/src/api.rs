@@ -214,7 +214,6 @@ pub struct RowView {
     pub objects: Vec<String>,
     /// Links to each stored image's provenance (`/v1/provenance/…`, opened by the image's own
     /// signature: the image carries the same record inside), in variant order.
-    #[serde(default)]
     pub provenance: Vec<String>,
     pub refs: Vec<RefReport>,
     pub cost_usd: f64,
