@@ -212,3 +212,56 @@ async fn unknown_batches_are_dropped_and_live_rows_without_a_model_fail_clearly(
     assert_eq!(r.state(0).await.error.map(|e| e.code), Some(ErrorCode::LiveNotConfigured));
     assert_eq!(r.model.total_calls(), 0);
 }
+
+#[tokio::test]
+async fn a_reference_that_streams_forever_is_cut_off_and_the_row_retried_later() {
+    use assetgen_common::domain::RefUrlPolicy;
+    use assetgen_common::refs::fetch::FetchPolicy;
+    use axum::routing::get;
+    // An image's magic, then one byte every 20 ms for ever: no end, and never the size cap.
+    let drip = || async {
+        let magic =
+            futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")) });
+        let drip = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\0")), ()))
+        });
+        (
+            [(axum::http::header::CONTENT_TYPE, "image/png")],
+            axum::body::Body::from_stream(futures::StreamExt::chain(magic, drip)),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/drip.png", get(drip))).await });
+
+    let kit = testkit::Rig::new(|p| {
+        p.ref_policy = RefUrlPolicy { allow_private: true, allow_local_files: false };
+        p.fetch = FetchPolicy {
+            allow_private: true,
+            timeout: Duration::from_millis(300),
+            retry_delays: vec![Duration::from_millis(10)],
+            ..FetchPolicy::default()
+        };
+    });
+    let dripping = RowRequest { refs: vec![format!("{server}/drip.png")], ..row("A", 1) };
+    kit.submit("artist@studio.test", BatchRequest { rows: vec![dripping, row("B", 2)], ..Default::default() }).await;
+    let messages = kit.queue.published();
+    let before = kit.store.list("").await.expect("list");
+
+    let delivery = kit.pipeline.worker.process(&messages[0]).await.expect("no store error");
+    let Delivery::Retry { code, detail, .. } = delivery else { panic!("expected a retry, got {delivery:?}") };
+    assert_eq!(code, ErrorCode::RefFetchFailed);
+    assert!(detail.contains("no complete answer within 0.3 s"), "{detail}");
+    // Only row A's own state moved (its attempt and error); no image, no cached reference.
+    let after = kit.store.list("").await.expect("list");
+    let changed: Vec<&str> = after.iter().filter(|m| !before.contains(m)).map(|m| m.name.as_str()).collect();
+    assert_eq!(changed, vec![layout::row_state(&messages[0].batch_id, 0).as_str()], "{after:?}");
+    assert_eq!(after.len(), before.len());
+
+    // The worker goes on: row B, without references, is made.
+    assert_eq!(
+        kit.pipeline.worker.process(&messages[1]).await.expect("no store error"),
+        Delivery::Finished(RowStatus::Succeeded)
+    );
+}

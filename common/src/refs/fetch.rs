@@ -1057,6 +1057,62 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_reference_that_trickles_forever_is_cut_off_by_the_total_time_out() {
+        // An image's magic, then one byte every 20 ms for ever: never an end, never the size cap,
+        // never a pause long enough for a read time-out. Only a deadline on the whole attempt ends it.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let trickle = {
+            let sent = sent.clone();
+            move || {
+                let sent = sent.clone();
+                async move {
+                    let magic = futures::stream::once(async {
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"\x89PNG\r\n\x1a\n"))
+                    });
+                    let drip = futures::stream::unfold(sent, |sent| async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        Some((Ok::<_, std::io::Error>(Bytes::from_static(b"\0")), sent))
+                    });
+                    ([(CONTENT_TYPE, "image/png")], Body::from_stream(magic.chain(drip)))
+                }
+            }
+        };
+        let (base, hits) = serve(
+            Router::new().route("/trickle", get(trickle)).route("/ok.png", get(|| async { png_response(png(3)) })),
+        )
+        .await;
+        let policy = FetchPolicy {
+            timeout: Duration::from_millis(300),
+            retry_delays: vec![Duration::from_millis(10)],
+            ..test_policy()
+        };
+        let (fetcher, store) = fetcher(policy);
+
+        let err = fetcher.fetch(&ref_url(&format!("{base}/trickle"))).await.expect_err("cut off");
+        assert_eq!(
+            err,
+            FetchError::Unreachable {
+                url: format!("{base}/trickle"),
+                detail: "no complete answer within 0.3 s".to_owned(),
+                retryable: true,
+            }
+        );
+        assert_eq!(err.code(), ErrorCode::RefFetchFailed);
+        assert_eq!(hits.get("/trickle"), 2, "one attempt and one retry, each cut off");
+        let dripped = sent.load(Ordering::SeqCst);
+        assert!(
+            dripped > 0 && (dripped as u64) < test_policy().max_bytes,
+            "{dripped} bytes: the cap was never the reason"
+        );
+        assert!(store.list("refs/").await.expect("list").is_empty(), "nothing cached");
+
+        // The same fetcher (its client and connection pool) goes on working.
+        let got = fetcher.fetch(&ref_url(&format!("{base}/ok.png"))).await.expect("a normal reference");
+        assert_eq!(got.image.bytes.as_ref(), png(3).as_slice());
+    }
+
+    #[tokio::test]
     async fn the_production_resolver_refuses_names_of_loopback_addresses() {
         // The name check is bypassed here so that the address filter itself is tested.
         let guard = AddressGuard { name_forbidden: |_| false, ..AddressGuard::strict() };

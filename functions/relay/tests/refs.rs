@@ -336,6 +336,52 @@ async fn a_fetched_reference_is_stored_like_an_upload_under_the_same_address_rul
 }
 
 #[tokio::test]
+async fn a_reference_that_streams_forever_is_cut_off_and_the_library_keeps_working() {
+    use axum::routing::get;
+    // An image's magic, then one byte every 20 ms for ever: no end, and never the 8 MiB cap.
+    let drip = || async {
+        let magic =
+            futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")) });
+        let drip = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\0")), ()))
+        });
+        ([(header::CONTENT_TYPE, "image/png")], Body::from_stream(futures::StreamExt::chain(magic, drip)))
+    };
+    let app = axum::Router::new()
+        .route("/drip.png", get(drip))
+        .route("/one.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], PNG_ONE) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let r = rig_with(FetchPolicy {
+        allow_private: true,
+        retry_delays: vec![Duration::from_millis(10)],
+        timeout: Duration::from_millis(300),
+        ..FetchPolicy::default()
+    });
+    // One reference already in the library: it must not change.
+    assert_eq!(call(&r.app, upload(PNG_TWO, "image/png")).await.status, StatusCode::CREATED);
+    let before = r.store.list("").await.expect("list");
+
+    let cut = call(&r.app, fetch(&format!("{server}/drip.png"))).await;
+    assert_eq!(cut.content_type, "application/problem+json", "{}", cut.text());
+    let problem = cut.json();
+    assert_eq!(problem["code"], "REF_FETCH_FAILED", "{problem}");
+    assert_eq!(problem["status"], cut.status.as_u16(), "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("no complete answer within 0.3 s"), "{detail}");
+    assert_eq!(r.store.list("").await.expect("list"), before, "no object written or changed");
+
+    // The library still fetches, and stores, a reference that ends.
+    let ok = call(&r.app, fetch(&format!("{server}/one.png"))).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
+    assert_eq!(r.store.get(&format!("refs/{PNG_ONE_SHA}")).await.expect("stored").body.as_ref(), PNG_ONE);
+    assert_eq!(r.store.get(&format!("refs/{PNG_TWO_SHA}")).await.expect("kept").body.as_ref(), PNG_TWO);
+}
+
+#[tokio::test]
 async fn the_pages_and_their_files_are_served_from_the_binary() {
     let r = rig();
     let page = call(&r.app, get("/b/0190b5c6-0000-7000-8000-000000000000")).await;
