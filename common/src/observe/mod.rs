@@ -9,6 +9,7 @@
 //! nothing.
 
 mod gauge_guard;
+mod gauge_share;
 mod lite;
 mod metered;
 pub mod names;
@@ -16,6 +17,7 @@ mod request_context;
 mod timeline;
 
 pub use gauge_guard::GaugeGuard;
+pub use gauge_share::GaugeShare;
 pub use lite::{HistogramSummary, LiteSnapshot};
 pub use metered::{MeteredBudget, MeteredModel, MeteredQueue, MeteredStore};
 pub use request_context::{RequestContext, current_request_id, with_request};

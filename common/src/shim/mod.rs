@@ -6,11 +6,13 @@ mod health;
 mod logging;
 mod observe;
 mod ops_page;
+mod watched_io;
 
 pub use health::{Readiness, health_routes};
 pub use logging::{LogFormat, cloud_trace, init_logging};
 pub use observe::{metrics_routes, observe_request};
 pub use ops_page::ops_routes;
+pub use watched_io::{Connection, ConnectionWrites, WRITE_STALL_LIMIT, WatchedListener, WatchedStream};
 
 use crate::drain;
 use crate::problem::{ErrorCode, Problem};
@@ -119,13 +121,17 @@ pub async fn listen(port: u16, app: Router) -> std::io::Result<()> {
 /// Serves until SIGTERM (Cloud Run's stop signal) or Ctrl-C, then drains: no new connections,
 /// rows in progress get [`drain::grace`] to finish and then give their rows back (see
 /// [`crate::drain`]), and the process stops at the latest [`drain::EXIT_AFTER_GRACE`] later.
+/// A connection whose peer takes no bytes for [`WRITE_STALL_LIMIT`] is dropped (see [`WatchedListener`]).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     let grace = drain::grace();
     let signalled = async move {
         shutdown_signal().await;
         drain::begin(grace);
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signalled).into_future();
+    let listener = WatchedListener::new(listener, WRITE_STALL_LIMIT);
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<Connection>())
+        .with_graceful_shutdown(signalled)
+        .into_future();
     let deadline = async move {
         drain::began().await;
         tokio::time::sleep(grace + drain::EXIT_AFTER_GRACE).await;

@@ -1,13 +1,16 @@
 use crate::RelayConfig;
 use crate::RelayState;
 use crate::hub::{SharedTail, TailHub};
+use crate::unsent::Unsent;
 use assetgen_common::events::{BatchEvent, Cursor};
-use assetgen_common::observe::{GaugeGuard, names};
+use assetgen_common::observe::{GaugeGuard, GaugeShare, names};
 use assetgen_common::problem::Problem;
+use assetgen_common::shim::Connection;
 use assetgen_common::tail::{Sequenced, merge};
 use axum::Extension;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Version};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -44,6 +47,8 @@ pub async fn batch_events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
     Extension(hub): Extension<Arc<TailHub>>,
+    connection: Option<Extension<ConnectInfo<Connection>>>,
+    version: Version,
 ) -> Result<Response, Problem> {
     let batch_id = state.authorize_read(&headers, query.access_token.as_deref(), &id).await?;
     let resume = headers
@@ -63,12 +68,17 @@ pub async fn batch_events(
         client: resume.unwrap_or_default(),
         deadline: Instant::now() + state.config.max_stream,
         closing: false,
+        queued: GaugeShare::new(metrics::gauge!(names::RELAY_QUEUED_EVENTS)),
         _connected: GaugeGuard::new(metrics::gauge!(names::RELAY_CLIENTS)),
     };
     let sse = Sse::new(stream(follow)).keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
     // Nginx-style proxies (and Cloud Run's front end) must not buffer the stream.
     response.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    // One response at a time on an HTTP/1 connection: its bytes written are this stream's.
+    if let Some(Extension(ConnectInfo(connection))) = connection.filter(|_| version <= Version::HTTP_11) {
+        response = response.map(|body| Body::new(Unsent::new(body, connection.writes)));
+    }
     Ok(response)
 }
 
@@ -82,6 +92,10 @@ struct Follow {
     client: Cursor,
     deadline: Instant,
     closing: bool,
+    /// `pending`'s length in the relay's queued-events gauge. It is bounded by the batch: a join or
+    /// a catch-up queues at most one event per row plus the totals and `done`, and live events are
+    /// taken off the broadcast one at a time, only when the client's connection asks for more.
+    queued: GaugeShare,
     /// Counts this client among the connected ones until the stream is dropped.
     _connected: GaugeGuard,
 }
@@ -93,6 +107,7 @@ fn to_sse(id: &Cursor, event: &BatchEvent) -> Event {
 fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
+            f.queued.set(f.pending.len() as f64);
             if let Some(next) = f.pending.pop_front() {
                 if next.row.is_some_and(|(row, generation)| f.client.covers(row, generation)) {
                     continue;

@@ -6,6 +6,7 @@ pub mod hub;
 mod images;
 mod provenance;
 pub mod refs;
+mod unsent;
 mod web;
 
 use assetgen_common::auth::{Access, BatchAction};
