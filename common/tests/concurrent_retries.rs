@@ -2,97 +2,35 @@
 //! racing the settlement of the batch's end never leaves the retried rows running unheld.
 
 use assetgen_common::api::{BatchRequest, RowStatus};
-use assetgen_common::budget::{BudgetDay, DailyBudget, UserLimits};
+use assetgen_common::budget::BudgetDay;
 use assetgen_common::domain::{BatchId, Money};
 use assetgen_common::idempotent_control::ControlOp;
 use assetgen_common::ledger::{self, EventKind};
-use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::open_index::{self, OpenMarker};
 use assetgen_common::problem::ErrorCode;
 use assetgen_common::reconcile;
-use assetgen_common::store::{
-    Generation, MemoryStore, Object, ObjectMeta, ObjectStore, Precondition, StoreError, update_json,
-};
-use assetgen_common::testkit::{Rig, row, who};
-use async_trait::async_trait;
-use bytes::Bytes;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use assetgen_common::store::{MemoryStore, ObjectStore, StoreError, update_json};
+use assetgen_common::testkit::{BlockingModel, Gate, HookedStore, LiveRig, Rig, row, who};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, oneshot};
 
 const PRICE: i64 = 39_000;
-
-/// A live model that refuses the scenes it is told to, until told otherwise.
-#[derive(Debug, Default)]
-struct Live {
-    blocked: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl ImageModel for Live {
-    fn is_live(&self) -> bool {
-        true
-    }
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ModelError> {
-        if self.blocked.lock().expect("lock").contains(&request.scene_id) {
-            return Err(ModelError::Permanent { code: ErrorCode::ContentBlocked, detail: "IMAGE_SAFETY".into() });
-        }
-        DryRunModel.generate(request).await
-    }
-}
-
-/// Every call takes a moment, as on a real store, so concurrent requests interleave.
-#[derive(Debug)]
-struct Sluggish(Arc<dyn ObjectStore>);
-
-#[async_trait]
-impl ObjectStore for Sluggish {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        self.0.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        self.0.put(name, body, content_type, when).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.0.delete(name, when).await
-    }
-    fn settled_generation(&self) -> Option<Generation> {
-        self.0.settled_generation()
-    }
-}
 
 /// A live batch of rows A (1 image), B (2) and C (3), of which B and C failed; the model now
 /// works for every scene.
 async fn batch_with_failed_rows() -> (Arc<Rig>, BatchId) {
-    batch_with_failed_rows_on(Arc::new(Sluggish(Arc::new(MemoryStore::new())))).await
+    // Every call takes a moment, as on a real store, so concurrent requests interleave.
+    batch_with_failed_rows_on(Arc::new(
+        HookedStore::new(Arc::new(MemoryStore::new())).sluggish(Duration::from_millis(2)),
+    ))
+    .await
 }
 
 async fn batch_with_failed_rows_on(store: Arc<dyn ObjectStore>) -> (Arc<Rig>, BatchId) {
-    let budget = Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(10_000_000), overrides: HashMap::new() },
-    });
-    let model = Arc::new(Live::default());
-    model.blocked.lock().expect("lock").extend(["B".to_owned(), "C".to_owned()]);
-    let live = model.clone();
-    let rig = Rig::on(store, move |p| {
-        p.budget = budget;
-        p.live = Some(live);
-    });
+    let model = Arc::new(BlockingModel::default());
+    model.block(["B", "C"]);
+    let rig = LiveRig::on(store).model(model.clone()).build();
     let request = BatchRequest {
         rows: vec![row("A", 1), row("B", 2), row("C", 3)],
         run_mode: Some("live".into()),
@@ -102,7 +40,7 @@ async fn batch_with_failed_rows_on(store: Arc<dyn ObjectStore>) -> (Arc<Rig>, Ba
     for m in rig.queue.published() {
         rig.pipeline.worker.process(&m).await.expect("delivery");
     }
-    model.blocked.lock().expect("lock").clear();
+    model.unblock_all();
     (Arc::new(rig), id)
 }
 
@@ -148,66 +86,15 @@ async fn concurrent_retries_hold_the_money_once() {
     assert!(report.is_clean(), "{:#?}", report.differences);
 }
 
-/// Holds back the next budget write once armed, until the test lets it through.
-#[derive(Debug, Default)]
-struct HoldNextBudgetWrite {
-    arrived: Notify,
-    release: Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-impl HoldNextBudgetWrite {
-    fn arm(&self) -> oneshot::Sender<()> {
-        let (tx, rx) = oneshot::channel();
-        *self.release.lock().expect("lock") = Some(rx);
-        tx
-    }
-    async fn before_put(&self, name: &str) {
-        if name.starts_with("budget/") {
-            let held = self.release.lock().expect("lock").take();
-            if let Some(release) = held {
-                self.arrived.notify_one();
-                let _ = release.await;
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Gated(Arc<dyn ObjectStore>, Arc<HoldNextBudgetWrite>);
-
-#[async_trait]
-impl ObjectStore for Gated {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.0.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        self.1.before_put(name).await;
-        self.0.put(name, body, content_type, when).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.0.delete(name, when).await
-    }
-    fn settled_generation(&self) -> Option<Generation> {
-        self.0.settled_generation()
-    }
-}
-
 /// A late duplicate of an ended row settles the batch (its first settlement had died) just as a
 /// retry reopens it: the duplicate saw every row ended, and its budget write lands after the
 /// retry's hold. The retried rows must stay held while they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_racing_the_batch_end_keeps_its_rows_held() {
-    let gate = Arc::new(HoldNextBudgetWrite::default());
-    let (rig, id) = batch_with_failed_rows_on(Arc::new(Gated(Arc::new(MemoryStore::new()), gate.clone()))).await;
+    let gate = Arc::new(Gate::default());
+    // Once armed, the next budget write waits until the test lets it through.
+    let store = HookedStore::new(Arc::new(MemoryStore::new())).gate_puts("budget/", gate.clone());
+    let (rig, id) = batch_with_failed_rows_on(Arc::new(store)).await;
     let day = OffsetDateTime::now_utc().date();
     let user = who("artist@studio.test").user;
     update_json::<BudgetDay, StoreError, _>(rig.store.as_ref(), &format!("budget/{day}/{user}.json"), |d| {
@@ -225,7 +112,7 @@ async fn a_retry_racing_the_batch_end_keeps_its_rows_held() {
         let (rig, ended) = (rig.clone(), rig.queue.published()[0].clone());
         tokio::spawn(async move { rig.pipeline.worker.process(&ended).await })
     };
-    gate.arrived.notified().await;
+    gate.arrived().await;
     let outcome = rig.pipeline.control.retry(&id).await.expect("retry");
     assert_eq!(outcome.rows, vec![1, 2]);
     let _ = let_go.send(());

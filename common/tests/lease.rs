@@ -4,7 +4,6 @@
 //! On the memory store and on fake-gcs-server.
 
 use assetgen_common::api::{BatchRequest, RowStatus};
-use assetgen_common::budget::{DailyBudget, UserLimits};
 use assetgen_common::domain::{Money, SceneId};
 use assetgen_common::generation::Delivery;
 use assetgen_common::layout;
@@ -13,19 +12,15 @@ use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageReque
 use assetgen_common::queue::RowMessage;
 use assetgen_common::reconcile;
 use assetgen_common::state::{Lease, RowState};
-use assetgen_common::store::{
-    Generation, MemoryStore, Object, ObjectMeta, ObjectStore, Precondition, StoreError, read_json, update_json,
-};
-use assetgen_common::testkit::{FakeGcs, Rig, row};
+use assetgen_common::store::{MemoryStore, ObjectStore, StoreError, read_json, update_json};
+use assetgen_common::testkit::{FakeGcs, Gate, HookedStore, LiveRig, Rig, row};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, oneshot};
 
 /// A live model that takes `delay` per image and makes different bytes on every call, so two
 /// images of one variant can be told apart.
@@ -61,15 +56,7 @@ impl ImageModel for Slow {
 }
 
 fn live_rig(store: Arc<dyn ObjectStore>, model: Arc<Slow>, ttl: Duration) -> Rig {
-    let budget = Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(10_000_000), overrides: HashMap::new() },
-    });
-    Rig::on(store, move |p| {
-        p.budget = budget;
-        p.live = Some(model);
-        p.lease_ttl = ttl;
-    })
+    LiveRig::on(store).model(model).tune(move |p| p.lease_ttl = ttl).build()
 }
 
 async fn submit_one(rig: &Rig, variants: i64) -> RowMessage {
@@ -170,54 +157,14 @@ async fn a_delivery_that_lost_its_lease_writes_nothing_more() {
     assert!(events.iter().all(|e| e.kind != EventKind::Spend), "nothing spent without the lease: {events:?}");
 }
 
-/// A store that holds back the first write of an image until the test lets it through.
-#[derive(Debug)]
-struct HoldFirstImage {
-    inner: Arc<dyn ObjectStore>,
-    arrived: Arc<Notify>,
-    release: Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-#[async_trait]
-impl ObjectStore for HoldFirstImage {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.inner.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        if name.starts_with("images/") {
-            let held = self.release.lock().expect("lock").take();
-            if let Some(release) = held {
-                self.arrived.notify_one();
-                let _ = release.await;
-            }
-        }
-        self.inner.put(name, body, content_type, when).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.inner.delete(name, when).await
-    }
-    fn settled_generation(&self) -> Option<Generation> {
-        self.inner.settled_generation()
-    }
-}
-
 /// Delivery 1 checks its lease, starts writing its image, and stalls there past its lease.
 /// Delivery 2 takes the row, stores its own image and finishes. Then delivery 1's write lands: it
 /// must not replace the image the row state describes.
 async fn a_late_image_write_adopts_the_image_stored_first(inner: Arc<dyn ObjectStore>) {
-    let (let_go, release) = oneshot::channel();
-    let arrived = Arc::new(Notify::new());
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(HoldFirstImage { inner, arrived: arrived.clone(), release: Mutex::new(Some(release)) });
+    let gate = Arc::new(Gate::default());
+    let let_go = gate.arm();
+    // The first image write waits until the test lets it through.
+    let store: Arc<dyn ObjectStore> = Arc::new(HookedStore::new(inner).gate_puts("images/", gate.clone()));
     let model = Slow::new(Duration::ZERO);
     let rig = live_rig(store.clone(), model.clone(), Duration::from_secs(60));
     let message = submit_one(&rig, 1).await;
@@ -226,7 +173,7 @@ async fn a_late_image_write_adopts_the_image_stored_first(inner: Arc<dyn ObjectS
         let (worker, message) = (worker.clone(), message.clone());
         tokio::spawn(async move { worker.process(&message).await })
     };
-    arrived.notified().await;
+    gate.arrived().await;
     let holder = state(store.as_ref(), &message).await.lease.expect("leased").holder;
     let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
     set_lease(store.as_ref(), &message, Lease { holder, until: past }).await;

@@ -2,56 +2,19 @@
 //! once, unmade images are released, retries and cancels settle, and the ledger reconciles.
 
 use assetgen_common::api::{BatchRequest, RowStatus};
-use assetgen_common::budget::{Budget, DailyBudget, UserLimits};
+use assetgen_common::budget::Budget;
 use assetgen_common::domain::{BatchId, Money};
 use assetgen_common::generation::Delivery;
 use assetgen_common::ledger::{self, EventKind};
-use assetgen_common::model::{DryRunModel, GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::problem::ErrorCode;
 use assetgen_common::queue::RowMessage;
 use assetgen_common::reconcile;
 use assetgen_common::store::{FileStore, MemoryStore, ObjectStore};
-use assetgen_common::testkit::{Rig, row, who};
-use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use assetgen_common::testkit::{BlockingModel, LiveRig, Rig, daily_budget, row, who};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 const PRICE: i64 = 39_000; // gemini-2.5-flash-image, per image
-
-fn budget(store: &Arc<dyn ObjectStore>, limit_usd: i64) -> Arc<DailyBudget> {
-    Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(limit_usd * 1_000_000), overrides: HashMap::new() },
-    })
-}
-
-/// A "live" model for tests: the placeholder, except for scenes told to be blocked.
-#[derive(Debug, Default)]
-struct Live {
-    blocked: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl ImageModel for Live {
-    fn is_live(&self) -> bool {
-        true
-    }
-    async fn generate(&self, request: &ImageRequest) -> Result<GeneratedImage, ModelError> {
-        if self.blocked.lock().expect("lock").contains(&request.scene_id) {
-            return Err(ModelError::Permanent { code: ErrorCode::ContentBlocked, detail: "IMAGE_SAFETY".into() });
-        }
-        DryRunModel.generate(request).await
-    }
-}
-
-fn live_rig(store: Arc<dyn ObjectStore>, limit_usd: i64, model: Arc<Live>) -> Rig {
-    let b = budget(&store, limit_usd);
-    Rig::on(store, move |p| {
-        p.budget = b;
-        p.live = Some(model);
-    })
-}
 
 fn live(rows: Vec<assetgen_common::api::RowRequest>) -> BatchRequest {
     BatchRequest { rows, run_mode: Some("live".into()), ..BatchRequest::default() }
@@ -71,7 +34,7 @@ async fn assert_reconciles(store: &dyn ObjectStore) -> reconcile::CheckReport {
 }
 
 async fn sixty_concurrent_submits_never_reserve_past_the_limit(store: Arc<dyn ObjectStore>) {
-    let rig = Arc::new(live_rig(store.clone(), 10, Arc::new(Live::default())));
+    let rig = Arc::new(LiveRig::on(store.clone()).build());
     // 2 rows × 3 variants = 6 images = $0.234 a batch: 42 fit in $10, 60 do not.
     let tasks: Vec<_> = (0..60)
         .map(|_| {
@@ -118,9 +81,9 @@ async fn concurrent_submits_on_the_file_store() {
 #[tokio::test]
 async fn stored_images_are_spent_blocked_ones_released_and_the_batch_settles() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let model = Arc::new(Live::default());
-    model.blocked.lock().expect("lock").push("B".into());
-    let rig = live_rig(store.clone(), 10, model);
+    let model = Arc::new(BlockingModel::default());
+    model.block(["B"]);
+    let rig = LiveRig::on(store.clone()).model(model).build();
     let accepted = rig.submit("artist@studio.test", live(vec![row("A", 2), row("B", 3)])).await;
     assert!((accepted.budget.reserved_usd - 0.195).abs() < 1e-9, "5 images held: {:?}", accepted.budget);
     let messages = rig.queue.published();
@@ -143,7 +106,7 @@ async fn stored_images_are_spent_blocked_ones_released_and_the_batch_settles() {
 #[tokio::test]
 async fn an_idempotent_retry_returns_the_first_batch_and_holds_once() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let rig = Arc::new(live_rig(store.clone(), 10, Arc::new(Live::default())));
+    let rig = Arc::new(LiveRig::on(store.clone()).build());
     let request = live(vec![row("A", 3)]);
     let submit = |key: &'static str, request: BatchRequest| {
         let rig = rig.clone();
@@ -171,13 +134,13 @@ async fn an_idempotent_retry_returns_the_first_batch_and_holds_once() {
 #[tokio::test]
 async fn a_retry_holds_again_pays_only_missing_images_and_reconciles() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let model = Arc::new(Live::default());
-    model.blocked.lock().expect("lock").push("B".into());
-    let rig = live_rig(store.clone(), 10, model.clone());
+    let model = Arc::new(BlockingModel::default());
+    model.block(["B"]);
+    let rig = LiveRig::on(store.clone()).model(model.clone()).build();
     let id = BatchId::parse(&rig.submit("artist@studio.test", live(vec![row("A", 1), row("B", 2)])).await.batch_id)
         .expect("id");
     deliver_all(&rig, &rig.queue.published()).await;
-    model.blocked.lock().expect("lock").clear();
+    model.unblock_all();
 
     let outcome = rig.pipeline.control.retry(&id).await.expect("retry");
     assert_eq!(outcome.rows, vec![1]);
@@ -196,7 +159,7 @@ async fn a_retry_holds_again_pays_only_missing_images_and_reconciles() {
 #[tokio::test]
 async fn cancel_stops_queued_rows_and_frees_their_money() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let rig = live_rig(store.clone(), 10, Arc::new(Live::default()));
+    let rig = LiveRig::on(store.clone()).build();
     let id = BatchId::parse(
         &rig.submit("artist@studio.test", live(vec![row("A", 2), row("B", 2), row("C", 2)])).await.batch_id,
     )
@@ -224,7 +187,7 @@ async fn cancel_stops_queued_rows_and_frees_their_money() {
 #[tokio::test]
 async fn the_check_finds_an_image_nobody_paid_for_and_a_wrong_settlement() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let rig = live_rig(store.clone(), 10, Arc::new(Live::default()));
+    let rig = LiveRig::on(store.clone()).build();
     let accepted = rig.submit("artist@studio.test", live(vec![row("A", 1)])).await;
     deliver_all(&rig, &rig.queue.published()).await;
     assert_reconciles(store.as_ref()).await;
@@ -238,7 +201,7 @@ async fn the_check_finds_an_image_nobody_paid_for_and_a_wrong_settlement() {
         )
         .await
         .expect("put");
-    let b = budget(&store, 10);
+    let b = daily_budget(&store, 10);
     b.settle(&who("artist@studio.test").user, OffsetDateTime::now_utc().date(), &id, Money::from_micros(1))
         .await
         .expect("settle");
@@ -251,7 +214,7 @@ async fn the_check_finds_an_image_nobody_paid_for_and_a_wrong_settlement() {
 #[tokio::test]
 async fn dry_runs_never_touch_money() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let rig = live_rig(store.clone(), 10, Arc::new(Live::default()));
+    let rig = LiveRig::on(store.clone()).build();
     rig.submit_rows(vec![row("A", 3)]).await;
     deliver_all(&rig, &rig.queue.published()).await;
     assert!(store.list("budget/").await.expect("list").is_empty());
@@ -264,7 +227,7 @@ async fn dry_runs_never_touch_money() {
 #[tokio::test]
 async fn a_crash_between_paying_and_recording_is_not_paid_twice() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let rig = live_rig(store.clone(), 10, Arc::new(Live::default()));
+    let rig = LiveRig::on(store.clone()).build();
     let accepted = rig.submit("artist@studio.test", live(vec![row("A", 2)])).await;
     let id = BatchId::parse(&accepted.batch_id).expect("id");
     let manifest = assetgen_common::batch_view::load_manifest(store.as_ref(), &id).await.expect("manifest");

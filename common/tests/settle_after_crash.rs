@@ -3,80 +3,41 @@
 //! budget write from the moment it is armed: the settlement is the first write after the row ends.
 
 use assetgen_common::api::{BatchRequest, RowStatus};
-use assetgen_common::budget::{BudgetDay, DailyBudget, UserLimits};
+use assetgen_common::budget::BudgetDay;
 use assetgen_common::domain::{BatchId, Money};
 use assetgen_common::generation::Delivery;
 use assetgen_common::model::DryRunModel;
 use assetgen_common::queue::RowMessage;
 use assetgen_common::reconcile;
-use assetgen_common::store::{
-    Generation, MemoryStore, Object, ObjectMeta, ObjectStore, Precondition, StoreError, read_json,
-};
-use assetgen_common::testkit::{RecordingQueue, Rig, row, who};
-use async_trait::async_trait;
-use bytes::Bytes;
-use std::collections::HashMap;
+use assetgen_common::store::{MemoryStore, ObjectStore, StoreError, read_json};
+use assetgen_common::testkit::{HookedStore, LiveRig, RecordingQueue, Rig, StoreCall, row, who};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 
-/// Passes every call through, except budget writes once armed: they fail as if the process had
+/// Passes every call through, except budget writes once `armed`: they fail as if the process had
 /// died right before them.
-#[derive(Debug)]
-struct DiesBeforeSettling {
-    inner: Arc<dyn ObjectStore>,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl ObjectStore for DiesBeforeSettling {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.inner.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        if self.armed.load(Ordering::SeqCst) && name.starts_with("budget/") {
-            return Err(StoreError::Unavailable("the process died here".into()));
-        }
-        self.inner.put(name, body, content_type, when).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.inner.delete(name, when).await
-    }
-    fn settled_generation(&self) -> Option<Generation> {
-        self.inner.settled_generation()
-    }
+fn dies_before_settling(inner: Arc<dyn ObjectStore>, armed: Arc<AtomicBool>) -> HookedStore {
+    HookedStore::new(inner).before(move |call, name| {
+        let dies = call == StoreCall::Put && armed.load(Ordering::SeqCst) && name.starts_with("budget/");
+        async move { if dies { Err(StoreError::Unavailable("the process died here".into())) } else { Ok(()) } }
+    })
 }
 
 fn deployment(store: Arc<dyn ObjectStore>) -> Rig {
-    let budget = Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(10_000_000), overrides: HashMap::new() },
-    });
-    Rig::on(store, move |p| {
-        p.budget = budget;
-        p.live = Some(Arc::new(DryRunModel));
-    })
+    LiveRig::on(store).model(Arc::new(DryRunModel)).build()
 }
 
 /// A live batch of one row whose delivery ended the row and died settling. Returns the healthy
 /// store under it, the batch, and its message.
 async fn row_ended_unsettled() -> (Arc<dyn ObjectStore>, BatchId, RowMessage) {
     let healthy: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let dying = Arc::new(DiesBeforeSettling { inner: healthy.clone(), armed: AtomicBool::new(false) });
-    let first = deployment(dying.clone());
+    let armed = Arc::new(AtomicBool::new(false));
+    let first = deployment(Arc::new(dies_before_settling(healthy.clone(), armed.clone())));
     let request = BatchRequest { rows: vec![row("A", 2)], run_mode: Some("live".into()), ..Default::default() };
     let id = BatchId::parse(&first.submit("artist@studio.test", request).await.batch_id).expect("id");
     let message = first.queue.published()[0].clone();
-    dying.armed.store(true, Ordering::SeqCst);
+    armed.store(true, Ordering::SeqCst);
     first.pipeline.worker.process(&message).await.expect_err("died while settling");
     let state = assetgen_common::batch_view::load(healthy.as_ref(), &id).await.expect("batch");
     assert_eq!(state.rows[&0].1.status, RowStatus::Succeeded, "the row had ended");

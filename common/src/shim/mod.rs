@@ -2,6 +2,7 @@
 //! fields in the cloud), tag requests with an id, answer `/healthz` and `/readyz`, turn unknown
 //! routes into problems, and shut down gracefully on SIGTERM.
 
+pub mod embedded;
 mod health;
 mod logging;
 mod observe;

@@ -11,9 +11,13 @@ use crate::store::{MemoryStore, ObjectStore};
 use async_trait::async_trait;
 
 mod fake_gcs;
+mod hooked_store;
 mod late_writes;
+mod live_rig;
 pub use fake_gcs::{FakeGcs, fake_gcs_binary};
+pub use hooked_store::{Gate, HookedStore, StoreCall};
 pub use late_writes::LateWrites;
+pub use live_rig::{BlockingModel, LiveRig, daily_budget};
 mod pubsub_emulator;
 pub use pubsub_emulator::{PubSubEmulator, PulledMessage, SubscriptionSpec, pubsub_emulator_binary};
 use std::sync::{Arc, Mutex};

@@ -5,31 +5,27 @@
 use crate::RelayState;
 use assetgen_common::domain::BatchId;
 use assetgen_common::problem::{ErrorCode, Problem};
+use assetgen_common::shim::embedded::{self, CSS, EmbeddedFile, HTML, JS, SVG};
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// One embedded file: its name under `/web/`, content type and bytes.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static str,
-}
-
-const ASSETS: &[Asset] = &[
-    Asset { name: "app.css", content_type: "text/css; charset=utf-8", body: include_str!("../../../web/app.css") },
-    Asset { name: "common.js", content_type: JS, body: include_str!("../../../web/common.js") },
-    Asset { name: "progress.js", content_type: JS, body: include_str!("../../../web/progress.js") },
-    Asset { name: "progress-model.js", content_type: JS, body: include_str!("../../../web/progress-model.js") },
-    Asset { name: "connection.js", content_type: JS, body: include_str!("../../../web/connection.js") },
-    Asset { name: "provenance-view.js", content_type: JS, body: include_str!("../../../web/provenance-view.js") },
-    Asset { name: "refs.js", content_type: JS, body: include_str!("../../../web/refs.js") },
-    Asset { name: "favicon.svg", content_type: "image/svg+xml", body: include_str!("../../../web/favicon.svg") },
+const ASSETS: &[EmbeddedFile] = &[
+    EmbeddedFile { name: "app.css", content_type: CSS, body: include_str!("../../../web/app.css") },
+    EmbeddedFile { name: "common.js", content_type: JS, body: include_str!("../../../web/common.js") },
+    EmbeddedFile { name: "progress.js", content_type: JS, body: include_str!("../../../web/progress.js") },
+    EmbeddedFile { name: "progress-model.js", content_type: JS, body: include_str!("../../../web/progress-model.js") },
+    EmbeddedFile { name: "connection.js", content_type: JS, body: include_str!("../../../web/connection.js") },
+    EmbeddedFile {
+        name: "provenance-view.js",
+        content_type: JS,
+        body: include_str!("../../../web/provenance-view.js"),
+    },
+    EmbeddedFile { name: "refs.js", content_type: JS, body: include_str!("../../../web/refs.js") },
+    EmbeddedFile { name: "favicon.svg", content_type: SVG, body: include_str!("../../../web/favicon.svg") },
 ];
 
-const JS: &str = "text/javascript; charset=utf-8";
 const PROGRESS_HTML: &str = include_str!("../../../web/progress.html");
 const REFS_HTML: &str = include_str!("../../../web/refs.html");
 
@@ -46,27 +42,9 @@ fn csp(submit_origin: Option<&str>) -> String {
 /// The tag the progress page reads submit's URL from: empty means the page's own origin.
 const SUBMIT_URL_META: &str = r#"<meta name="assetgen-submit-url" content="">"#;
 
-fn respond(content_type: &'static str, body: Cow<'static, str>, csp: Option<String>) -> Response {
-    let html = csp.is_some();
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // No file names with hashes and no build step: let the browser revalidate every time.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    if html {
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    }
-    response
-}
-
 /// The progress page, told where submit is when it is not on the page's origin.
 fn progress_html(submit: Option<&url::Url>) -> Response {
-    const HTML: &str = "text/html; charset=utf-8";
-    let Some(submit) = submit else { return respond(HTML, Cow::Borrowed(PROGRESS_HTML), Some(csp(None))) };
+    let Some(submit) = submit else { return embedded::respond(HTML, Cow::Borrowed(PROGRESS_HTML), Some(&csp(None))) };
     let base = submit.as_str().trim_end_matches('/');
     // A parsed URL has no quote or angle bracket left unescaped; `&` is the one to escape.
     let attribute = base.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;");
@@ -75,7 +53,7 @@ fn progress_html(submit: Option<&url::Url>) -> Response {
         &format!(r#"<meta name="assetgen-submit-url" content="{attribute}">"#),
         1,
     );
-    respond(HTML, Cow::Owned(page), Some(csp(Some(&submit.origin().ascii_serialization()))))
+    embedded::respond(HTML, Cow::Owned(page), Some(&csp(Some(&submit.origin().ascii_serialization()))))
 }
 
 /// `GET /b/{batch_id}`: the live progress page of one batch.
@@ -87,21 +65,18 @@ pub async fn progress_page(State(state): State<Arc<RelayState>>, Path(id): Path<
 
 /// `GET /refs`: the reference manager.
 pub async fn refs_page() -> Response {
-    respond("text/html; charset=utf-8", Cow::Borrowed(REFS_HTML), Some(csp(None)))
+    embedded::respond(HTML, Cow::Borrowed(REFS_HTML), Some(&csp(None)))
 }
 
 /// `GET /web/{file}`: the pages' scripts, styles and icon.
 pub async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
-    ASSETS
-        .iter()
-        .find(|a| a.name == file)
-        .map(|a| respond(a.content_type, Cow::Borrowed(a.body), None))
-        .ok_or_else(|| Problem::new(ErrorCode::NotFound, "no such file"))
+    embedded::serve(ASSETS, &file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
 
     fn text(response: Response) -> (String, String) {
         let csp = response.headers().get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok());
@@ -126,17 +101,6 @@ mod tests {
 
     #[test]
     fn every_script_the_pages_import_is_served() {
-        for page in [PROGRESS_HTML, REFS_HTML] {
-            for name in page.split("/web/").skip(1).filter_map(|rest| rest.split('"').next()) {
-                assert!(ASSETS.iter().any(|a| a.name == name), "{name} is referenced but not embedded");
-            }
-        }
-        for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
-            for line in asset.body.lines().filter(|l| l.trim_start().starts_with("import ")) {
-                let target = line.rsplit("from").next().unwrap_or_default();
-                let name = target.trim().trim_matches(|c| c == '\'' || c == '"' || c == ';').trim_start_matches("./");
-                assert!(ASSETS.iter().any(|a| a.name == name), "{} imports {name}, which is not embedded", asset.name);
-            }
-        }
+        assert_eq!(embedded::missing(&[PROGRESS_HTML, REFS_HTML], "/web/", ASSETS), Vec::<String>::new());
     }
 }

@@ -3,6 +3,7 @@
 use assetgen_common::auth::Access;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::{MemoryStore, ObjectStore, Precondition, read_json};
+use assetgen_common::testkit::HookedStore;
 use assetgen_relay::refs::RefSet;
 use assetgen_relay::{RelayConfig, RelayState, router};
 use axum::body::Body;
@@ -465,7 +466,7 @@ async fn a_reference_link_opens_its_one_reference_with_no_header() {
     assert_eq!(call(&app, get(&format!("/v1/refs/{PNG_ONE_SHA}?sig={foreign}"))).await.status, StatusCode::NOT_FOUND);
 
     // Where the store signs URLs, a link is a 302 to a fresh one.
-    let signing = router(Arc::new(state(Arc::new(SigningStore(store.clone()))))).split_for_parts().0;
+    let signing = router(Arc::new(state(Arc::new(signing_store(store.clone()))))).split_for_parts().0;
     let moved = call(&signing, get(&format!("/v1/refs/{PNG_ONE_SHA}?sig={sig}"))).await;
     assert_eq!(moved.status, StatusCode::FOUND);
     assert_eq!(
@@ -475,42 +476,9 @@ async fn a_reference_link_opens_its_one_reference_with_no_header() {
 }
 
 /// A store that signs URLs, as GCS does.
-#[derive(Debug)]
-struct SigningStore(Arc<dyn ObjectStore>);
-
-#[async_trait::async_trait]
-impl ObjectStore for SigningStore {
-    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
-        self.0.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: bytes::Bytes,
-        ct: &str,
-        when: Precondition,
-    ) -> Result<i64, assetgen_common::store::StoreError> {
-        self.0.put(name, body, ct, when).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), assetgen_common::store::StoreError> {
-        self.0.delete(name, when).await
-    }
-    fn settled_generation(&self) -> Option<i64> {
-        self.0.settled_generation()
-    }
-    async fn signed_url(
-        &self,
-        name: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<String>, assetgen_common::store::StoreError> {
-        Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
-    }
+fn signing_store(inner: Arc<dyn ObjectStore>) -> HookedStore {
+    HookedStore::new(inner)
+        .signing(|name, ttl| format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs()))
 }
 
 /// The `/refs` page opened from the Sheet or the CLI carries a reference manager token: it acts as

@@ -5,7 +5,7 @@ use assetgen_common::generation::RowWorker;
 use assetgen_common::queue::RowMessage;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::ObjectStore;
-use assetgen_common::testkit;
+use assetgen_common::testkit::{self, HookedStore};
 use assetgen_relay::{RelayConfig, RelayState, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -323,46 +323,9 @@ async fn an_image_link_opens_its_one_image_with_no_header() {
 }
 
 /// A store that can sign URLs, as GCS does.
-#[derive(Debug)]
-struct Signing(Arc<dyn ObjectStore>);
-
-#[async_trait::async_trait]
-impl ObjectStore for Signing {
-    async fn get(&self, name: &str) -> Result<assetgen_common::store::Object, assetgen_common::store::StoreError> {
-        self.0.get(name).await
-    }
-    async fn put(
-        &self,
-        name: &str,
-        body: bytes::Bytes,
-        ct: &str,
-        when: assetgen_common::store::Precondition,
-    ) -> Result<i64, assetgen_common::store::StoreError> {
-        self.0.put(name, body, ct, when).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<assetgen_common::store::ObjectMeta>, assetgen_common::store::StoreError> {
-        self.0.list(prefix).await
-    }
-    async fn delete(
-        &self,
-        name: &str,
-        when: assetgen_common::store::Precondition,
-    ) -> Result<(), assetgen_common::store::StoreError> {
-        self.0.delete(name, when).await
-    }
-    async fn signed_url(
-        &self,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<String>, assetgen_common::store::StoreError> {
-        Ok(Some(format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs())))
-    }
-    fn settled_generation(&self) -> Option<i64> {
-        self.0.settled_generation()
-    }
+fn signing(inner: Arc<dyn ObjectStore>) -> HookedStore {
+    HookedStore::new(inner)
+        .signing(|name, ttl| format!("https://storage.test/bucket/{name}?X-Goog-Expires={}", ttl.as_secs()))
 }
 
 #[tokio::test]
@@ -383,7 +346,7 @@ async fn image_links_redirect_to_a_fresh_signed_url_where_the_store_signs() {
         (StatusCode::OK, Some("image/png")),
         "bytes where the store cannot sign"
     );
-    let signing = app(Arc::new(Signing(r.store.clone()))).oneshot(request()).await.expect("infallible");
+    let signing = app(Arc::new(signing(r.store.clone()))).oneshot(request()).await.expect("infallible");
     assert_eq!(signing.status(), StatusCode::FOUND);
     let location = signing.headers()["location"].to_str().expect("location");
     assert!(
