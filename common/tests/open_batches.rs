@@ -2,14 +2,13 @@
 //! with every batch ever run; batches from before the index are indexed by its migration pass.
 
 use assetgen_common::api::BatchRequest;
-use assetgen_common::budget::{BudgetDay, DailyBudget, UserLimits};
-use assetgen_common::domain::{BatchId, Money};
+use assetgen_common::budget::BudgetDay;
+use assetgen_common::domain::BatchId;
 use assetgen_common::model::{GeneratedImage, ImageModel, ImageRequest, ModelError};
 use assetgen_common::reconcile;
 use assetgen_common::store::{CountingStore, MemoryStore, ObjectStore, Precondition, StoreError, update_json};
 use assetgen_common::sweep::Sweep;
-use assetgen_common::testkit::{RecordingQueue, Rig, row, who};
-use std::collections::HashMap;
+use assetgen_common::testkit::{LiveRig, RecordingQueue, Rig, row, who};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -29,14 +28,7 @@ impl ImageModel for Tiny {
 }
 
 fn live_rig(store: Arc<dyn ObjectStore>) -> Rig {
-    let budget = Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(1_000_000_000), overrides: HashMap::new() },
-    });
-    Rig::on(store, move |p| {
-        p.budget = budget;
-        p.live = Some(Arc::new(Tiny));
-    })
+    LiveRig::on(store).daily_limit_usd(1000).model(Arc::new(Tiny)).build()
 }
 
 fn live(rows: Vec<assetgen_common::api::RowRequest>) -> BatchRequest {

@@ -2,7 +2,7 @@
 //! and frees holds of batches that were never written; the local queue's journal survives a restart.
 
 use assetgen_common::api::RowStatus;
-use assetgen_common::budget::{Budget, BudgetDay, DailyBudget, UserLimits};
+use assetgen_common::budget::{Budget, BudgetDay};
 use assetgen_common::domain::{BatchId, Money};
 use assetgen_common::generation::Delivery;
 use assetgen_common::layout;
@@ -11,9 +11,8 @@ use assetgen_common::queue::{LocalPushConfig, LocalPushQueue, PushEnvelope, RowM
 use assetgen_common::state::{Lease, RowState};
 use assetgen_common::store::{MemoryStore, ObjectStore, StoreError, read_json, update_json};
 use assetgen_common::sweep::Sweep;
-use assetgen_common::testkit::{RecordingQueue, Rig, row, who};
+use assetgen_common::testkit::{RecordingQueue, Rig, daily_budget, row, who};
 use axum::body::Bytes;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -73,10 +72,7 @@ async fn a_queued_row_within_its_grace_is_left_to_its_message() {
 #[tokio::test]
 async fn ended_batches_are_settled_and_orphan_holds_freed() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let budget = Arc::new(DailyBudget {
-        store: store.clone(),
-        limits: UserLimits { default: Money::from_micros(10_000_000), overrides: HashMap::new() },
-    });
+    let budget = daily_budget(&store, 10);
     let b = budget.clone();
     let rig = Rig::on(store.clone(), move |p| {
         p.budget = b;
