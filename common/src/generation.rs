@@ -376,7 +376,13 @@ impl RowWorker {
                 generated_at: OffsetDateTime::now_utc(),
             };
             let made = provenance::of_call(manifest, spec, &state, call);
-            let stamped = provenance::stamp(image.bytes.clone(), &made);
+            // Decoding the whole image to check it is CPU work: off the async workers.
+            let stamped = {
+                let (bytes, record) = (image.bytes.clone(), made.clone());
+                tokio::task::spawn_blocking(move || provenance::stamp(bytes, &record))
+                    .await
+                    .unwrap_or_else(|_| image.bytes.clone())
+            };
             self.check_lease(manifest, spec.row, holder).await?;
             let body =
                 match self.store.put(&object, stamped.clone(), &image.mime_type, Precondition::DoesNotExist).await {

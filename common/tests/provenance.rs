@@ -159,3 +159,40 @@ async fn an_image_stored_before_a_crash_gets_its_sidecar_from_its_own_chunks() {
     assert_eq!(state(kit.store.as_ref(), m).await.attempts, 2);
     assert_eq!(after.provenance.attempt, 1, "the record says which delivery made the image");
 }
+
+/// A model that answers with bytes that are not a PNG (a JPEG's first bytes).
+#[derive(Debug)]
+struct NotPng;
+
+#[async_trait::async_trait]
+impl assetgen_common::model::ImageModel for NotPng {
+    fn is_live(&self) -> bool {
+        false
+    }
+    async fn generate(
+        &self,
+        _: &assetgen_common::model::ImageRequest,
+    ) -> Result<assetgen_common::model::GeneratedImage, assetgen_common::model::ModelError> {
+        let mut image = assetgen_common::model::GeneratedImage::new(
+            "image/jpeg",
+            bytes::Bytes::from_static(b"\xff\xd8\xff\xe0 a jpeg"),
+        );
+        image.response_id = Some("r-1".into());
+        Ok(image)
+    }
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_carry_the_record_is_stored_as_made_and_its_sidecar_says_so() {
+    let kit = testkit::Rig::new(|p| p.dry_run = std::sync::Arc::new(NotPng));
+    let messages = run(&kit, vec![row("JPEG", 1)], "dry_run").await;
+    let state = state(kit.store.as_ref(), &messages[0]).await;
+    let object = &state.variants[0].object;
+    let stored = kit.store.get(object).await.expect("image").body;
+    assert_eq!(stored.as_ref(), b"\xff\xd8\xff\xe0 a jpeg", "never rewritten");
+    let sidecar: Sidecar = read_json(kit.store.as_ref(), &layout::sidecar(object)).await.expect("a sidecar").value;
+    assert!(!sidecar.image.embedded);
+    assert_eq!(sidecar.image.sha256, state.variants[0].sha256);
+    assert_eq!(sidecar.image.content_type, "image/jpeg");
+    assert_eq!(sidecar.provenance.response_id.as_deref(), Some("r-1"));
+}

@@ -222,6 +222,14 @@ async fn a_browser_token_opens_only_its_own_batch() {
         read(router.clone(), &format!("{uri}?access_token={token}"), None, Duration::from_millis(300)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("event: snapshot"));
+    // The page's lightbox reads an image's provenance with the same page link.
+    r.worker.process(&r.messages[0]).await.expect("process");
+    let provenance = format!("/v1/provenance/{}/S0/1", r.batch_id);
+    let (status, _, text) =
+        read(router.clone(), &format!("{provenance}?access_token={token}"), None, Duration::from_millis(300)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, _, _) = read(router.clone(), &provenance, None, Duration::from_millis(300)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no page link, no sign-in: refused");
     let (status, _, _) = read(router.clone(), &uri, None, Duration::from_millis(300)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no token, no OIDC: refused");
     let (status, _, text) = read(
@@ -244,6 +252,7 @@ async fn another_users_events_and_images_answer_like_a_batch_that_does_not_exist
     for (theirs, nowhere) in [
         (format!("/v1/batches/{}/events", r.batch_id), format!("/v1/batches/{missing}/events")),
         (format!("/v1/images/{}/S0/1", r.batch_id), format!("/v1/images/{missing}/S0/1")),
+        (format!("/v1/provenance/{}/S0/1", r.batch_id), format!("/v1/provenance/{missing}/S0/1")),
     ] {
         let limit = Duration::from_millis(300);
         let (status, _, refused) = read_as(app.clone(), &theirs, None, limit, Some("intruder@studio.test")).await;
@@ -263,6 +272,17 @@ async fn another_users_events_and_images_answer_like_a_batch_that_does_not_exist
     )
     .await;
     assert_eq!(status, StatusCode::OK, "an admin may read anyone's batch");
+    let admin = Access { admins: assetgen_common::auth::AllowList::new(["lead@studio.test"]), ..Access::dev() };
+    let (status, _, text) = read_as(
+        app_with(r.store.clone(), fast(), admin),
+        &format!("/v1/provenance/{}/S0/1", r.batch_id),
+        None,
+        Duration::from_millis(300),
+        Some("lead@studio.test"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "and its images' provenance");
+    assert!(text.contains("\"scene_id\":\"S0\""), "{text}");
 }
 
 #[tokio::test]
