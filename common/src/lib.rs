@@ -36,5 +36,6 @@ pub mod store;
 pub mod submission;
 pub mod sweep;
 pub mod tail;
+pub mod tail_pace;
 #[cfg(feature = "testkit")]
 pub mod testkit;

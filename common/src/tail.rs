@@ -55,6 +55,8 @@ pub struct BatchTail {
     cursor: Cursor,
     last_progress: Option<BatchProgress>,
     done: bool,
+    /// Store listings made so far (the opening ones included): what watching this batch costs.
+    listings: u64,
 }
 
 /// The highest watermark a listing taken under `settled` supports, given that it showed states
@@ -85,8 +87,10 @@ impl BatchTail {
         let manifest = load_manifest(store.as_ref(), batch_id).await?;
         let mut rows = BTreeMap::new();
         let mut settled = None;
+        let mut listings = 0;
         for _ in 0..SNAPSHOT_TRIES {
             settled = store.settled_generation();
+            listings += 1;
             let listed = list_rows(store.as_ref(), batch_id).await?;
             rows = read_rows(store.as_ref(), listed.iter().map(|m| m.name.clone()).collect()).await?;
             let consistent = listed.iter().all(|m| {
@@ -103,6 +107,7 @@ impl BatchTail {
             cursor: Cursor::default(),
             last_progress: None,
             done: false,
+            listings,
         };
         let mut events = Vec::new();
         match resume {
@@ -128,6 +133,11 @@ impl BatchTail {
 
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
+    }
+
+    /// Store listings this tail has made since it opened.
+    pub fn listings(&self) -> u64 {
+        self.listings
     }
 
     /// A cursor at `low` for a client that has every row state this tail holds.
@@ -186,6 +196,7 @@ impl BatchTail {
         }
         // Before listing: every write up to here is in the listing that follows.
         let settled = self.store.settled_generation();
+        self.listings += 1;
         let listed = list_rows(self.store.as_ref(), &self.batch.manifest.batch_id).await?;
         let changed: BTreeMap<String, Generation> = listed
             .into_iter()

@@ -53,6 +53,10 @@ pub const RELAY_QUEUED_EVENTS: &str = "assetgen_relay_queued_events";
 pub const RELAY_CLIENTS_CUT: &str = "assetgen_relay_clients_cut_total";
 /// Connections dropped because their peer took no bytes for the write stall limit.
 pub const WRITES_STALLED: &str = "assetgen_http_writes_stalled_total";
+/// Relay: store listings made by batch tails, by whether the look found a change (changed,
+/// unchanged); and how many listings one tail made over its life (recorded when it closes).
+pub const RELAY_TAIL_LISTINGS: &str = "assetgen_relay_tail_listings_total";
+pub const RELAY_LISTINGS_PER_TAIL: &str = "assetgen_relay_listings_per_tail";
 
 /// Registers the help texts with the installed recorder.
 pub(super) fn describe() {
@@ -81,4 +85,6 @@ pub(super) fn describe() {
     describe_gauge!(RELAY_QUEUED_EVENTS, "Relay: events queued for clients and not yet produced");
     describe_counter!(RELAY_CLIENTS_CUT, "Relay: event-stream clients cut off, by reason");
     describe_counter!(WRITES_STALLED, "Connections dropped because the peer took no bytes for the stall limit");
+    describe_counter!(RELAY_TAIL_LISTINGS, "Relay: store listings by batch tails, by whether they found a change");
+    describe_histogram!(RELAY_LISTINGS_PER_TAIL, "Relay: store listings one batch tail made over its life");
 }

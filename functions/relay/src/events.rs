@@ -1,6 +1,6 @@
 use crate::RelayConfig;
 use crate::RelayState;
-use crate::hub::{SharedTail, TailHub};
+use crate::hub::{Linger, SharedTail, TailHub};
 use crate::unsent::Unsent;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::observe::{GaugeGuard, GaugeShare, names};
@@ -59,6 +59,7 @@ pub async fn batch_events(
         .and_then(|raw| Cursor::parse(&raw));
     let presenter = state.presenter(&headers);
     let shared = hub.tail(&batch_id, presenter).await?;
+    let shared_for_linger = shared.clone();
     let (initial, live) = shared.join(resume.clone()).await;
     let follow = Follow {
         config: state.config.clone(),
@@ -70,6 +71,7 @@ pub async fn batch_events(
         closing: false,
         queued: GaugeShare::new(metrics::gauge!(names::RELAY_QUEUED_EVENTS)),
         _connected: GaugeGuard::new(metrics::gauge!(names::RELAY_CLIENTS)),
+        _linger: Linger::new(shared_for_linger, state.config.tail_linger),
     };
     let sse = Sse::new(stream(follow)).keep_alive(KeepAlive::new().interval(state.config.heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
@@ -98,6 +100,8 @@ struct Follow {
     queued: GaugeShare,
     /// Counts this client among the connected ones until the stream is dropped.
     _connected: GaugeGuard,
+    /// Keeps the tail a while after this stream ends, for the client's reconnect.
+    _linger: Linger,
 }
 
 fn to_sse(id: &Cursor, event: &BatchEvent) -> Event {

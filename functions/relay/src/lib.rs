@@ -16,6 +16,7 @@ use assetgen_common::problem::Problem;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::request::base_url;
 use assetgen_common::store::ObjectStore;
+use assetgen_common::tail_pace::PollPace;
 use axum::http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,15 @@ use utoipa_axum::routes;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// How often a stream looks at the store.
+    /// How often a batch's tail looks at the store while its rows move.
     pub poll_every: Duration,
+    /// How long the tail keeps that pace after the last change it saw; then the interval doubles
+    /// with every look that finds nothing new, up to `poll_slowest`. Any change snaps it back.
+    pub poll_fast_for: Duration,
+    pub poll_slowest: Duration,
+    /// How long a tail outlives its last client, so a stream that closed for its lifetime
+    /// reconnects to the same tail (and its pace) within the `retry:` hint it was given.
+    pub tail_linger: Duration,
     /// Comment line sent when nothing else was, so proxies keep the connection.
     pub heartbeat: Duration,
     /// A stream closes itself after this long (before Cloud Run's request time-out) and tells the
@@ -42,12 +50,22 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             poll_every: Duration::from_millis(250),
+            poll_fast_for: Duration::from_secs(10),
+            poll_slowest: Duration::from_secs(30),
+            tail_linger: Duration::from_secs(10),
             heartbeat: Duration::from_secs(20),
             max_stream: Duration::from_secs(280),
             retry_base: Duration::from_millis(500),
             retry_jitter: Duration::from_millis(2500),
             submit_url: None,
         }
+    }
+}
+
+impl RelayConfig {
+    /// The tails' polling pace.
+    pub fn pace(&self) -> PollPace {
+        PollPace { fast: self.poll_every, fast_for: self.poll_fast_for, slowest: self.poll_slowest }
     }
 }
 
