@@ -63,7 +63,10 @@ export class BatchModel {
       }
       case 'batch': {
         if (this.view) {
-          this.view = { ...this.view, status: data.status, totals: data.totals, cost_usd: data.cost_usd };
+          // `ended_at` comes with the batch event that ends the batch, and goes with a retry's.
+          const { ended_at: _gone, ...rest } = this.view;
+          this.view = { ...rest, status: data.status, totals: data.totals, cost_usd: data.cost_usd };
+          if (data.ended_at) this.view.ended_at = data.ended_at;
         }
         const t = data.totals;
         text = `${t.images_done}/${t.images_total} images, ${t.succeeded} done, ${t.failed} failed, ${t.cancelled} cancelled`;
@@ -93,14 +96,22 @@ export class BatchModel {
     if (this.log.length > LOG_LIMIT) this.log.length = LOG_LIMIT;
   }
 
-  /** Header figures: what the page shows above the rows. */
+  /**
+   * Header figures: what the page shows above the rows. `elapsedMs` is the time since the batch
+   * was accepted while it runs, and once it ended its duration: from the server's `ended_at` (the
+   * stored time its last row ended, so a page opened later shows it too), or where a server does
+   * not send it, from when this page saw it end (unknown if it ended before the page opened).
+   */
   summary(now = Date.now()) {
     const v = this.view;
     if (!v) return null;
     const t = v.totals;
     const created = Date.parse(v.created_at);
-    const end = this.finishedAt ?? now;
-    const elapsedMs = this.endedBeforeLoad ? null : Math.max(0, end - created);
+    const endedAt = this.terminal && v.ended_at ? Date.parse(v.ended_at) : NaN;
+    let elapsedMs;
+    if (Number.isFinite(endedAt)) elapsedMs = Math.max(0, endedAt - created);
+    else if (this.endedBeforeLoad) elapsedMs = null;
+    else elapsedMs = Math.max(0, (this.finishedAt ?? now) - created);
     return {
       status: v.status,
       rows: t.rows,
@@ -112,6 +123,10 @@ export class BatchModel {
       queued: t.queued,
       succeeded: t.succeeded,
       costUsd: v.cost_usd,
+      // What each stored image cost (the batch's spend over its images), and what one would cost live.
+      costPerImageUsd: t.images_done > 0 ? v.cost_usd / t.images_done : null,
+      livePerImageUsd: v.estimate.images > 0 ? v.estimate.usd_if_live / v.estimate.images : null,
+      ended: this.terminal,
       estimateUsd: v.estimate.usd,
       estimateIfLiveUsd: v.estimate.usd_if_live,
       runMode: v.run_mode,

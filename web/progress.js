@@ -104,6 +104,8 @@ function renderHeader() {
   $('stat-failures').classList.toggle('bad', s.failures > 0);
   const live = s.runMode === 'dry_run' ? ` (live: ${formatUsd(s.estimateIfLiveUsd)})` : '';
   $('stat-cost').textContent = `${formatUsd(s.costUsd)} of ${formatUsd(s.estimateUsd)} est.${live}`;
+  $('cost-label').textContent = s.ended ? 'Cost' : 'Cost so far';
+  $('stat-per-image').textContent = perImage(s);
   renderClock();
   const bar = $('progressbar');
   bar.setAttribute('aria-valuenow', String(s.percent));
@@ -116,6 +118,7 @@ function renderClock() {
   const s = model.summary();
   if (!s) return;
   const elapsed = $('stat-elapsed');
+  $('clock-label').textContent = s.ended ? 'Duration' : 'Elapsed';
   elapsed.textContent = s.elapsedMs === null ? '—' : formatDuration(s.elapsedMs);
   elapsed.title = s.elapsedMs === null ? 'The batch ended before this page was opened' : '';
   let eta;
@@ -123,6 +126,12 @@ function renderClock() {
   else if (s.etaMs === null) eta = 'estimating…';
   else eta = formatDuration(s.etaMs);
   $('stat-eta').textContent = eta;
+}
+
+/** `$0.039`; a dry run costs nothing, so it says what an image would cost live. */
+function perImage(s) {
+  if (s.runMode === 'dry_run') return s.livePerImageUsd === null ? '—' : `${formatUsd(0)} (live: ${formatUsd(s.livePerImageUsd)})`;
+  return s.costPerImageUsd === null ? '—' : formatUsd(s.costPerImageUsd);
 }
 
 function renderButtons() {

@@ -239,6 +239,11 @@ pub struct BatchView {
     #[schema(value_type = String, format = DateTime)]
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
+    /// When the batch ended: its rows' last state change, once every row has ended; absent while
+    /// it runs (and again once a retry reopens it). With `created_at`, the batch's duration.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<time::OffsetDateTime>,
     pub run_mode: RunMode,
     pub model: String,
     pub estimate: Estimate,
@@ -254,4 +259,9 @@ pub struct BatchProgress {
     pub status: BatchStatus,
     pub totals: Totals,
     pub cost_usd: f64,
+    /// When the batch ended: its rows' last state change, once every row has ended; absent while
+    /// it runs (and again once a retry reopens it). With `created_at`, the batch's duration.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<time::OffsetDateTime>,
 }

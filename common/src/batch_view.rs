@@ -132,10 +132,14 @@ impl Presenter {
             .collect();
         let rows: Vec<RowView> = states.iter().map(|s| self.row_view(m, s)).collect();
         let (status, totals) = summarize(&rows);
+        // Every row has ended: the batch ended with the last of them (stored state, so any relay
+        // instance and a page opened later agree).
+        let ended_at = status.is_terminal().then(|| states.iter().map(|s| s.updated_at).max()).flatten();
         BatchView {
             batch_id: m.batch_id.to_string(),
             status,
             created_at: m.created_at,
+            ended_at,
             run_mode: m.spec.run_mode,
             model: m.spec.model.clone(),
             estimate: m.estimate,
@@ -153,6 +157,7 @@ impl BatchView {
             status: self.status,
             totals: self.totals,
             cost_usd: self.cost_usd,
+            ended_at: self.ended_at,
         }
     }
 }

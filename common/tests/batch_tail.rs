@@ -39,6 +39,7 @@ async fn a_stream_starts_with_a_snapshot_and_ends_with_done() {
     assert_eq!(first.len(), 1);
     let BatchEvent::Snapshot(snapshot) = &first[0].event else { panic!("first event must be a snapshot: {first:?}") };
     assert_eq!((snapshot.status, snapshot.totals.rows, snapshot.totals.images_total), (BatchStatus::Queued, 3, 6));
+    assert_eq!(snapshot.ended_at, None, "a batch that runs has not ended");
     assert!(tail.poll().await.expect("poll").is_empty(), "nothing changed, nothing sent");
 
     let mut all = Vec::new();
@@ -53,6 +54,16 @@ async fn a_stream_starts_with_a_snapshot_and_ends_with_done() {
     let Some(BatchEvent::Done(done)) = all.last().map(|s| &s.event) else { panic!("the last event is done: {all:?}") };
     assert_eq!((done.status, done.totals.images_done), (BatchStatus::Succeeded, 6));
     assert!(tail.is_done());
+    // It ended with its last row's last state: the stored time, so every reader agrees.
+    let stored = assetgen_common::batch_view::load(store.as_ref(), &id).await.expect("load");
+    let last_row_end = stored.rows.values().map(|(_, state)| state.updated_at).max();
+    assert!(done.ended_at.is_some() && done.ended_at == last_row_end, "{:?} vs {last_row_end:?}", done.ended_at);
+    assert!(done.ended_at >= Some(done.created_at));
+    let progress = all.iter().rev().find_map(|s| match &s.event {
+        BatchEvent::Batch(p) => Some(p.clone()),
+        _ => None,
+    });
+    assert_eq!(progress.and_then(|p| p.ended_at), done.ended_at, "the last batch event carries it too");
     assert!(
         all.iter().any(|s| matches!(&s.event, BatchEvent::Batch(p) if p.totals.succeeded == 1)),
         "batch progress events"

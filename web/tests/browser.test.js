@@ -8,7 +8,8 @@ import crypto from 'node:crypto';
 import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Assetgen, startRefServer, launchBrowser, openPage, screenshot, eventually, sleep, png } from './harness.js';
+import { Assetgen, startRefServer, startGeminiStub, launchBrowser, openPage, screenshot, eventually, sleep, png } from './harness.js';
+import { formatDuration } from '../common.js';
 
 let server;
 let refs;
@@ -113,6 +114,9 @@ describe('progress page', () => {
     assert.match(await page.textContent('#stat-cost'), /^\$0\.00 of \$0\.00 est\. \(live: \$0\.\d+\)$/);
     assert.equal(await page.textContent('#stat-eta'), 'done');
     assert.match(await page.textContent('#stat-elapsed'), /^\d+s$/);
+    assert.equal(await page.textContent('#clock-label'), 'Duration');
+    assert.equal(await page.textContent('#cost-label'), 'Cost');
+    assert.match(await page.textContent('#stat-per-image'), /^\$0\.00 \(live: \$0\.039\)$/, 'a dry run costs nothing');
     assert.deepEqual(await cardStatuses(page), ['succeeded', 'succeeded', 'succeeded', 'succeeded']);
     assert.equal(await page.$$eval('#gallery .tile.pending', (t) => t.length), 0);
     assert.equal(await expectAllThumbnailsLoaded(page), 8);
@@ -272,6 +276,46 @@ describe('progress page', () => {
     const after = await page.evaluate(() => window.assetgenProgress.model.lastEventId);
     assert.ok(Number(after) > Number(before), 'the stream resumed past the last event seen (file store: numeric ids)');
     assert.equal(await expectAllThumbnailsLoaded(page), 12);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+});
+
+describe('a finished live batch', () => {
+  let live;
+  let gemini;
+
+  before(async () => {
+    gemini = await startGeminiStub();
+    live = await Assetgen.create({ GEMINI_API_KEY: 'test-key', GEMINI_BASE_URL: gemini.base }, ['--live']);
+  });
+
+  after(async () => {
+    await live?.close();
+    await gemini?.close();
+  });
+
+  test('shows how long it took and what each image cost, also on a page opened after it ended', async () => {
+    const rows = [1, 2].map((i) => ({ scene_id: `COST-${i}`, prompt: `a kettle, view ${i}`, variants: 2, refs: [], ref_mode: 'style_only' }));
+    const answer = await live.request('POST', '/v1/batches', { rows, run_mode: 'live' });
+    assert.equal(answer.status, 202, answer.text);
+    const id = answer.json.batch_id;
+    await eventually(async () => (await live.batch(id)).status === 'succeeded', { timeout: 60000, what: 'the batch ends' });
+    const view = await live.batch(id);
+    assert.ok(view.ended_at, `the API says when it ended: ${JSON.stringify(view)}`);
+    const took = Date.parse(view.ended_at) - Date.parse(view.created_at);
+    assert.ok(took >= 0, `${view.created_at} → ${view.ended_at}`);
+
+    // Opened after the end: before, this read "Elapsed —".
+    const page = await openPage(browser, `${live.base}/b/${id}`);
+    await waitForEnd(page);
+    assert.equal(await page.textContent('#clock-label'), 'Duration');
+    assert.equal(await page.textContent('#stat-elapsed'), formatDuration(took));
+    assert.equal(await page.textContent('#cost-label'), 'Cost');
+    assert.equal(await page.textContent('#stat-cost'), '$0.16 of $0.16 est.', '4 images at $0.039');
+    assert.equal(await page.textContent('#stat-per-image'), '$0.039');
+    assert.equal(await page.textContent('#stat-eta'), 'done');
+    await screenshot(page, 'progress-finished-live.png', { fullPage: true });
     assert.deepEqual(page.errors, []);
     await page.close();
   });

@@ -99,6 +99,44 @@ describe('BatchModel', () => {
     assert.notEqual(m.summary().elapsedMs, null);
   });
 
+  test("a finished batch's duration comes from the server's ended_at, even on a page opened after it ended", () => {
+    const t0 = Date.parse('2025-01-01T00:00:00Z');
+    const ended = { ...batchView('succeeded', [rowView(0, 'succeeded', 2)]), ended_at: '2025-01-01T00:03:05Z' };
+    const late = new BatchModel('b');
+    late.apply('snapshot', ended, '9', t0 + 3_600_000);
+    const s = late.summary(t0 + 7_200_000);
+    assert.equal(s.elapsedMs, 185_000, 'created 00:00:00, ended 00:03:05: not the page clock, not unknown');
+    assert.equal(s.ended, true);
+
+    // Followed live: the batch event that ends it carries ended_at, and it wins over the page's clock.
+    const live = new BatchModel('b');
+    live.apply('snapshot', batchView('running', [rowView(0, 'running')]), '1', t0 + 1000);
+    assert.equal(live.summary(t0 + 2000).elapsedMs, 2000, 'while it runs: time since it was accepted');
+    const totals = batchView('succeeded', [rowView(0, 'succeeded', 2)]).totals;
+    live.apply('batch', { batch_id: 'b', status: 'succeeded', totals, cost_usd: 0, ended_at: '2025-01-01T00:00:04Z' }, '2', t0 + 9000);
+    assert.equal(live.summary(t0 + 60_000).elapsedMs, 4000);
+
+    // A retry reopens it: no end any more, the clock runs again.
+    const queued = batchView('queued', [rowView(0, 'queued')]).totals;
+    live.apply('batch', { batch_id: 'b', status: 'queued', totals: queued, cost_usd: 0 }, '3', t0 + 10_000);
+    assert.equal(live.view.ended_at, undefined);
+    assert.equal(live.summary(t0 + 12_000).elapsedMs, 12_000);
+  });
+
+  test('cost per image: the spend over the images made; a dry run says what one would cost live', () => {
+    const rows = [rowView(0, 'succeeded', 2), rowView(1, 'succeeded', 2)];
+    const live = new BatchModel('b');
+    live.apply('snapshot', { ...batchView('succeeded', rows), run_mode: 'live', cost_usd: 0.156, estimate: { images: 4, usd: 0.156, usd_if_live: 0.156 } }, '1');
+    const s = live.summary();
+    assert.ok(Math.abs(s.costPerImageUsd - 0.039) < 1e-12, String(s.costPerImageUsd));
+    assert.equal(s.costUsd, 0.156);
+
+    const dry = new BatchModel('b');
+    dry.apply('snapshot', batchView('running', [rowView(0, 'running')]), '1');
+    assert.equal(dry.summary().costPerImageUsd, null, 'no image yet: no price per image');
+    assert.equal(dry.summary().livePerImageUsd, 0.078, '$0.156 live for 2 images');
+  });
+
   test('the log keeps the last 50 entries', () => {
     const m = new BatchModel('b');
     m.apply('snapshot', batchView('running', [rowView(0, 'running')]), '1');

@@ -460,6 +460,7 @@ pub(super) mod tests {
                     status: BatchStatus::CompletedWithFailures,
                     totals: finished().totals,
                     cost_usd: 0.0,
+                    ended_at: None,
                 };
                 let event = sse(&BatchEvent::Batch(progress), 9).replace("\n\n", "\nretry: 30\n\n");
                 stream_body(vec![event], false)

@@ -163,6 +163,7 @@ pub(super) mod tests {
             batch_id: "b1".into(),
             status,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
+            ended_at: None,
             run_mode: RunMode::DryRun,
             model: "gemini-2.5-flash-image".into(),
             estimate: Estimate { images: u64::from(totals.images_total), usd: 0.0, usd_if_live: 0.12 },
