@@ -88,6 +88,18 @@ impl From<StoreError> for Stop {
     }
 }
 
+/// Why a variant was not made.
+enum VariantError {
+    Model(ModelError),
+    Stop(Stop),
+}
+
+impl From<Stop> for VariantError {
+    fn from(stop: Stop) -> Self {
+        Self::Stop(stop)
+    }
+}
+
 enum Take {
     Taken(RowState),
     Ended(RowState),
@@ -345,10 +357,10 @@ impl RowWorker {
         } else {
             format!("{}\n\n{}", spec.prompt.as_str(), spec.ref_mode.instruction())
         };
-        for variant in spec.variants.numbers() {
-            if state.has_variant(variant) {
-                continue;
-            }
+        // The row's missing variants are made at once, each waiting for its own turn at the quota:
+        // one after another, a row would hold its last call back by the others' latency, and at the
+        // end of a batch the quota would stand idle while the last rows' chains run out.
+        let made = futures::future::join_all(spec.variants.numbers().filter(|v| !state.has_variant(*v)).map(|variant| {
             let request = ImageRequest {
                 model: manifest.spec.model.clone(),
                 scene_id: spec.scene_id.to_string(),
@@ -357,67 +369,94 @@ impl RowWorker {
                 aspect_ratio: spec.aspect_ratio,
                 refs: merged.images.clone(),
             };
-            let requested_at = OffsetDateTime::now_utc();
-            let image = match model.generate(&request).await {
-                Ok(image) => image,
-                Err(ModelError::Retryable { code, detail, retry_after }) => {
-                    return self.retry(manifest, spec, holder, code, detail, retry_after).await;
+            self.make_variant(manifest, spec, holder, &state, model.as_ref(), request, &merged.report)
+        }))
+        .await;
+        // Every call has ended: what was stored is recorded. Then a lost lease or a store failure
+        // stops the delivery, a permanent refusal fails the row, a passing one gives it back.
+        let (mut permanent, mut retryable) = (None, None);
+        for outcome in made {
+            match outcome {
+                Ok(()) => {}
+                Err(VariantError::Stop(stop)) => return Err(stop),
+                Err(VariantError::Model(ModelError::Permanent { code, detail })) => {
+                    permanent.get_or_insert((code, detail));
                 }
-                Err(ModelError::Permanent { code, detail }) => {
-                    return self.fail(manifest, spec, holder, code, detail).await;
+                Err(VariantError::Model(ModelError::Retryable { code, detail, retry_after })) => {
+                    retryable.get_or_insert((code, detail, retry_after));
                 }
-            };
-            let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
-            let call = provenance::Call {
-                request: &request,
-                image: &image,
-                refs: &merged.report,
-                requested_at,
-                generated_at: OffsetDateTime::now_utc(),
-            };
-            let made = provenance::of_call(manifest, spec, &state, call);
-            // Decoding the whole image to check it is CPU work: off the async workers.
-            let stamped = {
-                let (bytes, record) = (image.bytes.clone(), made.clone());
-                tokio::task::spawn_blocking(move || provenance::stamp(bytes, &record))
-                    .await
-                    .unwrap_or_else(|_| image.bytes.clone())
-            };
-            self.check_lease(manifest, spec.row, holder).await?;
-            let body =
-                match self.store.put(&object, stamped.clone(), &image.mime_type, Precondition::DoesNotExist).await {
-                    Ok(_) => stamped,
-                    Err(StoreError::PreconditionFailed(_)) => {
-                        // Another holder stored this variant while this delivery's lease had lapsed:
-                        // its image stands, and the state describes the bytes that are stored.
-                        tracing::warn!(%object, "adopting the image another delivery stored first");
-                        self.store.get(&object).await?.body
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-            // The sidecar is derived from the bytes that stand (another delivery's, if adopted).
-            provenance::write_sidecar(self.store.as_ref(), &object, &body, &image.mime_type, Some(&made)).await?;
-            let stored = StoredVariant {
-                variant,
-                object: object.clone(),
-                sha256: hex::encode(Sha256::digest(&body)),
-                bytes: body.len() as u64,
-                model: manifest.spec.model.clone(),
-                cost: manifest.price_per_image(),
-            };
-            // Spent before the state records it: a crash in between leaves an image and its spend
-            // event, which the next delivery adopts without paying again (the event is create-only).
-            self.check_lease(manifest, spec.row, holder).await?;
-            self.settlement().spend(manifest, &state, variant).await?;
-            state = self
-                .update(manifest, spec.row, holder, |s| {
-                    if !s.has_variant(variant) {
-                        s.variants.push(stored.clone());
-                    }
-                })
-                .await?;
+            }
+        }
+        if let Some((code, detail)) = permanent {
+            return self.fail(manifest, spec, holder, code, detail).await;
+        }
+        if let Some((code, detail, retry_after)) = retryable {
+            return self.retry(manifest, spec, holder, code, detail, retry_after).await;
         }
         self.succeed(manifest, spec, holder).await
+    }
+
+    /// One variant: the model call, then (under the lease) the image stored create-only with its
+    /// provenance, its spend recorded, and the row state updated.
+    #[allow(clippy::too_many_arguments)]
+    async fn make_variant(
+        &self,
+        manifest: &Manifest,
+        spec: &RowSpec,
+        holder: &str,
+        state: &RowState,
+        model: &dyn ImageModel,
+        request: ImageRequest,
+        refs: &[crate::api::RefReport],
+    ) -> Result<(), VariantError> {
+        let variant = request.variant;
+        let requested_at = OffsetDateTime::now_utc();
+        let image = model.generate(&request).await.map_err(VariantError::Model)?;
+        let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
+        let call =
+            provenance::Call { request: &request, image: &image, refs, requested_at, generated_at: OffsetDateTime::now_utc() };
+        let made = provenance::of_call(manifest, spec, state, call);
+        // Decoding the whole image to check it is CPU work: off the async workers.
+        let stamped = {
+            let (bytes, record) = (image.bytes.clone(), made.clone());
+            tokio::task::spawn_blocking(move || provenance::stamp(bytes, &record))
+                .await
+                .unwrap_or_else(|_| image.bytes.clone())
+        };
+        self.check_lease(manifest, spec.row, holder).await?;
+        let body = match self.store.put(&object, stamped.clone(), &image.mime_type, Precondition::DoesNotExist).await {
+            Ok(_) => stamped,
+            Err(StoreError::PreconditionFailed(_)) => {
+                // Another holder stored this variant while this delivery's lease had lapsed:
+                // its image stands, and the state describes the bytes that are stored.
+                tracing::warn!(%object, "adopting the image another delivery stored first");
+                self.store.get(&object).await.map_err(Stop::from)?.body
+            }
+            Err(e) => return Err(Stop::from(e).into()),
+        };
+        // The sidecar is derived from the bytes that stand (another delivery's, if adopted).
+        provenance::write_sidecar(self.store.as_ref(), &object, &body, &image.mime_type, Some(&made))
+            .await
+            .map_err(Stop::from)?;
+        let stored = StoredVariant {
+            variant,
+            object: object.clone(),
+            sha256: hex::encode(Sha256::digest(&body)),
+            bytes: body.len() as u64,
+            model: manifest.spec.model.clone(),
+            cost: manifest.price_per_image(),
+        };
+        // Spent before the state records it: a crash in between leaves an image and its spend
+        // event, which the next delivery adopts without paying again (the event is create-only).
+        self.check_lease(manifest, spec.row, holder).await?;
+        self.settlement().spend(manifest, state, variant).await.map_err(Stop::from)?;
+        self.update(manifest, spec.row, holder, |s| {
+            if !s.has_variant(variant) {
+                s.variants.push(stored.clone());
+            }
+        })
+        .await?;
+        Ok(())
     }
 
     /// Records images a crashed delivery stored but did not get to record, so they are not

@@ -126,6 +126,22 @@ async fn concurrent_duplicates_generate_once() {
     assert_eq!(r.model.total_calls(), 3);
 }
 
+/// A row's variants wait for the model side by side: a row of 3 takes one call's time, not three.
+/// (One after another, the last rows of a batch leave the quota idle while their chains run out.)
+#[tokio::test(start_paused = true)]
+async fn a_rows_variants_are_asked_for_at_once() {
+    let model = Scripted { delay: Duration::from_secs(10), ..Scripted::default() };
+    let r = rig(vec![row("A", 3)], model, "dry_run").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(r.deliver(0).await, Delivery::Finished(RowStatus::Succeeded));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(20), "one call's time: {took:?}");
+    let s = r.state(0).await;
+    let mut made: Vec<u8> = s.variants.iter().map(|v| v.variant).collect();
+    made.sort_unstable();
+    assert_eq!((made, r.model.total_calls()), (vec![1, 2, 3], 3), "each variant recorded once, made once");
+}
+
 #[tokio::test]
 async fn a_passing_failure_is_nacked_and_the_next_delivery_resumes_without_regenerating() {
     let model = Scripted::default().fail("A", 2, vec![retryable()]);
@@ -137,7 +153,8 @@ async fn a_passing_failure_is_nacked_and_the_next_delivery_resumes_without_regen
     );
     assert!(!first.ack());
     let queued = r.state(0).await;
-    assert_eq!((queued.status, queued.variants.len()), (RowStatus::Queued, 1), "variant 1 is kept");
+    let kept: Vec<u8> = queued.variants.iter().map(|v| v.variant).collect();
+    assert_eq!((queued.status, kept.len()), (RowStatus::Queued, 2), "variants 1 and 3, made alongside, are kept");
     assert_eq!(queued.error.map(|e| e.code), Some(ErrorCode::ModelRateLimited), "the user sees why it waits");
     assert_eq!(r.deliver(0).await, Delivery::Finished(RowStatus::Succeeded));
     assert_eq!((r.model.calls("A", 1), r.model.calls("A", 2), r.model.calls("A", 3)), (1, 2, 1));
@@ -152,8 +169,12 @@ async fn a_permanent_failure_fails_the_row_with_its_code() {
     assert_eq!(r.deliver(0).await, Delivery::Finished(RowStatus::Failed));
     let s = r.state(0).await;
     assert_eq!((s.status, s.error.map(|e| e.code)), (RowStatus::Failed, Some(ErrorCode::ContentBlocked)));
-    assert_eq!(r.model.calls("A", 2), 0, "no further variant after a permanent failure");
+    // The row's variants are asked for at once: the one made alongside the refusal is kept, and
+    // paid once (a retry of the failed row makes only what is missing).
+    assert_eq!(r.model.calls("A", 2), 1, "variant 2 was made alongside, once");
+    assert_eq!(s.variants.iter().map(|v| v.variant).collect::<Vec<_>>(), vec![2]);
     assert_eq!(r.deliver(0).await, Delivery::AlreadyHandled);
+    assert_eq!(r.model.calls("A", 2), 1, "and never again");
 }
 
 #[tokio::test]

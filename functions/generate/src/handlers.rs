@@ -1,8 +1,8 @@
-use crate::GenerateState;
+use crate::{GenerateState, Redelivery};
 use assetgen_common::generation::Delivery;
 use assetgen_common::observe::{RequestContext, current_request_id, names, with_request};
 use assetgen_common::problem::{ErrorCode, Problem};
-use assetgen_common::queue::{PushEnvelope, RowMessage};
+use assetgen_common::queue::{PushEnvelope, RowMessage, RowQueue};
 use assetgen_common::request::read_body;
 use axum::Json;
 use axum::body::Body;
@@ -11,11 +11,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
 /// Push bodies are small JSON envelopes; anything larger is not from Pub/Sub.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Longest a push that found the quota taken is held before its row is published again: long
+/// enough that a row waiting for the quota costs a publish and a push every half minute at most,
+/// short enough that the push (already open for up to the pacer's `max_wait` and a call) stays
+/// well within the subscription's ack deadline.
+pub const MAX_DEFERRAL_HOLD: Duration = Duration::from_secs(30);
+
+/// A pause when the model gave no delay.
+const DEFAULT_DEFERRAL_HOLD: Duration = Duration::from_secs(5);
 
 /// The answer to an acknowledged push (Pub/Sub only looks at the status; people read the body).
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,7 +70,7 @@ fn row_scope(envelope: &PushEnvelope, message: &RowMessage) -> (tracing::Span, R
     (span, RequestContext { request_id })
 }
 
-fn answer(delivery: Delivery, every_delivery_counts: bool) -> Response {
+fn answer(delivery: Delivery) -> Response {
     match delivery {
         Delivery::Finished(status) => acked(&format!("{status:?}").to_lowercase()),
         Delivery::AlreadyHandled => acked("already_handled"),
@@ -68,13 +78,9 @@ fn answer(delivery: Delivery, every_delivery_counts: bool) -> Response {
             tracing::warn!(%why, "acknowledged a message that names nothing we know");
             acked("dropped")
         }
-        // The holder finishes the row (or the sweep, if it dies): this copy must not spend attempts.
+        // Behind Pub/Sub the holder answers its own push (or the sweep finishes the row, if the
+        // holder dies): this copy must not spend attempts.
         Delivery::Busy => acked("busy"),
-        Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after, .. } if every_delivery_counts => {
-            // Only the quota stood in the way; a nack would bring the row closer to dead-lettering.
-            tracing::info!(?retry_after, "row left queued for the quota; the sweep publishes it again");
-            acked("deferred")
-        }
         Delivery::Retry { code, detail, retry_after } => {
             let mut response = Problem::new(code, detail).into_response();
             if !matches!(response.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
@@ -95,8 +101,8 @@ fn acked(outcome: &str) -> Response {
 }
 
 /// A row to generate, pushed by Pub/Sub (or the local queue). 2xx acks (also a duplicate of a row
-/// another delivery holds); 429 nacks for the quota (the local queue does not count it), 503 for a
-/// passing failure.
+/// another delivery holds, and behind Pub/Sub a row the quota kept waiting, once it is published
+/// again); 429 nacks for the quota (the local queue does not count it), 503 for a passing failure.
 #[utoipa::path(post, path = "/pubsub/rows", tag = "generate",
     request_body(content = Object, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
     responses(
@@ -117,6 +123,7 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         }
     };
     let (span, context) = row_scope(&envelope, &message);
+    let (span_again, context_again, message_again) = (span.clone(), context.clone(), message.clone());
     let (message_id, attempt) = (envelope.message.id().to_owned(), envelope.delivery_attempt());
     let worker = state.clone();
     let work = async move {
@@ -130,9 +137,41 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         .await
         .unwrap_or_else(|e| Err(Problem::internal(format!("the row's task failed: {e}"))));
     metrics::counter!(names::ROWS, "outcome" => outcome(&delivery)).increment(1);
-    match delivery {
-        Ok(delivery) => answer(delivery, state.every_delivery_counts),
-        Err(p) => p.into_response(),
+    match (delivery, &state.redelivery) {
+        (Ok(Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after, .. }), Redelivery::Republish(queue)) => {
+            // Only the quota stood in the way; a nack would bring the row closer to dead-lettering.
+            let hold = retry_after.unwrap_or(DEFAULT_DEFERRAL_HOLD).min(MAX_DEFERRAL_HOLD);
+            with_request(context_again, defer(queue.as_ref(), message_again, hold)).instrument(span_again).await
+        }
+        (Ok(Delivery::Busy), Redelivery::Uncounted429) => busy_copy(),
+        (Ok(delivery), _) => answer(delivery),
+        (Err(p), _) => p.into_response(),
+    }
+}
+
+/// Behind the local queue, a copy that found its row held comes back in a moment, uncounted: if
+/// the holder's own push was given up on (it outlived its ack deadline) and the holder then gives
+/// the row back, this copy is the row's only message.
+fn busy_copy() -> Response {
+    let problem = Problem::new(ErrorCode::RowInProgress, "another delivery is generating this row; this copy looks again shortly");
+    let mut response = problem.into_response();
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BUSY_COPY_RETRY_SECS));
+    response
+}
+
+/// When a copy that found its row held looks again.
+const BUSY_COPY_RETRY_SECS: &str = "1";
+
+/// A row the quota kept waiting (it is queued again, as it stood): once the quota may have room,
+/// it is published again as a fresh message and this push is acknowledged. If the publish fails,
+/// the push is nacked instead (Pub/Sub redelivers it).
+async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration) -> Response {
+    tracing::info!(?hold, "row waits for the quota; it is published again after the hold");
+    tokio::time::sleep(hold).await;
+    match queue.publish(std::slice::from_ref(&message)).await {
+        Ok(()) => acked("deferred"),
+        Err(e) => Problem::new(ErrorCode::QueueUnavailable, format!("the row waits for the quota: {e}")).into_response(),
     }
 }
 
@@ -168,7 +207,7 @@ pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: Heade
         Ok(Delivery::Busy) => {
             Problem::new(ErrorCode::RowInProgress, "a delivery is still generating this row").into_response()
         }
-        Ok(delivery) => answer(delivery, false),
+        Ok(delivery) => answer(delivery),
         Err(p) => p.into_response(),
     }
 }

@@ -8,6 +8,7 @@ mod handlers;
 
 use assetgen_common::auth::Authenticator;
 use assetgen_common::generation::RowWorker;
+use assetgen_common::queue::RowQueue;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,11 +18,24 @@ pub struct GenerateState {
     pub worker: RowWorker,
     /// Who may push: Pub/Sub's service account in the cloud.
     pub auth: Arc<dyn Authenticator>,
-    /// The queue counts every delivery toward dead-lettering (Pub/Sub does): a row that cannot
-    /// have its turn at the quota within one push is then acknowledged and left queued, and the
-    /// scheduled sweep publishes it again after its grace. The local queue does not count 429s,
-    /// so there it is nacked with `Retry-After`.
-    pub every_delivery_counts: bool,
+    /// How a delivery that must wait comes back without spending the row's delivery attempts.
+    pub redelivery: Redelivery,
+}
+
+/// A delivery that must wait — for the quota, or for the delivery holding its row — must neither
+/// use up the row's attempts (dead-lettering means "the model kept failing") nor leave the row
+/// without a message, waiting for a sweep.
+#[derive(Debug, Clone)]
+pub enum Redelivery {
+    /// The local queue does not count 429s: nack with 429 and `Retry-After`. A copy that finds its
+    /// row held is nacked the same way, so it is still there to take the row if the holder gives
+    /// it back to a push nobody waits for any more (one that outlived its ack deadline).
+    Uncounted429,
+    /// Pub/Sub counts every delivery. A row the quota kept waiting: the push is held for the wait
+    /// (at most [`handlers::MAX_DEFERRAL_HOLD`]), the row is published again on this queue, and
+    /// the push acknowledged, so the row comes back as a fresh message by itself. A copy that finds
+    /// its row held is acknowledged: the holder answers its own push.
+    Republish(Arc<dyn RowQueue>),
 }
 
 /// `POST /pubsub/rows`, `POST /pubsub/dead-letter`.

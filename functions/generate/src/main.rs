@@ -7,7 +7,7 @@ use assetgen_common::config::{Config, Profile, QueueUrl};
 use assetgen_common::domain::BatchId;
 use assetgen_common::pipeline::Pipeline;
 use assetgen_common::{cloud, shim};
-use assetgen_generate::{GenerateState, router};
+use assetgen_generate::{GenerateState, Redelivery, router};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -35,8 +35,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             None => Ok(job::scheduled(&pipeline, store, task).await?),
         };
     }
-    let every_delivery_counts = matches!(config.queue, QueueUrl::PubSub { .. });
-    let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)?, every_delivery_counts };
+    // Pub/Sub counts every delivery toward dead-lettering: a row the quota kept waiting is
+    // published again rather than nacked.
+    let redelivery = match config.queue {
+        QueueUrl::PubSub { .. } => Redelivery::Republish(pipeline.sweep.queue.clone()),
+        QueueUrl::Local => Redelivery::Uncounted429,
+    };
+    let state = GenerateState { worker: pipeline.worker, auth: cloud::push_auth(&config)?, redelivery };
     shim::listen(config.port, shim::app(router(Arc::new(state)), readiness, "assetgen generate")).await?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use assetgen_common::problem::ErrorCode;
 use assetgen_common::queue::{PushEnvelope, RowMessage};
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{Rig, row};
-use assetgen_generate::{GenerateState, router};
+use assetgen_generate::{GenerateState, Redelivery, router};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -53,16 +53,23 @@ async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<
     app_on_queue(model, false).await
 }
 
-/// `every_delivery_counts`: generate behind Pub/Sub (true) or the local queue (false).
-async fn app_on_queue(
+async fn app_on_queue(model: Arc<dyn ImageModel>, behind_pubsub: bool) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
+    let (router, messages, store, _) = app_with_rig(model, behind_pubsub).await;
+    (router, messages, store)
+}
+
+/// `behind_pubsub`: generate behind Pub/Sub (quota waits published again) or the local queue
+/// (nacked). The rig's queue records what is published.
+async fn app_with_rig(
     model: Arc<dyn ImageModel>,
-    every_delivery_counts: bool,
-) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
+    behind_pubsub: bool,
+) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>, Rig) {
     let kit = Rig::new(|p| p.dry_run = model);
     kit.submit_rows(vec![row("A", 2)]).await;
-    let state = GenerateState { worker: kit.pipeline.worker.clone(), auth: Arc::new(DevAuth), every_delivery_counts };
+    let redelivery = if behind_pubsub { Redelivery::Republish(kit.queue.clone()) } else { Redelivery::Uncounted429 };
+    let state = GenerateState { worker: kit.pipeline.worker.clone(), auth: Arc::new(DevAuth), redelivery };
     let (router, _) = router(Arc::new(state)).split_for_parts();
-    (router, kit.queue.published(), kit.store.clone())
+    (router, kit.queue.published(), kit.store.clone(), kit)
 }
 
 async fn push(
@@ -151,8 +158,9 @@ async fn what_is_not_a_row_message_is_refused_or_dropped() {
 }
 
 #[tokio::test]
-async fn a_duplicate_of_a_row_another_delivery_holds_is_acknowledged() {
-    let (router, messages, store) = app(Arc::new(Slow)).await;
+async fn a_duplicate_of_a_row_another_delivery_holds_spends_no_attempt() {
+    // Behind Pub/Sub, which counts every delivery: acknowledged (the holder answers its own push).
+    let (router, messages, store) = app_on_queue(Arc::new(Slow), true).await;
     let body = envelope(&messages[0]);
     let (first, second) = tokio::join!(
         push(&router, "/pubsub/rows", body.clone(), &[]),
@@ -164,6 +172,28 @@ async fn a_duplicate_of_a_row_another_delivery_holds_is_acknowledged() {
         outcomes,
         [(StatusCode::OK, Some("busy".to_owned())), (StatusCode::OK, Some("succeeded".to_owned()))],
         "Pub/Sub counts every delivery: a busy duplicate must not spend the row's attempts"
+    );
+    let stored = store.list("images/").await.expect("list");
+    assert_eq!(stored.iter().filter(|m| m.name.ends_with(".png")).count(), 2, "generated once");
+
+    // Behind the local queue, which does not count 429s: the copy comes back shortly, uncounted.
+    let (router, messages, store) = app(Arc::new(Slow)).await;
+    let body = envelope(&messages[0]);
+    let (first, second) = tokio::join!(
+        push(&router, "/pubsub/rows", body.clone(), &[]),
+        push(&router, "/pubsub/rows", body.clone(), &[])
+    );
+    let mut outcomes = [first, second].map(|(status, retry_after, body)| {
+        (status, retry_after, body["outcome"].as_str().or(body["code"].as_str()).map(str::to_owned))
+    });
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            (StatusCode::OK, None, Some("succeeded".to_owned())),
+            (StatusCode::TOO_MANY_REQUESTS, Some("1".to_owned()), Some("ROW_IN_PROGRESS".to_owned())),
+        ],
+        "the copy stays queued (uncounted) until the holder is done"
     );
     let stored = store.list("images/").await.expect("list");
     assert_eq!(stored.iter().filter(|m| m.name.ends_with(".png")).count(), 2, "generated once");
@@ -184,11 +214,22 @@ async fn a_dead_letter_for_a_row_still_held_is_asked_again_later() {
     assert_eq!((status, done["outcome"].as_str()), (StatusCode::OK, Some("succeeded")), "the holder finished it");
 }
 
-#[tokio::test]
-async fn behind_pubsub_a_row_waiting_for_the_quota_is_acknowledged_and_left_queued() {
-    let (router, messages, store) = app_on_queue(Arc::new(RateLimited), true).await;
+#[tokio::test(start_paused = true)]
+async fn behind_pubsub_a_row_waiting_for_the_quota_is_published_again_after_a_hold_and_acknowledged() {
+    let (router, messages, store, kit) = app_with_rig(Arc::new(RateLimited), true).await;
+    let started = tokio::time::Instant::now();
     let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
-    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("deferred")));
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("deferred")), "a nack would spend an attempt");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(17),
+        "the push is held for RetryInfo's delay, so a waiting row does not come straight back"
+    );
+    assert_eq!(
+        kit.queue.published(),
+        vec![messages[0].clone(), messages[0].clone()],
+        "published again: the row comes back by itself, not when a sweep runs"
+    );
     let state: assetgen_common::state::RowState = assetgen_common::store::read_json(
         store.as_ref(),
         &assetgen_common::layout::row_state(&messages[0].batch_id, messages[0].row),
@@ -199,6 +240,6 @@ async fn behind_pubsub_a_row_waiting_for_the_quota_is_acknowledged_and_left_queu
     assert_eq!(
         (state.status, state.error.map(|e| e.code)),
         (assetgen_common::api::RowStatus::Queued, Some(ErrorCode::ModelRateLimited)),
-        "queued, so the sweep publishes it again; the user sees why it waits"
+        "queued for its next delivery; the user sees why it waits"
     );
 }

@@ -13,7 +13,7 @@ use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::{CountingStore, OutageStore};
 use assetgen_common::{cloud, shim};
-use assetgen_generate::GenerateState;
+use assetgen_generate::{GenerateState, Redelivery};
 use assetgen_relay::{RelayConfig, RelayState};
 use assetgen_submit::SubmitState;
 use std::process::ExitCode;
@@ -174,7 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: config.public_url.clone(),
     };
     // The in-process queue does not count 429s toward dead-lettering: quota waits are nacked.
-    let generate = GenerateState { worker: pipeline.worker.clone(), auth: push_auth, every_delivery_counts: false };
+    let generate = GenerateState { worker: pipeline.worker.clone(), auth: push_auth, redelivery: Redelivery::Uncounted429 };
     let relay = RelayState {
         store: store.clone(),
         access,

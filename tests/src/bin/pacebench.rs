@@ -13,14 +13,16 @@
 //! token to the emulator's pushes (which carry none) and caps generate's concurrency as Cloud Run
 //! would, at the sizing rule's value (docs/sizing.md).
 //!
-//! `pacebench [--latency-scale F] [--only serve|functions]`: F multiplies every latency (0.1 for a
-//! quick look).
+//! `pacebench [--latency-scale F] [--only serve|functions] [--run ROWSxIPM]... [--repeat N]`: F
+//! multiplies every latency (0.1 for a quick look); `--run` replaces the two runs (`--run 100x600`);
+//! `--repeat` runs the plan N times. A serve run that does not finish keeps its data directory and
+//! `serve.log` (`PACEBENCH_LOG` sets its `RUST_LOG`, default `warn`) and prints the rows not ended.
 
 use anyhow::{Context, bail};
 use assetgen_common::model::Pacing;
 use assetgen_tests::quota_stub::{QuotaStubConfig, QuotaStubStats, serve_quota_gemini};
 use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
-use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve_with_args};
+use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve_logged};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -71,6 +73,8 @@ struct Measured {
     done_p95: f64,
     done_last: f64,
     call_max: f64,
+    /// When the last accepted call arrived: the quota was in use until then, and idle after.
+    last_call: f64,
     rss_mib: f64,
 }
 
@@ -90,16 +94,48 @@ async fn until_done(client: &reqwest::Client, events: &str, limit: Duration) -> 
     }
 }
 
+/// Where a run that did not finish left its data and log: the rows not ended, as stored.
+fn report_stuck(dir: &std::path::Path) {
+    let rows = dir.join("data").join("batches");
+    let mut open = 0;
+    for entry in walk(&rows) {
+        let Ok(text) = std::fs::read_to_string(&entry) else { continue };
+        let Ok(state) = serde_json::from_str::<Value>(&text) else { continue };
+        let status = state["status"].as_str().unwrap_or_default();
+        if !matches!(status, "succeeded" | "failed" | "cancelled") && state.get("row").is_some() {
+            open += 1;
+            eprintln!("not ended: {}: {text}", entry.display());
+        }
+    }
+    let pending = walk(&dir.join("data").join("queue")).len();
+    eprintln!("{open} rows not ended, {pending} queue journal entries; data and log kept in {}", dir.display());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() { stack.push(path) } else { out.push(path) }
+        }
+    }
+    out
+}
+
 async fn serve_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Result<Measured> {
     let stub = QuotaStubConfig { ipm, median: Duration::from_secs(3), p95: Duration::from_secs(10), latency_scale };
     let (gemini, stats) = serve_quota_gemini(stub).await?;
     let refs = serve_refs().await?;
     let dir = tempfile::tempdir()?;
     let ipm_text = ipm.to_string();
-    let server = spawn_serve_with_args(
+    let log_level = std::env::var("PACEBENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let server = spawn_serve_logged(
         &release_binary()?,
         dir.path(),
         &[
+            ("RUST_LOG", &log_level),
             ("ASSETGEN_MAX_ROWS", "1000"),
             ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
             ("ASSETGEN_DAILY_LIMIT_USD", "1000"),
@@ -108,6 +144,7 @@ async fn serve_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Resul
             ("ASSETGEN_GEMINI_IPM", &ipm_text),
         ],
         &["--live"],
+        &dir.path().join("serve.log"),
     )?;
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -123,7 +160,13 @@ async fn serve_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Resul
     let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
     let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
     let events = accepted["links"]["events"].as_str().context("events link")?;
-    let done = until_done(&client, events, ideal * 4 + Duration::from_secs(120)).await?;
+    let done = match until_done(&client, events, ideal * 4 + Duration::from_secs(120)).await {
+        Ok(done) => done,
+        Err(e) => {
+            report_stuck(&dir.keep());
+            return Err(e);
+        }
+    };
     let took = started.elapsed();
     measured("serve", rows_n, ipm, images, &done, took, started, &stats, peak_rss_mib(server.child.id())?)
 }
@@ -147,6 +190,7 @@ fn measured(
     let served = stats.served();
     let mut call: Vec<f64> = served.iter().map(|s| (s.answered - s.arrived).as_secs_f64()).collect();
     let mut done_at: Vec<f64> = served.iter().map(|s| s.answered.duration_since(started).as_secs_f64()).collect();
+    let last_call = served.iter().map(|s| s.arrived.duration_since(started).as_secs_f64()).fold(0.0, f64::max);
     call.sort_by(f64::total_cmp);
     done_at.sort_by(f64::total_cmp);
     Ok(Measured {
@@ -163,6 +207,7 @@ fn measured(
         done_p95: percentile(&done_at, 0.95),
         done_last: percentile(&done_at, 1.0),
         call_max: percentile(&call, 1.0),
+        last_call,
         rss_mib,
     })
 }
@@ -234,18 +279,26 @@ async fn until_done_as(client: &reqwest::Client, events: &str, token: &str, limi
 async fn main() -> anyhow::Result<()> {
     let mut latency_scale = 1.0;
     let (mut serve, mut functions) = (true, true);
+    let mut runs: Vec<(usize, u32)> = Vec::new();
+    let mut repeat = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--latency-scale" => {
                 latency_scale = args.next().context("--latency-scale needs a number")?.parse()?;
             }
+            "--run" => {
+                let run = args.next().context("--run needs ROWSxIPM")?;
+                let (rows, ipm) = run.split_once('x').context("--run ROWSxIPM, e.g. 100x600")?;
+                runs.push((rows.parse()?, ipm.parse()?));
+            }
+            "--repeat" => repeat = args.next().context("--repeat needs a number")?.parse()?,
             "--only" => match args.next().as_deref() {
                 Some("serve") => functions = false,
                 Some("functions") => serve = false,
                 other => bail!("--only serve|functions, not {other:?}"),
             },
-            other => bail!("unknown argument {other:?}; usage: pacebench [--latency-scale F] [--only serve|functions]"),
+            other => bail!("unknown argument {other:?}; usage: pacebench [--latency-scale F] [--only serve|functions] [--run ROWSxIPM]... [--repeat N]"),
         }
     }
     println!(
@@ -254,18 +307,23 @@ async fn main() -> anyhow::Result<()> {
          (median 3 s, p95 10 s, × {latency_scale}); peak RSS of the functions is their sum"
     );
     println!(
-        "| path | rows / images | IPM | time ÷ ideal | calls answered 429 | call p50 / p95 | image done p50 / p95 | peak RSS |"
+        "| path | rows / images | IPM | time ÷ ideal | calls answered 429 | call p50 / p95 / max | image done p50 / p95 / last | last call sent | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut plan: Vec<(bool, usize, u32)> = Vec::new();
-    for (rows, ipm) in RUNS {
-        if serve {
-            plan.push((false, rows, ipm));
-        }
+    println!("|---|---|---|---|---|---|---|---|---|");
+    if runs.is_empty() {
+        runs = RUNS.to_vec();
     }
-    for (rows, ipm) in RUNS {
-        if functions {
-            plan.push((true, rows, ipm));
+    let mut plan: Vec<(bool, usize, u32)> = Vec::new();
+    for _ in 0..repeat {
+        for &(rows, ipm) in &runs {
+            if serve {
+                plan.push((false, rows, ipm));
+            }
+        }
+        for &(rows, ipm) in &runs {
+            if functions {
+                plan.push((true, rows, ipm));
+            }
         }
     }
     for (on_functions, rows, ipm) in plan {
@@ -278,13 +336,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(m) => m,
             Err(e) => {
                 let path = if on_functions { "functions" } else { "serve" };
-                println!("| {path} | {rows} rows | {ipm} | failed: {e:#} | | | | |");
+                println!("| {path} | {rows} rows | {ipm} | failed: {e:#} | | | | | |");
                 continue;
             }
         };
         let ideal = m.images as f64 * 60.0 / f64::from(m.ipm);
         println!(
-            "| {} | {} / {} | {} | {:.1} s ÷ {:.1} s = {:.3} | {} of {} ({:.2} %) | {:.2} / {:.2} / {:.1} s | {:.1} / {:.1} / {:.1} s | {:.1} MiB |",
+            "| {} | {} / {} | {} | {:.1} s ÷ {:.1} s = {:.3} | {} of {} ({:.2} %) | {:.2} / {:.2} / {:.1} s | {:.1} / {:.1} / {:.1} s | {:.1} s | {:.1} MiB |",
             m.path,
             m.rows,
             m.images,
@@ -301,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
             m.done_p50,
             m.done_p95,
             m.done_last,
+            m.last_call,
             m.rss_mib
         );
     }
