@@ -360,18 +360,19 @@ impl RowWorker {
         // The row's missing variants are made at once, each waiting for its own turn at the quota:
         // one after another, a row would hold its last call back by the others' latency, and at the
         // end of a batch the quota would stand idle while the last rows' chains run out.
-        let made = futures::future::join_all(spec.variants.numbers().filter(|v| !state.has_variant(*v)).map(|variant| {
-            let request = ImageRequest {
-                model: manifest.spec.model.clone(),
-                scene_id: spec.scene_id.to_string(),
-                variant,
-                prompt: prompt.clone(),
-                aspect_ratio: spec.aspect_ratio,
-                refs: merged.images.clone(),
-            };
-            self.make_variant(manifest, spec, holder, &state, model.as_ref(), request, &merged.report)
-        }))
-        .await;
+        let made =
+            futures::future::join_all(spec.variants.numbers().filter(|v| !state.has_variant(*v)).map(|variant| {
+                let request = ImageRequest {
+                    model: manifest.spec.model.clone(),
+                    scene_id: spec.scene_id.to_string(),
+                    variant,
+                    prompt: prompt.clone(),
+                    aspect_ratio: spec.aspect_ratio,
+                    refs: merged.images.clone(),
+                };
+                self.make_variant(manifest, spec, holder, &state, model.as_ref(), request, &merged.report)
+            }))
+            .await;
         // Every call has ended: what was stored is recorded. Then a lost lease or a store failure
         // stops the delivery, a permanent refusal fails the row, a passing one gives it back.
         let (mut permanent, mut retryable) = (None, None);
@@ -413,8 +414,13 @@ impl RowWorker {
         let requested_at = OffsetDateTime::now_utc();
         let image = model.generate(&request).await.map_err(VariantError::Model)?;
         let object = layout::image(&manifest.batch_id, &spec.scene_id, variant);
-        let call =
-            provenance::Call { request: &request, image: &image, refs, requested_at, generated_at: OffsetDateTime::now_utc() };
+        let call = provenance::Call {
+            request: &request,
+            image: &image,
+            refs,
+            requested_at,
+            generated_at: OffsetDateTime::now_utc(),
+        };
         let made = provenance::of_call(manifest, spec, state, call);
         // Decoding the whole image to check it is CPU work: off the async workers.
         let stamped = {

@@ -153,7 +153,10 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
 /// the holder's own push was given up on (it outlived its ack deadline) and the holder then gives
 /// the row back, this copy is the row's only message.
 fn busy_copy() -> Response {
-    let problem = Problem::new(ErrorCode::RowInProgress, "another delivery is generating this row; this copy looks again shortly");
+    let problem = Problem::new(
+        ErrorCode::RowInProgress,
+        "another delivery is generating this row; this copy looks again shortly",
+    );
     let mut response = problem.into_response();
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BUSY_COPY_RETRY_SECS));
@@ -171,7 +174,9 @@ async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration) -> Res
     tokio::time::sleep(hold).await;
     match queue.publish(std::slice::from_ref(&message)).await {
         Ok(()) => acked("deferred"),
-        Err(e) => Problem::new(ErrorCode::QueueUnavailable, format!("the row waits for the quota: {e}")).into_response(),
+        Err(e) => {
+            Problem::new(ErrorCode::QueueUnavailable, format!("the row waits for the quota: {e}")).into_response()
+        }
     }
 }
 

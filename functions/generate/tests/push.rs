@@ -53,7 +53,10 @@ async fn app(model: Arc<dyn ImageModel>) -> (axum::Router, Vec<RowMessage>, Arc<
     app_on_queue(model, false).await
 }
 
-async fn app_on_queue(model: Arc<dyn ImageModel>, behind_pubsub: bool) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
+async fn app_on_queue(
+    model: Arc<dyn ImageModel>,
+    behind_pubsub: bool,
+) -> (axum::Router, Vec<RowMessage>, Arc<dyn ObjectStore>) {
     let (router, messages, store, _) = app_with_rig(model, behind_pubsub).await;
     (router, messages, store)
 }

@@ -174,7 +174,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_url: config.public_url.clone(),
     };
     // The in-process queue does not count 429s toward dead-lettering: quota waits are nacked.
-    let generate = GenerateState { worker: pipeline.worker.clone(), auth: push_auth, redelivery: Redelivery::Uncounted429 };
+    let generate =
+        GenerateState { worker: pipeline.worker.clone(), auth: push_auth, redelivery: Redelivery::Uncounted429 };
     let relay = RelayState {
         store: store.clone(),
         access,

@@ -298,7 +298,9 @@ async fn main() -> anyhow::Result<()> {
                 Some("functions") => serve = false,
                 other => bail!("--only serve|functions, not {other:?}"),
             },
-            other => bail!("unknown argument {other:?}; usage: pacebench [--latency-scale F] [--only serve|functions] [--run ROWSxIPM]... [--repeat N]"),
+            other => bail!(
+                "unknown argument {other:?}; usage: pacebench [--latency-scale F] [--only serve|functions] [--run ROWSxIPM]... [--repeat N]"
+            ),
         }
     }
     println!(
