@@ -11,7 +11,10 @@
 //! `-relay`, as separate processes) on fake-gcs-server and the Pub/Sub emulator, with OIDC on: ID
 //! tokens minted by the run's own key set, and a forwarder that adds the push service account's
 //! token to the emulator's pushes (which carry none) and caps generate's concurrency as Cloud Run
-//! would, at the sizing rule's value (docs/sizing.md).
+//! would, at the sizing rule's value (docs/sizing.md). The emulator's own push keeps only about two
+//! pushes in flight, so rows are pulled and pushed with Pub/Sub push's semantics by the topology's
+//! `PullPusher` (2xx acks, anything else nacks; the subscription's retry and dead-letter policies
+//! apply).
 //!
 //! `pacebench [--latency-scale F] [--only serve|functions] [--run ROWSxIPM]... [--repeat N]`: F
 //! multiplies every latency (0.1 for a quick look); `--run` replaces the two runs (`--run 100x600`);
@@ -222,6 +225,9 @@ async fn functions_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::R
     let setting = |k: &str, v: &str| (k.to_owned(), v.to_owned());
     let topology = Topology::start(TopologyOptions {
         push_concurrency: concurrency,
+        // The emulator's own push keeps about two pushes in flight; Pub/Sub's grows its window to
+        // what generate absorbs. Pull, and push at the sizing rule's concurrency.
+        pull_pushes: true,
         extra_env: vec![
             setting("ASSETGEN_MAX_ROWS", "1000"),
             setting("ASSETGEN_DAILY_LIMIT_USD", "1000"),
