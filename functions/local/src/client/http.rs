@@ -115,6 +115,19 @@ impl Api {
         self.base.join(link).with_context(|| format!("the server sent a link that is not a URL: {link:?}"))
     }
 
+    /// The same client, aimed at another service (`base`) with `token` as its only identity: the
+    /// reference library on the relay, reached with a manager token submit issued.
+    pub fn elsewhere_with_bearer(&self, base: Url, token: &str) -> anyhow::Result<Self> {
+        // The error must not quote the token.
+        let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            bail!("the server issued a token that a header cannot carry");
+        };
+        value.set_sensitive(true);
+        let mut identity = HeaderMap::new();
+        identity.insert(AUTHORIZATION, value);
+        Ok(Self { client: self.client.clone(), base, identity })
+    }
+
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
         self.client.request(method, url).headers(self.identity.clone())
     }

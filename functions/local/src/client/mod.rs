@@ -454,6 +454,12 @@ fn read_request(
 async fn add_global_set(api: &Api, request: &mut BatchRequest) -> anyhow::Result<Result<(), Refusal>> {
     let set: serde_json::Value = match api.get(api.url(&["v1", "refs", "sets", "global"])).await? {
         Ok(set) => set,
+        // In the cloud `--server` is submit, and the reference library is the relay's: submit
+        // issues a manager token whose page link says where the library lives.
+        Err(refusal) if refusal.status == 404 => match global_set_from_library(api).await? {
+            Ok(set) => set,
+            Err(library_refusal) => return Ok(Err(library_refusal)),
+        },
         Err(refusal) => return Ok(Err(refusal)),
     };
     for url in set["refs"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
@@ -462,6 +468,24 @@ async fn add_global_set(api: &Api, request: &mut BatchRequest) -> anyhow::Result
         }
     }
     Ok(Ok(()))
+}
+
+/// The global set read from the reference library named by a manager token's page link
+/// (`{relay}/refs#token=…`), with that token.
+async fn global_set_from_library(api: &Api) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
+    let url = api.url(&["v1", "refs", "manager-token"]);
+    let issued: assetgen_common::api::ManagerTokenResponse = match api.post(url, &serde_json::json!({})).await? {
+        Ok(issued) => issued,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let mut library = api.resolve(&issued.page)?;
+    library.set_fragment(None);
+    library.set_query(None);
+    if let Ok(mut path) = library.path_segments_mut() {
+        path.pop_if_empty().pop();
+    }
+    let library = api.elsewhere_with_bearer(library, &issued.token)?;
+    library.get(library.url(&["v1", "refs", "sets", "global"])).await
 }
 
 fn refused(refusal: &Refusal, csv_lines: Option<&[u64]>, c: &mut Console<'_>) -> anyhow::Result<u8> {
@@ -889,6 +913,67 @@ mod tests {
         assert_eq!(run.code, 0, "{}", run.err);
         let body = seen.lock().expect("lock").clone().expect("the estimate request");
         assert_eq!(body["global_refs"], serde_json::json!(["https://a.test/2.png", "https://a.test/1.png"]));
+        Ok(())
+    }
+
+    /// The cloud topology: submit (`--server`) has no reference library and answers 404; the
+    /// client asks it for a manager token and reads the set where the token's page link points,
+    /// with that token and nothing else.
+    #[tokio::test]
+    async fn global_set_is_read_from_the_library_a_manager_token_names() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "scene_id,prompt\nA,a cat\n")?;
+        let headers_seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+        let seen = headers_seen.clone();
+        let set = move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let signed_in = headers.get("authorization").is_some_and(|v| v == "Bearer mgr-token");
+                seen.lock().expect("lock").push(headers);
+                if !signed_in {
+                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                }
+                Json(serde_json::json!({"name": "global", "refs": ["https://a.test/lib.png"], "revision": 1}))
+                    .into_response()
+            }
+        };
+        let relay = serve(Router::new().route("/v1/refs/sets/global", get(set))).await?;
+        let body: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+        let got = body.clone();
+        let page = format!("{relay}/refs#token=mgr-token");
+        let submit = serve(
+            Router::new()
+                .route(
+                    "/v1/refs/manager-token",
+                    axum::routing::post(move || {
+                        let page = page.clone();
+                        async move {
+                            Json(serde_json::json!({"token": "mgr-token", "expires_at": "2026-11-28T15:00:00Z", "page": page}))
+                        }
+                    }),
+                )
+                .route(
+                    "/v1/estimate",
+                    axum::routing::post(move |Json(request): Json<serde_json::Value>| {
+                        let got = got.clone();
+                        async move {
+                            *got.lock().expect("lock") = Some(request);
+                            Json(serde_json::json!({"estimate": {"images": 1, "usd": 0.0, "usd_if_live": 0.039},
+                                "budget_after": {"limit_usd": 10.0, "spent_usd": 0.0, "reserved_usd": 0.0, "remaining_usd": 10.0}, "models": []}))
+                        }
+                    }),
+                ),
+        )
+        .await?;
+        let file = csv.to_string_lossy().into_owned();
+        let run = execute_captured(&submit, &["estimate", &file, "--global-set"], dir.path()).await?;
+        assert_eq!(run.code, 0, "{}", run.err);
+        let request = body.lock().expect("lock").clone().expect("the estimate request");
+        assert_eq!(request["global_refs"], serde_json::json!(["https://a.test/lib.png"]));
+        let headers = headers_seen.lock().expect("lock");
+        assert_eq!(headers.len(), 1);
+        assert!(headers[0].get("x-assetgen-user").is_none(), "only the manager token goes to the library");
         Ok(())
     }
 
