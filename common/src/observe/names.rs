@@ -46,12 +46,10 @@ pub const RELAY_CLIENTS: &str = "assetgen_relay_clients";
 pub const RELAY_TAILS: &str = "assetgen_relay_tails";
 /// Relay: bytes of events produced for clients and not yet taken by their sockets (held in this
 /// process: hyper's write buffers), summed over clients; and events queued for clients and not yet
-/// produced. Each client's share is bounded; a client over its byte cap is cut off.
+/// produced. Each client's share is bounded (see the relay's `unsent` module).
 pub const RELAY_UNSENT_BYTES: &str = "assetgen_relay_unsent_bytes";
 pub const RELAY_QUEUED_EVENTS: &str = "assetgen_relay_queued_events";
-/// Relay: event-stream clients cut off because they fell too far behind, by reason.
-pub const RELAY_CLIENTS_CUT: &str = "assetgen_relay_clients_cut_total";
-/// Connections dropped because their peer took no bytes for the write stall limit.
+/// Connections dropped because their writes stayed blocked for the write stall limit.
 pub const WRITES_STALLED: &str = "assetgen_http_writes_stalled_total";
 /// Relay: store listings made by batch tails, by whether the look found a change (changed,
 /// unchanged); and how many listings one tail made over its life (recorded when it closes).
@@ -83,8 +81,7 @@ pub(super) fn describe() {
     describe_gauge!(RELAY_TAILS, "Relay: batch tails polling the store");
     describe_gauge!(RELAY_UNSENT_BYTES, "Relay: event bytes produced for clients and not yet taken by their sockets");
     describe_gauge!(RELAY_QUEUED_EVENTS, "Relay: events queued for clients and not yet produced");
-    describe_counter!(RELAY_CLIENTS_CUT, "Relay: event-stream clients cut off, by reason");
-    describe_counter!(WRITES_STALLED, "Connections dropped because the peer took no bytes for the stall limit");
+    describe_counter!(WRITES_STALLED, "Connections dropped because their writes stayed blocked for the stall limit");
     describe_counter!(RELAY_TAIL_LISTINGS, "Relay: store listings by batch tails, by whether they found a change");
     describe_histogram!(RELAY_LISTINGS_PER_TAIL, "Relay: store listings one batch tail made over its life");
 }

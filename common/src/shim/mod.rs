@@ -122,7 +122,7 @@ pub async fn listen(port: u16, app: Router) -> std::io::Result<()> {
 /// Serves until SIGTERM (Cloud Run's stop signal) or Ctrl-C, then drains: no new connections,
 /// rows in progress get [`drain::grace`] to finish and then give their rows back (see
 /// [`crate::drain`]), and the process stops at the latest [`drain::EXIT_AFTER_GRACE`] later.
-/// A connection whose peer takes no bytes for [`WRITE_STALL_LIMIT`] is dropped (see [`WatchedListener`]).
+/// A connection whose writes stay blocked for [`WRITE_STALL_LIMIT`] is dropped (see [`WatchedListener`]).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     let grace = drain::grace();
     let signalled = async move {

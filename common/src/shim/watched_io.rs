@@ -3,8 +3,9 @@
 //!
 //! Every accepted TCP stream counts the bytes its socket took ([`ConnectionWrites`], handed to
 //! each request as [`Connection`] connect info, so that an event stream can tell how much of what it
-//! produced still sits in this process) and fails a write that has been blocked for the stall
-//! limit: the kernel's buffers are full and the peer has not taken one byte for that long. hyper
+//! produced still sits in this process) and fails a write once the socket has been refusing writes
+//! for the stall limit without the server's write buffer draining once: the kernel's buffers are
+//! full and the peer has taken next to nothing for that long. hyper
 //! then drops the connection, and with it the response, its buffers and its stream. Event-stream
 //! clients come back with `Last-Event-ID` and lose nothing.
 
@@ -23,8 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
-/// How long a write may stay blocked before the connection is dropped. A slow but live link
-/// drains the kernel's send buffer well within this; a peer that reads nothing does not.
+/// How long writes may stay blocked, the server's buffer never draining, before the connection is
+/// dropped. The kernel's send buffer (megabytes) absorbs a slow but live reader; a peer that reads
+/// nothing fills it and then this runs out.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Bytes one connection's socket has taken so far.
@@ -87,15 +89,17 @@ pub struct WatchedStream {
     inner: TcpStream,
     writes: Arc<ConnectionWrites>,
     stall_limit: Duration,
-    /// Armed by the first write that found the socket full; cleared by any progress.
+    /// Armed by the first write that found the socket full; cleared when hyper flushes.
     blocked_since: Option<Pin<Box<Sleep>>>,
 }
 
 impl WatchedStream {
     fn watch(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match polled {
+            // Progress alone does not end a stall: a peer that takes a few bytes now and then
+            // (the kernel's window probes do that for a peer that reads nothing) must not hold the
+            // connection for ever. A stall ends when everything queued was written (`poll_flush`).
             Poll::Ready(Ok(n)) => {
-                self.blocked_since = None;
                 self.writes.written.fetch_add(n as u64, Ordering::Relaxed);
                 Poll::Ready(Ok(n))
             }
@@ -109,7 +113,7 @@ impl WatchedStream {
                     metrics::counter!(names::WRITES_STALLED).increment(1);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the peer took no bytes for {} s", limit.as_secs_f64()),
+                        format!("writes blocked for {} s: the peer is not reading", limit.as_secs_f64()),
                     )));
                 }
                 Poll::Pending
@@ -143,7 +147,10 @@ impl AsyncWrite for WatchedStream {
         self.inner.is_write_vectored()
     }
 
+    /// hyper (HTTP/1 and HTTP/2 alike) flushes once its write buffer is empty: every byte it had
+    /// was taken, and the stall, if any, is over.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.blocked_since = None;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
