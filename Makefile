@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Rust's components (rustfmt, clippy) are installed by `toolchain` if the machine lacks them.
 
 .PHONY: run test lint fmt bench toolchain tools build submit clean web-test web-tools images
-.PHONY: terraform-test deploy promote rollback apps-script-test
+.PHONY: terraform-test deploy promote rollback apps-script-test contract-test
 
 ## Build and start the whole pipeline in one process (file store in ./.data, dry-run model).
 run: toolchain
@@ -21,6 +21,7 @@ submit:
 test: toolchain tools lint
 	FAKE_GCS_SERVER="$$(tools/fake-gcs-server.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 	$(MAKE) --no-print-directory web-test
+	$(MAKE) --no-print-directory contract-test
 	$(MAKE) --no-print-directory terraform-test
 	$(MAKE) --no-print-directory apps-script-test
 
@@ -42,6 +43,12 @@ apps-script-test: web-tools tools
 	@command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get install -y curl || { $(SUDO) apt-get update && $(SUDO) apt-get install -y curl; }; }
 	$(CARGO) build -p assetgen-local -p assetgen-submit -p assetgen-generate -p assetgen-relay -p assetgen-tests --bins
 	cd apps-script && FAKE_GCS_SERVER="$$(../tools/fake-gcs-server.sh)" node --test --test-concurrency=1 tests/
+
+## The HTTP contract: schemathesis (every check, every operation of /openapi.json, stateful links)
+## against a real `assetgen serve`; installs schemathesis into .tools/ on first use.
+contract-test:
+	$(CARGO) build -p assetgen-local --bin assetgen
+	tools/contract-test.sh target/debug/assetgen
 
 ## What the browser tests need: the Node packages of web/package-lock.json, and Debian's chromium
 ## (never a browser download of a test tool's own). apt-get update runs only if the install fails.

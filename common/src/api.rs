@@ -1,24 +1,29 @@
 //! The HTTP contract's wire types (DESIGN.md, "HTTP contract"). They derive `ToSchema` so the
 //! OpenAPI document is generated from the very types the handlers use and cannot drift.
 
-use crate::domain::{RefMode, RunMode};
+use crate::domain::RunMode;
 use crate::problem::ErrorCode;
+use crate::wire_schema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `POST /v1/batches` and `POST /v1/estimate`.
+/// `POST /v1/batches` and `POST /v1/estimate`. Every constraint the server checks is in this
+/// schema (see `wire_schema`), but two that span rows: scene ids are unique within the batch
+/// (ignoring case), and each row's references with the global ones name at most 6 distinct URLs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// The deployment's `ASSETGEN_MAX_ROWS` at most.
+    #[schema(min_items = 1, max_items = 10)]
     pub rows: Vec<RowRequest>,
-    /// References added to every row after the row's own.
     #[serde(default)]
+    #[schema(schema_with = wire_schema::global_refs)]
     pub global_refs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<RunMode>)]
+    #[schema(schema_with = wire_schema::run_mode)]
     pub run_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "gemini-2.5-flash-image")]
+    #[schema(schema_with = wire_schema::model)]
     pub model: Option<String>,
 }
 
@@ -26,21 +31,22 @@ pub struct BatchRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowRequest {
-    #[schema(example = "BATCH-001")]
+    #[schema(schema_with = wire_schema::scene_id)]
     pub scene_id: String,
-    #[schema(example = "product on clean bg")]
+    #[schema(schema_with = wire_schema::prompt)]
     pub prompt: String,
     /// 1 to 3; 1 when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::json_integer::option_i64", skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 3)]
     pub variants: Option<i64>,
     #[serde(default)]
+    #[schema(schema_with = wire_schema::row_refs)]
     pub refs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<RefMode>)]
+    #[schema(schema_with = wire_schema::ref_mode)]
     pub ref_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "16:9")]
+    #[schema(schema_with = wire_schema::aspect_ratio)]
     pub aspect_ratio: Option<String>,
 }
 

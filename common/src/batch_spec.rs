@@ -3,7 +3,9 @@
 
 use crate::api::{BatchRequest, RowRequest};
 use crate::cost::PriceTable;
-use crate::domain::{AspectRatio, ParseError, Prompt, RefMode, RefUrl, RefUrlPolicy, RunMode, SceneId, Variants};
+use crate::domain::{
+    AspectRatio, ParseError, Prompt, RefMode, RefUrl, RefUrlError, RefUrlPolicy, RunMode, SceneId, Variants,
+};
 use crate::limits::Limits;
 use crate::problem::{ErrorCode, FieldError, Problem};
 use serde::{Deserialize, Serialize};
@@ -92,7 +94,7 @@ impl Acceptance<'_> {
             );
             return Err(errors.into_problem());
         }
-        let run_mode = match request.run_mode.as_deref().map(RunMode::parse).transpose() {
+        let run_mode = match request.run_mode.as_deref().map(RunMode::from_wire).transpose() {
             Ok(mode) => mode.unwrap_or_default(),
             Err(e) => {
                 errors.batch(ErrorCode::InvalidRunMode, "run_mode", e.0);
@@ -102,7 +104,7 @@ impl Acceptance<'_> {
         if run_mode == RunMode::Live && !self.live_available {
             errors.batch(ErrorCode::LiveNotConfigured, "run_mode", "live runs need a configured image model".into());
         }
-        let model = request.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or(self.default_model);
+        let model = request.model.as_deref().unwrap_or(self.default_model);
         if !self.prices.knows(model) {
             errors.batch(
                 ErrorCode::UnknownModel,
@@ -111,11 +113,11 @@ impl Acceptance<'_> {
             );
         }
         let global_refs = self.refs(&request.global_refs, "global_refs", None, &mut errors);
-        if global_refs.len() > self.limits.max_refs {
+        if request.global_refs.len() > self.limits.max_refs {
             errors.batch(
                 ErrorCode::TooManyRefs,
                 "global_refs",
-                format!("{} global references; the limit is {}", global_refs.len(), self.limits.max_refs),
+                format!("{} global references; the limit is {}", request.global_refs.len(), self.limits.max_refs),
             );
         }
 
@@ -154,15 +156,25 @@ impl Acceptance<'_> {
         let variants = Variants::parse(raw.variants.unwrap_or(1))
             .map_err(|e| field_error(ErrorCode::InvalidVariants, "variants", e))
             .ok();
-        let ref_mode = RefMode::parse(raw.ref_mode.as_deref().unwrap_or(""))
-            .map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e))
-            .ok();
-        let aspect_ratio = match raw.aspect_ratio.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-            None => Some(AspectRatio::default()),
-            Some(a) => {
-                AspectRatio::parse(a).map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e)).ok()
-            }
+        let ref_mode = match raw.ref_mode.as_deref() {
+            None => Some(RefMode::default()),
+            Some(m) => RefMode::from_wire(m).map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e)).ok(),
         };
+        let aspect_ratio = match raw.aspect_ratio.as_deref() {
+            None => Some(AspectRatio::default()),
+            Some(a) => AspectRatio::from_wire(a)
+                .map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e))
+                .ok(),
+        };
+        if raw.refs.len() > self.limits.max_refs {
+            errors.row(
+                ErrorCode::TooManyRefs,
+                i,
+                scene.clone(),
+                format!("rows[{i}].refs"),
+                format!("{} references; the limit is {}", raw.refs.len(), self.limits.max_refs),
+            );
+        }
         let refs = self.refs(&raw.refs, &format!("rows[{i}].refs"), Some((i, scene.clone())), errors);
         let merged: HashSet<&str> = refs.iter().chain(global_refs).map(RefUrl::as_str).collect();
         if merged.len() > self.limits.max_refs {
@@ -214,17 +226,21 @@ impl Acceptance<'_> {
     ) -> Vec<RefUrl> {
         let mut out: Vec<RefUrl> = Vec::new();
         for (j, url) in raw.iter().enumerate() {
-            if url.trim().is_empty() {
-                continue; // an empty cell between separators
-            }
-            match RefUrl::parse(url, self.ref_policy) {
+            match RefUrl::check(url, self.ref_policy) {
                 Ok(u) if out.contains(&u) => {} // the same URL twice is one reference
                 Ok(u) => out.push(u),
                 Err(e) => {
+                    // The form is every deployment's rule (422); an internal host is this
+                    // deployment's refusal (403), as when the reference is fetched.
+                    let code = match e {
+                        RefUrlError::Invalid(_) => ErrorCode::InvalidRefUrl,
+                        RefUrlError::Forbidden(_) => ErrorCode::RefForbiddenAddress,
+                    };
                     let field = format!("{field}[{j}]");
+                    let detail = ParseError::from(e).0;
                     match &row {
-                        Some((i, scene)) => errors.row(ErrorCode::InvalidRefUrl, *i, scene.clone(), field, e.0),
-                        None => errors.batch(ErrorCode::InvalidRefUrl, &field, e.0),
+                        Some((i, scene)) => errors.row(code, *i, scene.clone(), field, detail),
+                        None => errors.batch(code, &field, detail),
                     }
                 }
             }

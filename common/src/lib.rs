@@ -15,6 +15,7 @@ pub mod drain;
 pub mod events;
 pub mod generation;
 pub mod idempotent_control;
+pub mod json_integer;
 pub mod layout;
 pub mod lease;
 pub mod ledger;
@@ -39,3 +40,4 @@ pub mod tail;
 pub mod tail_pace;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod wire_schema;

@@ -13,6 +13,20 @@ impl AspectRatio {
     pub const SUPPORTED: [(u8, u8); 10] =
         [(1, 1), (2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4), (9, 16), (16, 9), (21, 9)];
 
+    /// The wire's spelling, exactly one of [`Self::SUPPORTED`] written `w:h`.
+    pub fn from_wire(raw: &str) -> Result<Self, ParseError> {
+        Self::parse(raw)
+            .ok()
+            .filter(|r| r.to_string() == raw)
+            .ok_or_else(|| ParseError(format!("aspect_ratio {raw:?} is not supported")))
+    }
+
+    /// Every supported ratio as the wire spells it.
+    pub fn wire_values() -> Vec<String> {
+        Self::SUPPORTED.iter().map(|&(w, h)| format!("{w}:{h}")).collect()
+    }
+
+    /// A person's spelling (`16 : 9`): what clients normalize before sending.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let refuse = || ParseError(format!("aspect_ratio {raw:?} is not supported"));
         let (w, h) = raw.trim().split_once(':').ok_or_else(refuse)?;

@@ -17,7 +17,7 @@ pub use batch_id::BatchId;
 pub use money::Money;
 pub use prompt::Prompt;
 pub use ref_mode::RefMode;
-pub use ref_url::{GS_REFUSAL, GsObject, RefScheme, RefUrl, RefUrlPolicy};
+pub use ref_url::{GS_REFUSAL, GsObject, RefScheme, RefUrl, RefUrlError, RefUrlPolicy};
 pub use run_mode::RunMode;
 pub use scene_id::SceneId;
 pub use user_id::UserId;

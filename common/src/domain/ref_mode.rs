@@ -14,6 +14,25 @@ pub enum RefMode {
 }
 
 impl RefMode {
+    /// The wire's spelling, exactly: `style_only` or `style_and_composition`.
+    pub fn from_wire(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "style_only" => Ok(Self::StyleOnly),
+            "style_and_composition" => Ok(Self::StyleAndComposition),
+            other => Err(ParseError(format!("ref_mode {other:?} is not style_only or style_and_composition"))),
+        }
+    }
+
+    /// The wire's spelling of this mode.
+    pub fn as_wire(self) -> &'static str {
+        match self {
+            Self::StyleOnly => "style_only",
+            Self::StyleAndComposition => "style_and_composition",
+        }
+    }
+
+    /// A person's spelling (`Composition`, `style only`, empty for the default): what clients
+    /// normalize before sending.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         match raw.trim().to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
             "" | "style_only" | "style" => Ok(Self::StyleOnly),

@@ -24,42 +24,133 @@ pub enum RefScheme {
 #[serde(transparent)]
 pub struct RefUrl(String);
 
+/// Why a reference URL was refused: its form (the request is wrong for every deployment), or this
+/// deployment's address policy (an internal name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefUrlError {
+    Invalid(ParseError),
+    Forbidden(ParseError),
+}
+
+impl From<RefUrlError> for ParseError {
+    fn from(e: RefUrlError) -> Self {
+        match e {
+            RefUrlError::Invalid(p) | RefUrlError::Forbidden(p) => p,
+        }
+    }
+}
+
+// The grammar of an accepted reference, as one regular expression that means the same to Rust's
+// `regex`, to Python's `re` and to ECMAScript, so that `/openapi.json` states exactly what this
+// check accepts. Every string it matches is a URL the `url` crate parses: host labels are ASCII
+// without `--` (no IDNA surprises), the last label starts with a letter (no IPv4 reading), ports
+// are at most 65535, and there are no credentials, spaces or non-ASCII characters.
+const LABEL: &str = "[A-Za-z0-9]+(-[A-Za-z0-9]+)*";
+const TOP_LABEL: &str = "[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*";
+const PORT: &str = "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?";
+const PATH: &str = "([/?#][!-~]*)?";
+const IPV4_OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+const UUID: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+const SCENE: &str = "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}";
+
 impl RefUrl {
     pub const MAX_LEN: usize = 2048;
 
+    /// The `https://` (and, with `allow_private`, `http://`) form, unanchored.
+    fn http_form(policy: RefUrlPolicy) -> String {
+        if policy.allow_private {
+            let hosts = [format!("({LABEL}\\.)*{TOP_LABEL}"), format!("({IPV4_OCTET}\\.){{3}}{IPV4_OCTET}")];
+            format!("https?://({}){PORT}{PATH}", hosts.join("|"))
+        } else {
+            format!("https://({LABEL}\\.)+{TOP_LABEL}{PORT}{PATH}")
+        }
+    }
+
+    /// The regular expression a reference fetched over the network matches (anchored).
+    pub fn http_pattern(policy: RefUrlPolicy) -> String {
+        format!("^({})$", Self::http_form(policy))
+    }
+
+    /// The regular expression an accepted reference matches under `policy` (anchored).
+    pub fn pattern(policy: RefUrlPolicy) -> String {
+        let mut forms = vec![
+            Self::http_form(policy),
+            format!(
+                "gs://[a-z0-9][a-z0-9._-]{{1,61}}[a-z0-9]/(refs/[0-9a-f]{{64}}|images/{UUID}/{SCENE}-v[1-3]\\.png)"
+            ),
+        ];
+        if policy.allow_local_files {
+            forms.push("file:///[!-~]*".to_owned());
+        }
+        format!("^({})$", forms.join("|"))
+    }
+
+    fn matcher(policy: RefUrlPolicy) -> &'static regex::Regex {
+        static COMPILED: [std::sync::OnceLock<regex::Regex>; 4] = [const { std::sync::OnceLock::new() }; 4];
+        let slot = usize::from(policy.allow_private) * 2 + usize::from(policy.allow_local_files);
+        COMPILED[slot]
+            .get_or_init(|| regex::Regex::new(&Self::pattern(policy)).expect("the reference grammar compiles"))
+    }
+
     pub fn parse(raw: &str, policy: RefUrlPolicy) -> Result<Self, ParseError> {
-        let s = raw.trim();
+        Self::check(raw, policy).map_err(Into::into)
+    }
+
+    /// Parses a reference as a request carries it: exactly [`Self::pattern`] (nothing trimmed,
+    /// at most [`Self::MAX_LEN`] characters), then this deployment's address policy.
+    pub fn check(s: &str, policy: RefUrlPolicy) -> Result<Self, RefUrlError> {
+        let invalid = |message: String| RefUrlError::Invalid(ParseError(message));
         if s.len() > Self::MAX_LEN {
-            return Err(ParseError(format!("reference URL is longer than {} characters", Self::MAX_LEN)));
+            return Err(invalid(format!("reference URL is longer than {} characters", Self::MAX_LEN)));
         }
-        let url = url::Url::parse(s).map_err(|e| ParseError(format!("reference {s:?} is not a URL ({e})")))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if policy.allow_private => {}
-            "http" => return Err(ParseError(format!("reference {s:?} uses http://; use https://"))),
-            "gs" => {
-                if url.host_str().is_none_or(str::is_empty) || url.path().len() <= 1 {
-                    return Err(ParseError(format!("reference {s:?} must look like gs://bucket/object")));
-                }
-                if GsObject::of(&url).is_none() {
-                    return Err(ParseError(format!("reference {s:?}: {GS_REFUSAL}")));
-                }
-                return Ok(Self(url.into()));
-            }
-            "file" if policy.allow_local_files => return Ok(Self(url.into())),
-            "file" => {
-                return Err(ParseError(format!("reference {s:?} is a local file; upload it and use its https:// URL")));
-            }
-            other => return Err(ParseError(format!("reference {s:?} has scheme {other:?}; use https:// or gs://"))),
+        if !Self::matcher(policy).is_match(s) {
+            return Err(invalid(Self::why_not(s, policy)));
         }
-        let host = url.host().ok_or_else(|| ParseError(format!("reference {s:?} has no host")))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(ParseError(format!("reference {s:?} carries credentials; use a public URL")));
-        }
-        if !policy.allow_private && address_policy::host_is_forbidden(&host) {
-            return Err(ParseError(format!("reference {s:?} points at a private or internal address")));
+        let url = url::Url::parse(s).map_err(|e| invalid(format!("reference {s:?} is not a URL ({e})")))?;
+        let internal = url
+            .host()
+            .filter(|_| matches!(url.scheme(), "https" | "http"))
+            .is_some_and(|host| address_policy::host_is_forbidden(&host));
+        if internal && !policy.allow_private {
+            return Err(RefUrlError::Forbidden(ParseError(format!(
+                "reference {s:?} points at a private or internal address"
+            ))));
         }
         Ok(Self(url.into()))
+    }
+
+    /// Says what is wrong with a reference the grammar refused, as precisely as it can.
+    fn why_not(s: &str, policy: RefUrlPolicy) -> String {
+        if s.trim() != s {
+            return format!("reference {s:?} has spaces around it");
+        }
+        let url = match url::Url::parse(s) {
+            Ok(url) => url,
+            Err(e) => return format!("reference {s:?} is not a URL ({e})"),
+        };
+        match url.scheme() {
+            "http" if !policy.allow_private => format!("reference {s:?} uses http://; use https://"),
+            "gs" if url.host_str().is_none_or(str::is_empty) || url.path().len() <= 1 => {
+                format!("reference {s:?} must look like gs://bucket/object")
+            }
+            "gs" => format!("reference {s:?}: {GS_REFUSAL}"),
+            "file" if !policy.allow_local_files => {
+                format!("reference {s:?} is a local file; upload it and use its https:// URL")
+            }
+            "https" | "http" | "file" => {
+                if !url.username().is_empty() || url.password().is_some() {
+                    format!("reference {s:?} carries credentials; use a public URL")
+                } else if matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))) && !policy.allow_private {
+                    format!("reference {s:?} names an IP address; use the host's name")
+                } else {
+                    format!(
+                        "reference {s:?} is not in the accepted form: a host name of ASCII letters, digits and \
+                         single hyphens, an optional port, then a path of printable ASCII (percent-encode the rest)"
+                    )
+                }
+            }
+            other => format!("reference {s:?} has scheme {other:?}; use https:// or gs://"),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -198,6 +289,62 @@ mod tests {
             let err = RefUrl::parse(&bad, CLOUD).expect_err("refused at submit");
             assert!(err.0.contains(GS_REFUSAL), "{bad}: {err}");
         }
+    }
+
+    /// What the grammar (and so `/openapi.json`) accepts is exactly what `check` accepts as
+    /// well-formed; the address policy only adds 403s for internal names.
+    #[test]
+    fn the_grammar_is_the_check() {
+        let sha = "0123456789abcdef".repeat(4);
+        let batch = "0193a0e4-7f57-7e1c-8a11-5b9f2e0c1d2e";
+        let cases: Vec<(String, RefUrlPolicy, Result<(), bool>)> = vec![
+            // (url, policy, Ok or Err(forbidden?))
+            ("https://example.com/a.png".into(), CLOUD, Ok(())),
+            ("https://EXAMPLE.com:8443/a%20b.png?x=1#f".into(), CLOUD, Ok(())),
+            ("https://a-b.c-d.example/x".into(), CLOUD, Ok(())),
+            ("https://example.com".into(), CLOUD, Ok(())),
+            ("https://example.com:65535/".into(), CLOUD, Ok(())),
+            ("https://example.com:65536/".into(), CLOUD, Err(false)),
+            ("https://example.com:/".into(), CLOUD, Err(false)),
+            ("https://xn--bcher-kva.example/".into(), CLOUD, Err(false)),
+            ("https://a..b/".into(), CLOUD, Err(false)),
+            ("https://example.com./".into(), CLOUD, Err(false)),
+            ("https://8.8.8.8/a.png".into(), CLOUD, Err(false)),
+            ("https://a.0x7f/".into(), CLOUD, Err(false)),
+            ("https://[2001:db8::1]/".into(), CLOUD, Err(false)),
+            ("https://example/a.png".into(), CLOUD, Err(false)),
+            ("https://localhost/a.png".into(), CLOUD, Err(false)),
+            ("https://metadata.google.internal/x".into(), CLOUD, Err(true)),
+            ("https://printer.local/x".into(), CLOUD, Err(true)),
+            ("https://metadata.goog/x".into(), CLOUD, Err(true)),
+            ("https://example.com/café.png".into(), CLOUD, Err(false)),
+            ("https://example.com/a b.png".into(), CLOUD, Err(false)),
+            (" https://example.com/a.png".into(), CLOUD, Err(false)),
+            ("https://example.com/a.png\n".into(), CLOUD, Err(false)),
+            ("https:example.com/a.png".into(), CLOUD, Err(false)),
+            ("HTTPS://example.com/a.png".into(), CLOUD, Err(false)),
+            ("https://u:p@example.com/".into(), CLOUD, Err(false)),
+            ("http://example.com/".into(), CLOUD, Err(false)),
+            (format!("gs://my-bucket/refs/{sha}"), CLOUD, Ok(())),
+            (format!("gs://my.bucket_1/images/{batch}/HERO-1-v3.png"), CLOUD, Ok(())),
+            (format!("gs://my-bucket/images/{batch}/HERO-1-v4.png"), CLOUD, Err(false)),
+            (format!("gs://My-Bucket/refs/{sha}"), CLOUD, Err(false)),
+            ("file:///tmp/a.png".into(), CLOUD, Err(false)),
+            ("file:///tmp/a.png".into(), TESTS, Ok(())),
+            ("http://127.0.0.1:9/a.png".into(), TESTS, Ok(())),
+            ("http://localhost:9/a.png".into(), TESTS, Ok(())),
+            ("http://256.0.0.1/a.png".into(), TESTS, Err(false)),
+            ("http://01.0.0.1/a.png".into(), TESTS, Err(false)),
+        ];
+        for (url, policy, want) in cases {
+            let grammar = regex::Regex::new(&RefUrl::pattern(policy)).expect("the grammar compiles");
+            let got = RefUrl::check(&url, policy).map(|_| ()).map_err(|e| matches!(e, RefUrlError::Forbidden(_)));
+            assert_eq!(got, want, "{url:?}");
+            assert_eq!(grammar.is_match(&url), want != Err(false), "{url:?}: the grammar and the check disagree");
+        }
+        let http_only = regex::Regex::new(&RefUrl::http_pattern(CLOUD)).expect("compiles");
+        assert!(http_only.is_match("https://example.com/a.png"));
+        assert!(!http_only.is_match(&format!("gs://my-bucket/refs/{sha}")));
     }
 
     #[test]

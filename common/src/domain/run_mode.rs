@@ -12,6 +12,16 @@ pub enum RunMode {
 }
 
 impl RunMode {
+    /// The wire's spelling, exactly: `dry_run` or `live` (what `/openapi.json` states).
+    pub fn from_wire(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "dry_run" => Ok(Self::DryRun),
+            "live" => Ok(Self::Live),
+            other => Err(ParseError(format!("run_mode {other:?} is not dry_run or live"))),
+        }
+    }
+
+    /// A person's spelling (`Dry-Run`, `dry`): what clients normalize before sending.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         match raw.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "dry_run" | "dry" => Ok(Self::DryRun),

@@ -10,8 +10,11 @@ pub struct SceneId(String);
 impl SceneId {
     pub const MAX_LEN: usize = 64;
 
+    /// Exactly [`Self::PATTERN`]: nothing is trimmed, so the wire and `/openapi.json` agree.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
+
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let s = raw.trim();
+        let s = raw;
         if s.is_empty() {
             return Err(ParseError("scene_id is empty".into()));
         }
@@ -56,9 +59,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_sheet_style_ids_and_trims() {
-        assert_eq!(SceneId::parse(" BATCH-001 ").map(|s| s.to_string()), Ok("BATCH-001".into()));
+    fn accepts_sheet_style_ids_exactly() {
+        assert_eq!(SceneId::parse("BATCH-001").map(|s| s.to_string()), Ok("BATCH-001".into()));
         assert!(SceneId::parse("hero_shot.v2").is_ok());
+        assert!(SceneId::parse(" BATCH-001 ").is_err(), "clients trim; the wire does not");
+    }
+
+    #[test]
+    fn the_pattern_says_what_parse_accepts() {
+        let pattern = regex::Regex::new(SceneId::PATTERN).expect("pattern");
+        for s in
+            ["a", "A-1", "_x", "-", "a.b", &"x".repeat(64), "", " a", "a ", ".a", "a/b", "é", &"x".repeat(65), "a\n"]
+        {
+            assert_eq!(pattern.is_match(s), SceneId::parse(s).is_ok(), "{s:?}");
+        }
     }
 
     #[test]

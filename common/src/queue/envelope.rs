@@ -36,10 +36,11 @@ impl RowMessage {
 
 /// Pub/Sub (and its emulator) send ids and times in both camelCase and snake_case, so both
 /// spellings are separate fields here (serde aliases refuse a field given twice).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushMessage {
-    /// Base64 of the payload.
+    /// Base64 of the payload, JSON `{"batch_id": "…", "row": 0}`. Anything else is acknowledged
+    /// and dropped: no redelivery can make it a row message.
     #[serde(default)]
     pub data: String,
     #[serde(default)]
@@ -53,7 +54,8 @@ pub struct PushMessage {
     #[serde(default, rename = "publish_time", skip_serializing)]
     publish_time_snake: Option<String>,
     /// Some senders put it here, real Pub/Sub at the envelope's top level; see [`PushEnvelope::delivery_attempt`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::json_integer::option_u32", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub delivery_attempt: Option<u32>,
 }
 
@@ -64,14 +66,15 @@ impl PushMessage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushEnvelope {
     pub message: PushMessage,
     #[serde(default)]
     pub subscription: String,
     /// Set by Pub/Sub when the subscription has a dead-letter policy (the emulator omits it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::json_integer::option_u32", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub delivery_attempt: Option<u32>,
 }
 

@@ -801,7 +801,8 @@ pub(crate) mod tests {
             format!("https://[::ffff:127.0.0.1]:{port}/a.png"),
             format!("{base}/a.png"),
         ] {
-            let err = fetcher.fetch(&ref_url(&url)).await.expect_err("must be refused");
+            // As read back from a stored batch: the fetch guard alone must refuse it.
+            let err = fetcher.fetch(&stored_ref(&url)).await.expect_err("must be refused");
             assert!(matches!(err, FetchError::Forbidden { .. }), "{url}: {err}");
             assert_eq!(err.code(), ErrorCode::RefForbiddenAddress);
             assert!(!err.is_retryable());

@@ -31,23 +31,43 @@ const DEFAULT_DEFERRAL_HOLD: Duration = Duration::from_secs(5);
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Acked {
     pub outcome: String,
+    /// Why a message was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What a push carried.
+enum Push {
+    Row(PushEnvelope, RowMessage),
+    /// A well-formed envelope whose data is not one of our row messages: acknowledged and logged,
+    /// since no redelivery can make it one.
+    Unreadable(String),
 }
 
 /// Reads a push: the Pub/Sub envelope, or the same body sent by an Eventarc trigger as a binary-mode
-/// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`).
-async fn envelope(
-    state: &GenerateState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(PushEnvelope, RowMessage), Problem> {
+/// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`). A body that is not an
+/// envelope is a client's mistake, never Pub/Sub's: 400.
+async fn envelope(state: &GenerateState, headers: &HeaderMap, body: Body) -> Result<Push, Problem> {
     state.auth.authenticate(headers).await?;
     let bytes = read_body(body, MAX_ENVELOPE_BYTES).await?;
-    let envelope = PushEnvelope::parse(&bytes).map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))?;
-    let message = envelope.row_message().map_err(|e| Problem::new(ErrorCode::InvalidJson, e.to_string()))?;
+    let envelope = PushEnvelope::parse(&bytes).map_err(|e| {
+        let mut p = Problem::new(ErrorCode::InvalidJson, e.to_string());
+        p.status = StatusCode::BAD_REQUEST.as_u16();
+        p
+    })?;
     if let Some(ce_id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
         tracing::debug!(ce_id, "push arrived as a CloudEvent");
     }
-    Ok((envelope, message))
+    Ok(match envelope.row_message() {
+        Ok(message) => Push::Row(envelope, message),
+        Err(e) => Push::Unreadable(e.to_string()),
+    })
+}
+
+fn dropped(why: String) -> Response {
+    tracing::error!(%why, "dropped an unreadable message");
+    metrics::counter!(names::ROWS, "outcome" => "dropped").increment(1);
+    Json(Acked { outcome: "dropped".into(), detail: Some(why) }).into_response()
 }
 
 /// The `outcome` label of a delivery in [`names::ROWS`].
@@ -76,7 +96,7 @@ fn answer(delivery: Delivery) -> Response {
         Delivery::AlreadyHandled => acked("already_handled"),
         Delivery::Dropped(why) => {
             tracing::warn!(%why, "acknowledged a message that names nothing we know");
-            acked("dropped")
+            Json(Acked { outcome: "dropped".into(), detail: Some(why) }).into_response()
         }
         // Behind Pub/Sub the holder answers its own push (or the sweep finishes the row, if the
         // holder dies): this copy must not spend attempts.
@@ -97,30 +117,28 @@ fn answer(delivery: Delivery) -> Response {
 }
 
 fn acked(outcome: &str) -> Response {
-    Json(Acked { outcome: outcome.to_owned() }).into_response()
+    Json(Acked { outcome: outcome.to_owned(), detail: None }).into_response()
 }
 
 /// A row to generate, pushed by Pub/Sub (or the local queue). 2xx acks (also a duplicate of a row
 /// another delivery holds, and behind Pub/Sub a row the quota kept waiting, once it is published
 /// again); 429 nacks for the quota (the local queue does not count it), 503 for a passing failure.
 #[utoipa::path(post, path = "/pubsub/rows", tag = "generate",
-    request_body(content = Object, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
+    request_body(content = PushEnvelope, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
     responses(
-        (status = 200, description = "Acknowledged: done, already done, busy elsewhere, or deferred", body = Acked),
+        (status = 200, description = "Acknowledged: done, already done, busy elsewhere, deferred, or dropped (data that is no row message, or names no batch we know)", body = Acked),
         (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid push token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A token that may not push", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than 64 KiB: not from Pub/Sub", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited: redeliver later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
     let (envelope, message) = match envelope(&state, &headers, body).await {
-        Ok(parsed) => parsed,
-        Err(mut p) => {
-            if p.code == ErrorCode::InvalidJson {
-                // Not something Pub/Sub sends: a client error, not a reason to redeliver faster.
-                p.status = StatusCode::BAD_REQUEST.as_u16();
-            }
-            return p.into_response();
-        }
+        Ok(Push::Row(envelope, message)) => (envelope, message),
+        Ok(Push::Unreadable(why)) => return dropped(why),
+        Err(p) => return p.into_response(),
     };
     let (span, context) = row_scope(&envelope, &message);
     let (span_again, context_again, message_again) = (span.clone(), context.clone(), message.clone());
@@ -182,20 +200,20 @@ async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration) -> Res
 
 /// A row that failed on every delivery: marked failed with `DEAD_LETTERED`.
 #[utoipa::path(post, path = "/pubsub/dead-letter", tag = "generate",
-    request_body(content = Object, description = "Pub/Sub push envelope of the dead-letter subscription"),
+    request_body(content = PushEnvelope, description = "Pub/Sub push envelope of the dead-letter subscription"),
     responses(
-        (status = 200, description = "Acknowledged", body = Acked),
-        (status = 503, description = "Row still held by a delivery: redeliver later", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Acknowledged: the row failed, had ended, or the message was dropped", body = Acked),
+        (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid push token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A token that may not push", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than 64 KiB: not from Pub/Sub", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Row still held by a delivery, or storage unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
     let (envelope, message) = match envelope(&state, &headers, body).await {
-        Ok(parsed) => parsed,
-        Err(p) if p.code == ErrorCode::InvalidJson => {
-            // A dead-letter subscription redelivers for ever; an unreadable message can only be
-            // dropped, loudly.
-            tracing::error!(detail = %p.detail, "dropped an unreadable dead-lettered message");
-            return Json(Acked { outcome: "dropped".into() }).into_response();
-        }
+        Ok(Push::Row(envelope, message)) => (envelope, message),
+        // A dead-letter subscription redelivers for ever: an unreadable message is dropped, loudly.
+        Ok(Push::Unreadable(why)) => return dropped(why),
         Err(p) => return p.into_response(),
     };
     let (span, context) = row_scope(&envelope, &message);

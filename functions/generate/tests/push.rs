@@ -139,28 +139,6 @@ async fn a_rate_limited_model_nacks_with_429_and_the_retry_delay() {
 }
 
 #[tokio::test]
-async fn what_is_not_a_row_message_is_refused_or_dropped() {
-    let (router, _, _) = app(Arc::new(DryRunModel)).await;
-    let (status, _, problem) = push(&router, "/pubsub/rows", b"{not json".to_vec(), &[]).await;
-    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_JSON")));
-    // The emulator's own fixture: a real envelope, but its data is not one of our row messages.
-    let fixture =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/tests/fixtures/pubsub-push-envelope.json"))
-            .expect("fixture");
-    let (status, _, _) = push(&router, "/pubsub/rows", fixture.clone(), &[]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, body) = push(&router, "/pubsub/dead-letter", fixture, &[]).await;
-    assert_eq!(
-        (status, body["outcome"].as_str()),
-        (StatusCode::OK, Some("dropped")),
-        "dead letters are never redelivered for ever"
-    );
-    let stray = RowMessage { batch_id: assetgen_common::domain::BatchId::new(), row: 0 };
-    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&stray), &[]).await;
-    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")));
-}
-
-#[tokio::test]
 async fn a_duplicate_of_a_row_another_delivery_holds_spends_no_attempt() {
     // Behind Pub/Sub, which counts every delivery: acknowledged (the holder answers its own push).
     let (router, messages, store) = app_on_queue(Arc::new(Slow), true).await;
@@ -245,4 +223,85 @@ async fn behind_pubsub_a_row_waiting_for_the_quota_is_published_again_after_a_ho
         (assetgen_common::api::RowStatus::Queued, Some(ErrorCode::ModelRateLimited)),
         "queued for its next delivery; the user sees why it waits"
     );
+}
+
+#[tokio::test]
+async fn what_is_not_a_row_message_is_refused_or_dropped() {
+    let (router, _, _) = app(Arc::new(DryRunModel)).await;
+    let (status, _, problem) = push(&router, "/pubsub/rows", b"{not json".to_vec(), &[]).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_JSON")));
+    // The emulator's own fixture: a real envelope, but its data is not one of our row messages. No
+    // redelivery can change that, so it is acknowledged (and logged) on both subscriptions.
+    let fixture =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/tests/fixtures/pubsub-push-envelope.json"))
+            .expect("fixture");
+    for path in ["/pubsub/rows", "/pubsub/dead-letter"] {
+        let (status, _, body) = push(&router, path, fixture.clone(), &[]).await;
+        assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")), "{path}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("not a row message")), "{path}: {body}");
+    }
+    let stray = RowMessage { batch_id: assetgen_common::domain::BatchId::new(), row: 0 };
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&stray), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")));
+}
+
+/// Every object in the store with its generation: what "nothing stored changed" compares.
+async fn snapshot(store: &Arc<dyn ObjectStore>) -> Vec<(String, i64)> {
+    let mut all = Vec::new();
+    for prefix in ["batches/", "images/", "ledger/", "budget/", "refs/", "queue/"] {
+        all.extend(store.list(prefix).await.expect("list").into_iter().map(|m| (m.name, m.generation)));
+    }
+    all
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_envelopes_get_a_problem_and_change_nothing() {
+    let (router, messages, store) = app(Arc::new(DryRunModel)).await;
+    let before = snapshot(&store).await;
+    let nested = format!("{{\"message\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
+    let oversized = {
+        let mut e: Value = serde_json::from_slice(&envelope(&messages[0])).expect("json");
+        e["message"]["attributes"]["padding"] = Value::String("x".repeat(100 * 1024));
+        serde_json::to_vec(&e).expect("json")
+    };
+    let bad: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("not JSON", b"{not json".to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("empty body", Vec::new(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("no message", b"{}".to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("a message that is a string", br#"{"message":"x"}"#.to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("an array", b"[1,2]".to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("data that is a number", br#"{"message":{"data":1}}"#.to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        (
+            "a negative delivery attempt",
+            br#"{"message":{"data":""},"deliveryAttempt":-1}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+        ),
+        ("nested 20,000 deep", nested.into_bytes(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("invalid UTF-8", b"{\"message\":{\"data\":\"\xff\xfe\"}}".to_vec(), StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        ("over 64 KiB", oversized, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+    ];
+    for path in ["/pubsub/rows", "/pubsub/dead-letter"] {
+        for (what, body, want, code) in &bad {
+            let request = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.clone()))
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let content_type = response.headers().get("content-type").cloned();
+            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            assert_eq!((status, problem["code"].as_str()), (*want, Some(*code)), "{path}, {what}: {problem}");
+            assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("application/problem+json"), "{what}");
+        }
+    }
+    let (status, _, body) = push(&router, "/pubsub/rows", br#"{"message":{"data":"***"}}"#.to_vec(), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("dropped")), "data that is not base64");
+    assert_eq!(snapshot(&store).await, before, "nothing stored changed");
+    // And the endpoint still works.
+    let (status, _, body) = push(&router, "/pubsub/rows", envelope(&messages[0]), &[]).await;
+    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("succeeded")));
 }

@@ -30,6 +30,35 @@ pub struct EventsQuery {
     pub access_token: Option<String>,
 }
 
+/// The names of the events a batch's stream sends. This type and [`SseEvent`] document the
+/// stream in `/openapi.json`; the stream itself is written from `BatchEvent`.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SseEventName {
+    /// The whole batch (`BatchView`), first.
+    Snapshot,
+    /// One row changed (`RowView`).
+    Row,
+    /// The batch's totals changed (`BatchProgress`).
+    Batch,
+    /// The batch ended (`BatchView`); the stream closes.
+    Done,
+}
+
+/// One event of the stream as a client reads it (`text/event-stream`). Comment lines (heartbeats)
+/// and the `retry:` hint sent before the stream closes itself carry no data and are not events.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SseEvent {
+    pub event: SseEventName,
+    /// Resume after it with `Last-Event-ID`.
+    pub id: String,
+    /// The event's JSON body.
+    pub data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
+}
+
 /// Progress of a batch as Server-Sent Events: `snapshot`, then `row` and `batch` events, `done`.
 #[utoipa::path(get, path = "/v1/batches/{id}/events", tag = "relay",
     params(
@@ -38,8 +67,11 @@ pub struct EventsQuery {
         EventsQuery,
     ),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream; each event is one `SseEvent`", content_type = "text/event-stream", body = SseEvent),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn batch_events(
     State(state): State<Arc<RelayState>>,

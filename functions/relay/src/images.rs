@@ -36,6 +36,8 @@ pub struct ImageQuery {
         (status = 302, description = "To a freshly signed V4 URL of the image (GCS)"),
         (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such image, a signature for another one, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn image(
     State(state): State<Arc<RelayState>>,

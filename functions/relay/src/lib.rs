@@ -11,12 +11,15 @@ mod web;
 
 use assetgen_common::auth::{Access, BatchAction};
 use assetgen_common::batch_view::Presenter;
-use assetgen_common::domain::BatchId;
+use assetgen_common::cost::PriceTable;
+use assetgen_common::domain::{BatchId, RefUrlPolicy};
+use assetgen_common::limits::Limits;
 use assetgen_common::problem::Problem;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::request::base_url;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::tail_pace::PollPace;
+use assetgen_common::wire_schema::{Deployment, state_deployment};
 use axum::http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +107,7 @@ impl RelayState {
 pub fn router(state: Arc<RelayState>) -> OpenApiRouter {
     // One hub per router: every client of a batch on this instance shares one tail.
     let hub = Arc::new(hub::TailHub::new(state.store.clone(), state.config.clone()));
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(events::batch_events))
         .routes(routes!(images::image))
         .routes(routes!(provenance::provenance))
@@ -115,6 +118,12 @@ pub fn router(state: Arc<RelayState>) -> OpenApiRouter {
         .route("/b/{id}", axum::routing::get(web::progress_page))
         .route("/refs", axum::routing::get(web::refs_page))
         .route("/web/{file}", axum::routing::get(web::asset))
-        .layer(axum::Extension(hub))
-        .with_state(state)
+        .layer(axum::Extension(hub));
+    let deployment = Deployment {
+        limits: Limits::default(),
+        ref_policy: RefUrlPolicy { allow_private: state.ref_fetch.allow_private, allow_local_files: false },
+        prices: PriceTable::default(),
+    };
+    state_deployment(router.get_openapi_mut(), &deployment);
+    router.with_state(state)
 }

@@ -13,7 +13,7 @@
 
 use crate::RelayState;
 use assetgen_common::batch_view::store_problem;
-use assetgen_common::domain::{RefScheme, RefUrl, RefUrlPolicy};
+use assetgen_common::domain::{RefScheme, RefUrl, RefUrlError, RefUrlPolicy};
 use assetgen_common::layout;
 use assetgen_common::problem::{ErrorCode, FieldError, Problem};
 use assetgen_common::refs::fetch::{FetchError, RefFetcher, sniff_image_type};
@@ -83,6 +83,7 @@ pub struct RefList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRefRequest {
+    /// Its pattern is the deployment's (`wire_schema::state_deployment`).
     #[schema(example = "https://example.com/brand/palette.png")]
     pub url: String,
 }
@@ -106,6 +107,7 @@ pub struct RefSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefSetRequest {
+    #[schema(schema_with = assetgen_common::wire_schema::set_refs)]
     pub refs: Vec<String>,
 }
 
@@ -152,6 +154,9 @@ fn not_image(detail: impl Into<String>) -> Problem {
         (status = 200, description = "The same bytes were already stored", body = StoredRef),
         (status = 413, description = "Larger than 8 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an image", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn upload_ref(
     State(state): State<Arc<RelayState>>,
@@ -205,6 +210,9 @@ fn created(stored: StoredRef) -> Response {
         (status = 200, description = "Fetched; the same bytes were already stored", body = StoredRef),
         (status = 403, description = "A private or internal address", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid URL, not reachable or not an image", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn fetch_ref(
     State(state): State<Arc<RelayState>>,
@@ -215,8 +223,7 @@ pub async fn fetch_ref(
     let raw = read_body(body, MAX_JSON_BYTES).await?;
     let request: FetchRefRequest = serde_json::from_slice(&raw)
         .map_err(|e| Problem::new(ErrorCode::InvalidJson, format!("expected {{\"url\": \"https://…\"}}: {e}")))?;
-    let url =
-        RefUrl::parse(&request.url, url_policy(&state)).map_err(|e| Problem::new(ErrorCode::InvalidRefUrl, e.0))?;
+    let url = RefUrl::check(&request.url, url_policy(&state)).map_err(ref_url_problem)?;
     if url.scheme() != RefScheme::Http {
         return Err(Problem::new(
             ErrorCode::InvalidRefUrl,
@@ -239,6 +246,14 @@ pub async fn fetch_ref(
         duplicate,
         source_url: Some(url.to_string()),
     }))
+}
+
+/// A malformed URL is 422; an internal host is this deployment's refusal, 403.
+fn ref_url_problem(e: RefUrlError) -> Problem {
+    match e {
+        RefUrlError::Invalid(p) => Problem::new(ErrorCode::InvalidRefUrl, p.0),
+        RefUrlError::Forbidden(p) => Problem::new(ErrorCode::RefForbiddenAddress, p.0),
+    }
 }
 
 fn fetch_problem(e: FetchError) -> Problem {
@@ -277,7 +292,12 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// The references in the library, newest first (at most 500).
-#[utoipa::path(get, path = "/v1/refs", tag = "refs", responses((status = 200, body = RefList)))]
+#[utoipa::path(get, path = "/v1/refs", tag = "refs", responses(
+        (status = 200, body = RefList),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_refs(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefList>, Problem> {
     state.access.authenticate_refs(&headers).await?;
     let mut found: Vec<ObjectMeta> = state
@@ -319,6 +339,8 @@ pub struct RefQuery {
         (status = 304, description = "The client's copy (If-None-Match) is current"),
         (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reference, or a signature for another one", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_ref(
     State(state): State<Arc<RelayState>>,
@@ -386,7 +408,12 @@ fn empty_set() -> RefSet {
 }
 
 /// The global references: added to every row of the next batches, after the row's own.
-#[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses((status = 200, body = RefSet)))]
+#[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses(
+        (status = 200, body = RefSet),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_global_set(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefSet>, Problem> {
     state.access.authenticate_refs(&headers).await?;
     match read_json::<RefSet>(state.store.as_ref(), GLOBAL_SET).await {
@@ -398,29 +425,31 @@ pub async fn get_global_set(State(state): State<Arc<RelayState>>, headers: Heade
 
 /// Checks a set's URLs (as a batch would) and drops repeats; every bad URL is reported at once.
 fn validate_set(request: &RefSetRequest, policy: RefUrlPolicy) -> Result<Vec<String>, Problem> {
+    // Counted as sent, repeats included: what `maxItems` in `/openapi.json` says.
+    if request.refs.len() > MAX_SET_REFS {
+        return Err(Problem::new(
+            ErrorCode::TooManyRefs,
+            format!("the set has {} references; at most {MAX_SET_REFS}", request.refs.len()),
+        ));
+    }
     let mut refs: Vec<String> = Vec::new();
     let mut errors = Vec::new();
     for (i, raw) in request.refs.iter().enumerate() {
-        match RefUrl::parse(raw, policy) {
+        match RefUrl::check(raw, policy) {
             Ok(url) if !refs.contains(&url.to_string()) => refs.push(url.to_string()),
             Ok(_) => {}
-            Err(e) => errors.push(FieldError {
-                code: ErrorCode::InvalidRefUrl,
-                row: None,
-                scene_id: None,
-                field: format!("refs[{i}]"),
-                detail: e.0,
-            }),
+            Err(e) => {
+                let code = match e {
+                    RefUrlError::Invalid(_) => ErrorCode::InvalidRefUrl,
+                    RefUrlError::Forbidden(_) => ErrorCode::RefForbiddenAddress,
+                };
+                let detail = assetgen_common::domain::ParseError::from(e).0;
+                errors.push(FieldError { code, row: None, scene_id: None, field: format!("refs[{i}]"), detail });
+            }
         }
     }
     if !errors.is_empty() {
         return Err(Problem::from_field_errors(errors));
-    }
-    if refs.len() > MAX_SET_REFS {
-        return Err(Problem::new(
-            ErrorCode::TooManyRefs,
-            format!("the set has {} distinct references; at most {MAX_SET_REFS} are used", refs.len()),
-        ));
     }
     Ok(refs)
 }
@@ -433,6 +462,10 @@ fn validate_set(request: &RefSetRequest, policy: RefUrlPolicy) -> Result<Vec<Str
     responses(
         (status = 200, description = "The set as stored", body = RefSet),
         (status = 422, description = "A URL is not valid, or too many", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_global_set(
     State(state): State<Arc<RelayState>>,

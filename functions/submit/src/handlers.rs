@@ -34,12 +34,21 @@ pub struct AccessToken {
     request_body = BatchRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first batch")),
     responses(
-        (status = 202, description = "Accepted; rows are queued", body = SubmitResponse),
+        (status = 202, description = "Accepted; rows are queued", body = SubmitResponse,
+            links(
+                ("GetBatch" = (operation_id = "get_batch", parameters(("id" = "$response.body#/batch_id")))),
+                ("BatchEvents" = (operation_id = "batch_events", parameters(("id" = "$response.body#/batch_id")))),
+                ("CancelBatch" = (operation_id = "cancel", parameters(("id" = "$response.body#/batch_id")))),
+                ("RetryBatch" = (operation_id = "retry", parameters(("id" = "$response.body#/batch_id")))),
+                ("ControlToken" = (operation_id = "control_token", parameters(("id" = "$response.body#/batch_id")))),
+            )),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Too many rows or too large a body", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid rows; every problem is listed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage or queue unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Live runs are not configured on this deployment", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_batch(
     State(state): State<Arc<SubmitState>>,
@@ -68,6 +77,11 @@ pub async fn create_batch(
     responses(
         (status = 200, body = EstimateResponse),
         (status = 422, description = "Invalid rows", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Live runs are not configured on this deployment", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn estimate(
     State(state): State<Arc<SubmitState>>,
@@ -87,6 +101,8 @@ pub async fn estimate(
         (status = 200, body = BatchView),
         (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_batch(
     State(state): State<Arc<SubmitState>>,
@@ -101,7 +117,12 @@ pub async fn get_batch(
 }
 
 /// The caller's budget for today (UTC).
-#[utoipa::path(get, path = "/v1/budget", tag = "submit", responses((status = 200, body = BudgetView)))]
+#[utoipa::path(get, path = "/v1/budget", tag = "submit", responses(
+        (status = 200, body = BudgetView),
+        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_budget(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
@@ -141,8 +162,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
     responses(
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
         (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A page link (read only)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A page link (read only), or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key is not printable ASCII, or was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cancel(
     State(state): State<Arc<SubmitState>>,
@@ -164,9 +187,11 @@ pub async fn cancel(
         (status = 200, description = "The rows queued again", body = ControlOutcome),
         (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A page link (read only), or an admin who is not the owner", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A page link (read only), an admin who is not the owner, or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No failed rows", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key is not printable ASCII, or was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry(
     State(state): State<Arc<SubmitState>>,
@@ -186,8 +211,9 @@ pub async fn retry(
     responses(
         (status = 200, body = ControlTokenResponse),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "An admin who is not the owner, or a link", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An admin who is not the owner, a link, or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn control_token(
     State(state): State<Arc<SubmitState>>,

@@ -8,6 +8,7 @@ use assetgen_common::auth::Access;
 use assetgen_common::batch_control::BatchControl;
 use assetgen_common::store::ObjectStore;
 use assetgen_common::submission::Submitter;
+use assetgen_common::wire_schema::{Deployment, state_deployment};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,7 +27,7 @@ pub struct SubmitState {
 /// `POST /v1/batches/{id}/cancel`, `POST /v1/batches/{id}/retry`,
 /// `POST /v1/batches/{id}/control-token`, `POST /v1/refs/manager-token`.
 pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(handlers::create_batch))
         .routes(routes!(handlers::estimate))
         .routes(routes!(handlers::get_batch))
@@ -34,6 +35,12 @@ pub fn router(state: Arc<SubmitState>) -> OpenApiRouter {
         .routes(routes!(handlers::cancel))
         .routes(routes!(handlers::retry))
         .routes(routes!(handlers::control_token))
-        .routes(routes!(handlers::refs_manager_token))
-        .with_state(state)
+        .routes(routes!(handlers::refs_manager_token));
+    let deployment = Deployment {
+        limits: state.submitter.limits,
+        ref_policy: state.submitter.ref_policy,
+        prices: state.submitter.prices.clone(),
+    };
+    state_deployment(router.get_openapi_mut(), &deployment);
+    router.with_state(state)
 }

@@ -10,6 +10,7 @@
 //! one place.
 
 use assetgen_common::api::RowRequest;
+use assetgen_common::domain::{AspectRatio, RefMode};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -139,8 +140,9 @@ pub fn parse(text: &[u8], base_dir: &Path, source: &str) -> Result<CsvBatch, Csv
             prompt: cell(columns.prompt).to_owned(),
             variants,
             refs,
-            ref_mode: optional(columns.ref_mode),
-            aspect_ratio: optional(columns.aspect_ratio),
+            // The wire takes the canonical spellings only; a person may write `Composition` or `16 : 9`.
+            ref_mode: optional(columns.ref_mode).map(|m| RefMode::parse(&m).map_or(m, |r| r.as_wire().to_owned())),
+            aspect_ratio: optional(columns.aspect_ratio).map(|a| AspectRatio::parse(&a).map_or(a, |r| r.to_string())),
         });
         batch.lines.push(line);
     }
