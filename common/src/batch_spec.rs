@@ -156,15 +156,21 @@ impl Acceptance<'_> {
         let variants = Variants::parse(raw.variants.unwrap_or(1))
             .map_err(|e| field_error(ErrorCode::InvalidVariants, "variants", e))
             .ok();
+        // `/openapi.json` lists the canonical spellings; a person's (`Style-Only`, `16 : 9`) is
+        // accepted too, as the Sheet's own check does, but never an empty one.
         let ref_mode = match raw.ref_mode.as_deref() {
             None => Some(RefMode::default()),
-            Some(m) => RefMode::from_wire(m).map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e)).ok(),
+            Some(m) if m.trim().is_empty() => {
+                field_error(ErrorCode::InvalidRefMode, "ref_mode", ParseError("ref_mode is empty".into()));
+                None
+            }
+            Some(m) => RefMode::parse(m).map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e)).ok(),
         };
         let aspect_ratio = match raw.aspect_ratio.as_deref() {
             None => Some(AspectRatio::default()),
-            Some(a) => AspectRatio::from_wire(a)
-                .map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e))
-                .ok(),
+            Some(a) => {
+                AspectRatio::parse(a).map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e)).ok()
+            }
         };
         if raw.refs.len() > self.limits.max_refs {
             errors.row(
@@ -177,7 +183,7 @@ impl Acceptance<'_> {
         }
         let refs = self.refs(&raw.refs, &format!("rows[{i}].refs"), Some((i, scene.clone())), errors);
         let merged: HashSet<&str> = refs.iter().chain(global_refs).map(RefUrl::as_str).collect();
-        if merged.len() > self.limits.max_refs {
+        if merged.len() > self.limits.max_refs && raw.refs.len() <= self.limits.max_refs {
             errors.row(
                 ErrorCode::TooManyRefs,
                 i,

@@ -50,6 +50,8 @@ const TOP_LABEL: &str = "[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*";
 const PORT: &str = "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?";
 const PATH: &str = "([/?#][!-~]*)?";
 const IPV4_OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+/// An IPv6 literal in brackets, every `::` compression but no embedded IPv4 and no zone.
+const IPV6: &str = "\\[(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))\\]";
 const UUID: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 const SCENE: &str = "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}";
 
@@ -57,13 +59,15 @@ impl RefUrl {
     pub const MAX_LEN: usize = 2048;
 
     /// The `https://` (and, with `allow_private`, `http://`) form, unanchored.
+    /// Address literals are in the grammar; whether one may be reached is the policy's (403).
     fn http_form(policy: RefUrlPolicy) -> String {
-        if policy.allow_private {
-            let hosts = [format!("({LABEL}\\.)*{TOP_LABEL}"), format!("({IPV4_OCTET}\\.){{3}}{IPV4_OCTET}")];
-            format!("https?://({}){PORT}{PATH}", hosts.join("|"))
-        } else {
-            format!("https://({LABEL}\\.)+{TOP_LABEL}{PORT}{PATH}")
-        }
+        let (scheme, labels) = if policy.allow_private { ("https?", "*") } else { ("https", "+") };
+        let hosts = [
+            format!("({LABEL}\\.){labels}{TOP_LABEL}\\.?"),
+            format!("({IPV4_OCTET}\\.){{3}}{IPV4_OCTET}"),
+            IPV6.to_owned(),
+        ];
+        format!("{scheme}://({}){PORT}{PATH}", hosts.join("|"))
     }
 
     /// The regular expression a reference fetched over the network matches (anchored).
@@ -140,8 +144,6 @@ impl RefUrl {
             "https" | "http" | "file" => {
                 if !url.username().is_empty() || url.password().is_some() {
                     format!("reference {s:?} carries credentials; use a public URL")
-                } else if matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))) && !policy.allow_private {
-                    format!("reference {s:?} names an IP address; use the host's name")
                 } else {
                     format!(
                         "reference {s:?} is not in the accepted form: a host name of ASCII letters, digits and \
@@ -308,10 +310,17 @@ mod tests {
             ("https://example.com:/".into(), CLOUD, Err(false)),
             ("https://xn--bcher-kva.example/".into(), CLOUD, Err(false)),
             ("https://a..b/".into(), CLOUD, Err(false)),
-            ("https://example.com./".into(), CLOUD, Err(false)),
-            ("https://8.8.8.8/a.png".into(), CLOUD, Err(false)),
+            ("https://example.com./".into(), CLOUD, Ok(())),
+            ("https://8.8.8.8/a.png".into(), CLOUD, Ok(())),
+            ("https://10.0.0.1/a.png".into(), CLOUD, Err(true)),
+            ("https://[2606:4700::1]/a".into(), CLOUD, Ok(())),
+            ("https://[64:ff9b::808:808]/a".into(), CLOUD, Ok(())),
+            ("https://[64:ff9b::a00:1]/a".into(), CLOUD, Err(true)),
+            ("https://[::1]/a".into(), CLOUD, Err(true)),
+            ("https://[::ffff:127.0.0.1]/a".into(), CLOUD, Err(false)),
+            ("https://[1:2:3:4:5:6:7:8:9]/a".into(), CLOUD, Err(false)),
             ("https://a.0x7f/".into(), CLOUD, Err(false)),
-            ("https://[2001:db8::1]/".into(), CLOUD, Err(false)),
+            ("https://[2001:db8::1]/".into(), CLOUD, Err(true)),
             ("https://example/a.png".into(), CLOUD, Err(false)),
             ("https://localhost/a.png".into(), CLOUD, Err(false)),
             ("https://metadata.google.internal/x".into(), CLOUD, Err(true)),

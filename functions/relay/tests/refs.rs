@@ -331,8 +331,9 @@ async fn a_fetched_reference_is_stored_like_an_upload_under_the_same_address_rul
     let cloud = rig();
     let refused = call(&cloud.app, fetch(&format!("{server}/one.png"))).await;
     assert_eq!(refused.json()["code"], "INVALID_REF_URL", "{}", refused.text());
+    // A loopback literal is well-formed, and this deployment's address policy refuses it: 403.
     let refused = call(&cloud.app, fetch("https://127.0.0.1/one.png")).await;
-    assert_eq!(refused.json()["code"], "INVALID_REF_URL", "{}", refused.text());
+    assert_eq!(refused.json()["code"], "REF_FORBIDDEN_ADDRESS", "{}", refused.text());
     assert!(cloud.store.list("refs/").await.expect("list").is_empty());
 }
 
