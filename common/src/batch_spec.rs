@@ -156,21 +156,17 @@ impl Acceptance<'_> {
         let variants = Variants::parse(raw.variants.unwrap_or(1))
             .map_err(|e| field_error(ErrorCode::InvalidVariants, "variants", e))
             .ok();
-        // `/openapi.json` lists the canonical spellings; a person's (`Style-Only`, `16 : 9`) is
-        // accepted too, as the Sheet's own check does, but never an empty one.
+        // Exactly the spellings `/openapi.json` lists: a client (the Sheet, the CSV reader) says
+        // what a person meant before sending, so the wire has one spelling for each value.
         let ref_mode = match raw.ref_mode.as_deref() {
             None => Some(RefMode::default()),
-            Some(m) if m.trim().is_empty() => {
-                field_error(ErrorCode::InvalidRefMode, "ref_mode", ParseError("ref_mode is empty".into()));
-                None
-            }
-            Some(m) => RefMode::parse(m).map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e)).ok(),
+            Some(m) => RefMode::from_wire(m).map_err(|e| field_error(ErrorCode::InvalidRefMode, "ref_mode", e)).ok(),
         };
         let aspect_ratio = match raw.aspect_ratio.as_deref() {
             None => Some(AspectRatio::default()),
-            Some(a) => {
-                AspectRatio::parse(a).map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e)).ok()
-            }
+            Some(a) => AspectRatio::from_wire(a)
+                .map_err(|e| field_error(ErrorCode::InvalidAspectRatio, "aspect_ratio", e))
+                .ok(),
         };
         if raw.refs.len() > self.limits.max_refs {
             errors.row(
