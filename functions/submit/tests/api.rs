@@ -100,11 +100,22 @@ async fn refusals_are_problems_and_write_nothing() {
             "TOO_MANY_ROWS",
         ),
         (json!({"rows": [{"scene_id": "A", "prompt": "a", "seed": 7}]}), 422, "UNKNOWN_FIELD"),
+        // A loopback literal is well-formed; this deployment's address policy refuses it.
         (
             json!({"rows": [{"scene_id": "A", "prompt": "a", "refs": ["https://127.0.0.1/x.png"]}]}),
+            403,
+            "REF_FORBIDDEN_ADDRESS",
+        ),
+        (
+            json!({"rows": [{"scene_id": "A", "prompt": "a", "refs": [" https://example.com/x.png"]}]}),
             422,
             "INVALID_REF_URL",
         ),
+        // The wire is exactly what /openapi.json states: nothing trimmed, one spelling per value.
+        (json!({"rows": [{"scene_id": " A", "prompt": "a"}]}), 422, "INVALID_SCENE_ID"),
+        (json!({"rows": [{"scene_id": "A", "prompt": "a", "ref_mode": "Style-Only"}]}), 422, "INVALID_REF_MODE"),
+        (json!({"rows": [{"scene_id": "A", "prompt": "a", "aspect_ratio": "16 : 9"}]}), 422, "INVALID_ASPECT_RATIO"),
+        (json!({"rows": [{"scene_id": "A", "prompt": "a"}], "run_mode": "Dry-Run"}), 422, "INVALID_RUN_MODE"),
         (json!({"rows": [{"scene_id": "A", "prompt": "a"}], "run_mode": "live"}), 409, "LIVE_NOT_CONFIGURED"),
         (json!({"rows": [{"scene_id": "A", "prompt": "a", "aspect_ratio": "7:3"}]}), 422, "INVALID_ASPECT_RATIO"),
         (json!({"rows": "all of them"}), 422, "INVALID_JSON"),
