@@ -49,6 +49,10 @@ struct Claim {
     outcome: Option<ControlOutcome>,
 }
 
+/// What [`check_key`] accepts, for `/openapi.json` (HTTP has already dropped the white space
+/// around a header value).
+pub const KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
 /// Checks an `Idempotency-Key` header value: 1 to 255 printable ASCII characters.
 pub fn check_key(key: &str) -> Result<&str, Problem> {
     let key = key.trim();
@@ -149,4 +153,19 @@ fn other_op(request_sha256: &str) -> &'static str {
         .into_iter()
         .find(|op| hex::encode(Sha256::digest(op.name().as_bytes())) == request_sha256)
         .map_or("do something else to", ControlOp::name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_says_what_check_key_accepts() {
+        let pattern = regex::Regex::new(KEY_PATTERN).expect("pattern");
+        let long = "k".repeat(255);
+        let too_long = "k".repeat(256);
+        for key in ["a", "0190d6a2-5b7e-7c3a", "!~", &long, "", &too_long, "a b", "é", "a\u{7f}", "tab\there"] {
+            assert_eq!(pattern.is_match(key), check_key(key).is_ok(), "{key:?}");
+        }
+    }
 }

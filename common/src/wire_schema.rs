@@ -129,7 +129,11 @@ pub struct Deployment {
 /// only its own operations' schemas; absent ones are left alone).
 pub fn state_deployment(doc: &mut OpenApi, deployment: &Deployment) {
     let mut value = serde_json::to_value(&*doc).expect("an OpenAPI document is JSON");
-    let Some(schemas) = value.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    idempotency_keys(&mut value);
+    let Some(schemas) = value.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else {
+        *doc = serde_json::from_value(value).expect("the document reads back");
+        return;
+    };
     let limits = deployment.limits;
     let mut set = |schema: &str, path: &str, new: Value| {
         if let Some(slot) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(path)) {
@@ -167,6 +171,26 @@ pub fn state_deployment(doc: &mut OpenApi, deployment: &Deployment) {
         );
     }
     *doc = serde_json::from_value(value).expect("the document reads back");
+}
+
+/// Every `Idempotency-Key` header parameter: what `idempotent_control::check_key` accepts (422
+/// otherwise). utoipa's `params(...)` takes a pattern only as a literal, so it is written here.
+fn idempotency_keys(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    let operations = paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut());
+    let parameters = operations.filter_map(|op| op.get_mut("parameters")).filter_map(Value::as_array_mut).flatten();
+    for parameter in parameters {
+        if parameter["in"] == "header"
+            && parameter["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("idempotency-key"))
+        {
+            parameter["schema"] = json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": crate::idempotent_control::KEY_PATTERN,
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -128,6 +128,12 @@ async fn bad_input_gets_a_problem_and_writes_nothing() {
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
     }
+    // The document states what the server checks, headers included.
+    for path in ["/v1/batches", "/v1/batches/{id}/cancel", "/v1/batches/{id}/retry"] {
+        let parameters = openapi["paths"][path]["post"]["parameters"].as_array().expect("parameters");
+        let key = parameters.iter().find(|p| p["name"] == "Idempotency-Key").expect("Idempotency-Key");
+        assert_eq!(key["schema"]["pattern"], assetgen_common::idempotent_control::KEY_PATTERN, "{path}");
+    }
     let missing = client.get(format!("{}/nope", server.base)).send().await.expect("get");
     assert_eq!(
         (missing.status().as_u16(), missing.headers()["content-type"].to_str().expect("ct")),

@@ -68,9 +68,9 @@ pub struct SseEvent {
     ),
     responses(
         (status = 200, description = "An event stream; each event is one `SseEvent`", content_type = "text/event-stream", body = SseEvent),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not on the allow-list", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn batch_events(
