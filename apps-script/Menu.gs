@@ -217,9 +217,14 @@ function confirmLiveRun_(settings, body, sheetRows) {
   return true;
 }
 
-/** A refused submit or estimate: rows in the sidebar for a 422 or 413, a message otherwise. */
+/**
+ * A refused submit or estimate: rows in the sidebar for a 422, a 413, or any refusal that names
+ * fields (a 403 for a reference to an internal address comes with the row's other problems); a
+ * message otherwise.
+ */
 function showSubmitProblem_(problem, sheetRows) {
-  if (problem.status === 422 || problem.code === 'TOO_MANY_ROWS') {
+  var namesFields = problem.errors && problem.errors.length > 0;
+  if (problem.status === 422 || problem.code === 'TOO_MANY_ROWS' || namesFields) {
     showProblems_('The service refused the batch: nothing was queued', problemToRowProblems_(problem, sheetRows));
     return;
   }

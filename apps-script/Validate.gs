@@ -2,6 +2,12 @@
  * Validation: every selected row is checked the way the server checks it (common/src/domain/*.rs,
  * common/src/batch_spec.rs, common/src/limits.rs), so the user sees all problems at once, before
  * anything is sent. The server checks again; its 422 is shown the same way (Client.gs).
+ *
+ * The wire is strict (see /openapi.json): nothing is trimmed and every enum has one spelling. So a
+ * cell is checked and sent exactly as it reads: " A-1" or "Style only" is refused here, with the
+ * fix, as the server would refuse it, never quietly rewritten. What the sheet itself changes is
+ * read back: a number cell is a number, a typed 16:9 that Sheets made a time is 16:9 again, and
+ * several references in one cell are split at "|" and line breaks.
  */
 
 var LIMITS = {
@@ -27,7 +33,21 @@ var ADVICE = {
   INVALID_REF_URL: "Use an https:// or gs:// URL (separate several with '|').",
   INVALID_REF_MODE: 'Use style_only or style_and_composition.',
   INVALID_ASPECT_RATIO: 'Use one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.',
+  REF_FORBIDDEN_ADDRESS: 'Use a public https:// URL; private and internal addresses are refused.',
 };
+
+/**
+ * ref_url.rs RefUrl::pattern with the cloud's policy (no http://, no private hosts, no files):
+ * the grammar every accepted reference matches, written so that Rust, Python and ECMAScript read it
+ * alike. /openapi.json states the same pattern (components.schemas.RefUrl); the end-to-end test
+ * checks that the two are equal.
+ */
+var REF_URL_PATTERN =
+  "^(https://(([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)+[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*\\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|\\[(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?([/?#][!-~]*)?|gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]/(refs/[0-9a-f]{64}|images/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}-v[1-3]\\.png))$";
+var REF_URL_GRAMMAR = new RegExp(REF_URL_PATTERN);
+
+/** What Rust's str::trim removes: Unicode White_Space (not U+FEFF, which JavaScript's trim removes). */
+var RUST_WHITE_SPACE = /^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$/;
 
 /**
  * @typedef {Object} RowProblem
@@ -74,7 +94,7 @@ function validateRows_(rows, settings) {
       problems.push({ row: row.sheetRow, column: column, message: message, fix: ADVICE[code] });
     };
     var c = row.cells;
-    var sceneId = String(c.scene_id).trim();
+    var sceneId = String(c.scene_id);
     var sceneError = sceneIdError_(sceneId);
     if (sceneError) {
       add('scene_id', 'INVALID_SCENE_ID', sceneError);
@@ -86,7 +106,7 @@ function validateRows_(rows, settings) {
         seen[lower] = row.sheetRow;
       }
     }
-    var prompt = String(c.prompt).trim();
+    var prompt = String(c.prompt);
     var promptError = promptError_(prompt);
     if (promptError) {
       add('prompt', 'INVALID_PROMPT', promptError);
@@ -95,17 +115,17 @@ function validateRows_(rows, settings) {
     if (variants.error) {
       add('variants', 'INVALID_VARIANTS', variants.error);
     }
-    var refs = [];
-    splitRefs_(c.refs).forEach(function (raw) {
+    // Sent as listed, repeats included: the server counts what is sent against the limit (the
+    // schema's maxItems) and reads a repeated URL as one reference.
+    var refs = splitRefs_(c.refs);
+    refs.forEach(function (raw) {
       var error = refUrlError_(raw);
       if (error) {
-        add('refs', 'INVALID_REF_URL', error);
-      } else if (refs.indexOf(raw) < 0) {
-        refs.push(raw);
+        add('refs', error.code, error.message);
       }
     });
     if (refs.length > LIMITS.maxRefs) {
-      add('refs', 'TOO_MANY_REFS', refs.length + ' distinct references; the limit is ' + LIMITS.maxRefs + '.');
+      add('refs', 'TOO_MANY_REFS', refs.length + ' references; the limit is ' + LIMITS.maxRefs + '.');
     }
     var refMode = parseRefMode_(c.ref_mode);
     if (refMode.error) {
@@ -131,10 +151,13 @@ function validateRows_(rows, settings) {
   return { rows: out, problems: problems };
 }
 
-/** SceneId::parse. The length counts UTF-8 bytes, as Rust's str::len does. */
+/** SceneId::parse, nothing trimmed. The length counts UTF-8 bytes, as Rust's str::len does. */
 function sceneIdError_(s) {
   if (s === '') {
     return 'scene_id is empty.';
+  }
+  if (s.trim() !== s) {
+    return 'scene_id "' + s + '" has spaces around it; remove them.';
   }
   var bytes = Utilities.newBlob(s).getBytes().length;
   if (bytes > LIMITS.maxSceneIdLen) {
@@ -154,11 +177,11 @@ function describeChar_(ch) {
   return ch === ' ' ? 'a space' : '"' + ch + '"';
 }
 
-/** Prompt::parse: not empty, at most maxPromptChars characters, no control characters but \n \t \r. */
+/**
+ * Prompt::parse, in its order: at most maxPromptChars characters as sent (surrounding white space
+ * counts), no control characters but \n \t \r, and not blank. The server keeps it trimmed.
+ */
 function promptError_(s) {
-  if (s === '') {
-    return 'prompt is empty.';
-  }
   var chars = Array.from(s).length;
   if (chars > LIMITS.maxPromptChars) {
     return 'prompt is ' + chars + ' characters long; the limit is ' + LIMITS.maxPromptChars + '.';
@@ -167,16 +190,22 @@ function promptError_(s) {
   if (/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/.test(s)) {
     return 'prompt contains control characters (invisible characters pasted with the text).';
   }
+  if (RUST_WHITE_SPACE.test(s)) {
+    return 'prompt is empty.';
+  }
   return '';
 }
 
-/** Variants::parse; a blank cell is 1, as on the server. */
+/**
+ * Variants::parse; a blank cell is 1, as an absent field is on the server. A number typed into a
+ * text cell ("2") is read as the number it shows; nothing else is.
+ */
 function parseVariants_(cell) {
-  var raw = typeof cell === 'number' ? cell : String(cell).trim();
+  var raw = typeof cell === 'number' ? cell : String(cell);
   if (raw === '') {
     return { value: 1, error: '' };
   }
-  var n = typeof raw === 'number' ? raw : /^[+-]?\d+$/.test(raw) ? Number(raw) : NaN;
+  var n = typeof raw === 'number' ? raw : /^[0-9]+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isInteger(n)) {
     return { value: 1, error: 'variants "' + raw + '" is not a whole number; ask for 1 to ' + LIMITS.maxVariants + '.' };
   }
@@ -186,125 +215,105 @@ function parseVariants_(cell) {
   return { value: n, error: '' };
 }
 
-/** RefMode::parse, sent in its canonical spelling. */
+/** RefMode::from_wire: exactly style_only or style_and_composition; a blank cell is the default. */
 function parseRefMode_(cell) {
-  var raw = String(cell).trim().toLowerCase().replace(/[- ]/g, '_');
-  if (raw === '' || raw === 'style_only' || raw === 'style') {
+  var raw = String(cell);
+  if (raw === '') {
     return { value: 'style_only', error: '' };
   }
-  if (raw === 'style_and_composition' || raw === 'style_composition' || raw === 'composition') {
-    return { value: 'style_and_composition', error: '' };
+  if (raw === 'style_only' || raw === 'style_and_composition') {
+    return { value: raw, error: '' };
   }
   return { value: '', error: 'ref_mode "' + raw + '" is not style_only or style_and_composition.' };
 }
 
 /**
- * AspectRatio::parse. Sheets turns a typed 16:9 into the time 16:09:00, so a time cell is read back
- * as hours:minutes.
+ * AspectRatio::from_wire: exactly one of ASPECT_RATIOS; a blank cell is the default. Sheets turns
+ * a typed 16:9 into the time 16:09:00, so a time cell is read back as the hours:minutes typed.
  */
 function parseAspectRatio_(cell) {
   var raw;
   if (Object.prototype.toString.call(cell) === '[object Date]') {
     raw = cell.getHours() + ':' + cell.getMinutes();
   } else {
-    raw = String(cell).trim();
+    raw = String(cell);
   }
   if (raw === '') {
     return { value: '', error: '' };
   }
-  var m = raw.match(/^\s*(\d+)\s*:\s*(\d+)\s*$/);
-  var canonical = m ? Number(m[1]) + ':' + Number(m[2]) : '';
-  if (ASPECT_RATIOS.indexOf(canonical) < 0) {
+  if (ASPECT_RATIOS.indexOf(raw) < 0) {
     return { value: '', error: 'aspect_ratio "' + raw + '" is not supported.' };
   }
-  return { value: canonical, error: '' };
+  return { value: raw, error: '' };
 }
 
-/** The refs cell: several URLs separated by "|" or line breaks; empty pieces are ignored. */
+/**
+ * The refs cell: several URLs separated by "|" or line breaks. Only empty pieces (a trailing "|",
+ * a blank line) are dropped; a piece with spaces around it is a reference the server refuses.
+ */
 function splitRefs_(cell) {
   return String(cell)
     .split(/[|\r\n]+/)
-    .map(function (s) { return s.trim(); })
     .filter(function (s) { return s !== ''; });
 }
 
 /**
- * RefUrl::parse with the cloud's policy (no http://, no private hosts, no files). Apps Script has
- * no URL class, so the parts that matter are read with patterns.
+ * RefUrl::check with the cloud's policy: the grammar (422 INVALID_REF_URL, worded as the server's
+ * why_not words it), then the address policy (403 REF_FORBIDDEN_ADDRESS). Apps Script has no URL
+ * class, so what is wrong with a refused reference is read with patterns.
+ * @returns {{code: string, message: string}|null}
  */
 function refUrlError_(s) {
-  if (s.length > LIMITS.maxRefUrlLen) {
-    return 'reference URL is longer than ' + LIMITS.maxRefUrlLen + ' characters.';
+  var invalid = function (message) { return { code: 'INVALID_REF_URL', message: message + '.' }; };
+  if (Utilities.newBlob(s).getBytes().length > LIMITS.maxRefUrlLen) {
+    return invalid('reference URL is longer than ' + LIMITS.maxRefUrlLen + ' characters');
+  }
+  if (!REF_URL_GRAMMAR.test(s)) {
+    return invalid(whyNot_(s));
+  }
+  var host = s.match(/^https:\/\/(\[[^\]]*\]|[^/?#:]*)/);
+  if (host && hostIsForbidden_(host[1])) {
+    return { code: 'REF_FORBIDDEN_ADDRESS', message: 'reference "' + s + '" points at a private or internal address.' };
+  }
+  return null;
+}
+
+/** ref_url.rs why_not: what is wrong with a reference the grammar refused, as the server says it. */
+function whyNot_(s) {
+  var quoted = 'reference "' + s + '"';
+  if (s.trim() !== s) {
+    return quoted + ' has spaces around it';
   }
   var scheme = s.match(/^([A-Za-z][A-Za-z0-9+.-]*):/);
   if (!scheme) {
-    return 'reference "' + s + '" is not a URL.';
+    return quoted + ' is not a URL';
   }
   var name = scheme[1].toLowerCase();
   var rest = s.slice(scheme[0].length);
-  if (name === 'gs') {
-    var gs = rest.match(/^\/\/([^/?#]*)(\/[^?#]*)?([?#].*)?$/) || ['', '', '', ''];
-    if (!gs[1] || !gs[2] || gs[2].length <= 1) {
-      return 'reference "' + s + '" must look like gs://bucket/object.';
-    }
-    return !gs[3] && gsObjectIsReadable_(gs[2].slice(1)) ? '' : 'reference "' + s + '": ' + GS_REFUSAL + '.';
-  }
   if (name === 'http') {
-    return 'reference "' + s + '" uses http://; use https://.';
+    return quoted + ' uses http://; use https://';
+  }
+  if (name === 'gs') {
+    var gs = rest.match(/^\/\/([^/?#]*)(\/[^?#]*)?/) || ['', '', ''];
+    return !gs[1] || !gs[2] || gs[2].length <= 1 ? quoted + ' must look like gs://bucket/object' : quoted + ': ' + GS_REFUSAL;
   }
   if (name === 'file') {
-    return 'reference "' + s + '" is a local file; upload it and use its https:// URL.';
+    return quoted + ' is a local file; upload it and use its https:// URL';
   }
   if (name !== 'https') {
-    return 'reference "' + s + '" has scheme "' + name + '"; use https:// or gs://.';
+    return quoted + ' has scheme "' + name + '"; use https:// or gs://';
   }
   var authority = rest.match(/^\/\/([^/?#]*)/);
-  if (!authority || authority[1] === '') {
-    return 'reference "' + s + '" has no host.';
+  if (authority && authority[1].indexOf('@') >= 0) {
+    return quoted + ' carries credentials; use a public URL';
   }
-  var hostPort = authority[1];
-  if (hostPort.indexOf('@') >= 0) {
-    return 'reference "' + s + '" carries credentials; use a public URL.';
-  }
-  if (/\s/.test(s)) {
-    return 'reference "' + s + '" is not a URL (it contains a space).';
-  }
-  var host = hostPort.charAt(0) === '[' ? hostPort.slice(0, hostPort.indexOf(']') + 1) : hostPort.replace(/:\d*$/, '');
-  if (host === '') {
-    return 'reference "' + s + '" has no host.';
-  }
-  if (hostIsForbidden_(host)) {
-    return 'reference "' + s + '" points at a private or internal address.';
-  }
-  return '';
+  return quoted + ' is not in the accepted form: a host name of ASCII letters, digits and single hyphens, an ' +
+    'optional port, then a path of printable ASCII (percent-encode the rest)';
 }
 
 /** ref_url.rs GS_REFUSAL: one sentence whatever the reason, as the server words it. */
 var GS_REFUSAL = "a gs:// reference may name only this deployment's bucket, and in it only the reference " +
   'library (refs/{sha256}) or the images of your own batches (images/{batch}/…)';
-
-/**
- * ref_url.rs GsObject::of: the reference library (refs/{64 hex}) or a batch's image
- * (images/{batch id}/…), with a name the store accepts (store::check_name).
- */
-function gsObjectIsReadable_(path) {
-  var name;
-  try {
-    name = decodeURIComponent(path);
-  } catch (e) {
-    return false;
-  }
-  var storable = name.length > 0 && Utilities.newBlob(name).getBytes().length <= 1024 && name.indexOf('\\') < 0 &&
-    !/[\u0000-\u001F\u007F-\u009F]/.test(name) &&
-    name.split('/').every(function (seg) { return seg !== '' && seg !== '.' && seg !== '..'; });
-  if (!storable) {
-    return false;
-  }
-  if (name.indexOf('refs/') === 0) {
-    return /^refs\/[0-9a-f]{64}$/.test(name);
-  }
-  return /^images\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\/.+$/.test(name);
-}
 
 /** refs/address_policy.rs host_is_forbidden: loopback, private, link-local, metadata and the like. */
 function hostIsForbidden_(host) {
@@ -325,30 +334,11 @@ function hostIsForbidden_(host) {
 }
 
 /**
- * A host as the WHATWG URL parser reads an IPv4 address (1 to 4 parts, decimal, 0x hex or 0 octal,
- * the last part filling the remaining bytes), or null when it is a name.
+ * A dotted-quad IPv4 address (the only form REF_URL_GRAMMAR lets through), or null for a name.
  * @returns {number[]|null} four octets
  */
 function parseIpv4_(host) {
-  var parts = host.split('.');
-  if (parts.length > 4 || !/^(0x[0-9a-f]*|\d+)$/.test(parts[parts.length - 1])) {
-    return null;
-  }
-  var nums = [];
-  for (var i = 0; i < parts.length; i++) {
-    var p = parts[i];
-    var n = /^0x[0-9a-f]*$/.test(p) ? parseInt(p.slice(2) || '0', 16)
-      : /^0[0-7]+$/.test(p) ? parseInt(p, 8)
-      : /^\d+$/.test(p) ? parseInt(p, 10) : NaN;
-    if (isNaN(n)) {
-      return null;
-    }
-    nums.push(n);
-  }
-  var last = nums.pop();
-  var value = last;
-  nums.forEach(function (n, i) { value += n * Math.pow(256, 3 - i); });
-  return [Math.floor(value / 16777216) % 256, Math.floor(value / 65536) % 256, Math.floor(value / 256) % 256, value % 256];
+  return /^\d+\.\d+\.\d+\.\d+$/.test(host) ? host.split('.').map(Number) : null;
 }
 
 /** address_policy.rs REFUSED_V4: the IANA IPv4 Special-Purpose Address Registry, multicast, reserved. */

@@ -207,31 +207,47 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
       { scene_id: 'gs', prompt: 'p', refs: `gs://bucket/other/x.png|gs://bucket/refs/abc|gs://bucket/images/not-a-uuid/x|gs://bucket/refs/${hex}?x=1|gs://bucket|gs:///refs/${hex}` },
       { scene_id: 'names', prompt: 'p', refs: 'https://metadata.goog/x|https://foo.internal/x|https://printer.local/x|https://example.com./x|https://LOCALHOST/x' },
       { scene_id: 'modes', prompt: 'p', variants: 0, ref_mode: 'collage', aspect_ratio: '7:5' },
-      { scene_id: 'fine-2', prompt: 'p', variants: 3, ref_mode: 'Style-Only', aspect_ratio: '16 : 9' },
+      { scene_id: 'fine-2', prompt: ' two\nlines\t', variants: 3, ref_mode: 'style_and_composition', aspect_ratio: '16:9', refs: 'https://8.8.8.8/a|https://[2606:4700::1]/b|https://example.com./c' },
       { scene_id: 'many', prompt: 'p', refs: Array.from({ length: 7 }, (_, i) => `https://example.com/${i}.png`).join('|') },
+      { scene_id: 'repeats', prompt: 'p', refs: Array.from({ length: 7 }, () => 'https://example.com/same.png').join('|') },
       { scene_id: 'OK-1', prompt: 'p', variants: 4 },
       { scene_id: 'a/b', prompt: 'bell\u0001' },
       { scene_id: 'schemes', prompt: 'p', refs: 'https://user@example.com/a|ftp://x/y|http://example.com/a|not a url|https://example.com/ok.png' },
+      // The wire is strict: nothing trimmed, one spelling per value (the Sheet refuses what it refuses).
+      { scene_id: 'spelt', prompt: 'p', ref_mode: 'Style-Only', aspect_ratio: '16 : 9' },
+      { scene_id: ' padded ', prompt: '\u3000', ref_mode: 'composition', aspect_ratio: ' 1:1' },
+      { scene_id: 'spaced', prompt: '\ufeff', ref_mode: ' ', refs: 'https://example.com/a.png |https://0x7f.1/a| https://b.example/x' },
     ];
     const sheetRows = table.map((cells, i) => ({ sheetRow: i + 2, cells: { variants: '', refs: '', ref_mode: '', aspect_ratio: '', ...cells } }));
-    const client = plain(w.gs.validateRows_(sheetRows, { maxRows: 12 }).problems).map((p) => `${p.row} ${p.column}`);
+    // Row, column and the kind of problem (its advice is the server's, one per error code).
+    const client = plain(w.gs.validateRows_(sheetRows, { maxRows: table.length }).problems).map((p) => `${p.row} ${p.column} ${p.fix}`);
     // The same cells as a client that checks nothing would send them.
     const rows = table.map((c) => ({
       scene_id: c.scene_id,
       prompt: c.prompt,
       ...(c.variants !== undefined ? { variants: c.variants } : {}),
       refs: (c.refs || '').split('|').filter((r) => r !== ''),
-      ...(c.ref_mode ? { ref_mode: c.ref_mode } : {}),
-      ...(c.aspect_ratio ? { aspect_ratio: c.aspect_ratio } : {}),
+      ...(c.ref_mode !== undefined ? { ref_mode: c.ref_mode } : {}),
+      ...(c.aspect_ratio !== undefined ? { aspect_ratio: c.aspect_ratio } : {}),
     }));
-    const res = bare(http, `${base}/v1/estimate`, {
-      method: 'post', contentType: 'application/json', payload: JSON.stringify({ rows }),
-      headers: { Authorization: `Bearer ${idToken()}` },
-    });
-    assert.equal(res.getResponseCode(), 422, res.getContentText());
-    const server = JSON.parse(res.getContentText()).errors.map((e) => `${e.row + 2} ${/^rows\[\d+\]\.([a-z_]+)/.exec(e.field)[1]}`);
+    // In batches of at most 12 rows (the server's limit here), the rows numbered as in the sheet.
+    const server = [];
+    for (let first = 0; first < rows.length; first += 12) {
+      const res = bare(http, `${base}/v1/estimate`, {
+        method: 'post', contentType: 'application/json', payload: JSON.stringify({ rows: rows.slice(first, first + 12) }),
+        headers: { Authorization: `Bearer ${idToken()}` },
+      });
+      assert.equal(res.getResponseCode(), 422, res.getContentText());
+      for (const e of JSON.parse(res.getContentText()).errors) {
+        server.push(`${first + e.row + 2} ${/^rows\[\d+\]\.([a-z_]+)/.exec(e.field)[1]} ${w.gs.ADVICE[e.code]}`);
+      }
+    }
     assert.deepEqual(client.sort(), server.sort());
-    assert.ok(client.length >= 30, `a table with many problems (${client.length})`);
+    assert.ok(client.length >= 40, `a table with many problems (${client.length})`);
+    // Both read references with one grammar: the Sheet's copy is /openapi.json's (this server also
+    // takes file:// references, as the local runner does; the Sheet and the cloud do not).
+    const api = JSON.parse(bare(http, `${base}/openapi.json`).getContentText());
+    assert.equal(api.components.schemas.RefUrl.pattern, w.gs.REF_URL_PATTERN.replace(/\)\$$/, '|file:///[!-~]*)$'));
   });
 
   let batchId;

@@ -51,7 +51,7 @@ test('onOpen adds the Assets menu, and every item runs a function that exists', 
 
 test('columns are found by header name, in any order and spelling; missing output columns are added', () => {
   const headers = ['Notes', 'PROMPT', 'Aspect Ratio', 'status', 'Scene ID', 'variants', 'ref-mode', 'refs'];
-  const w = world({ headers, rows: [{ 'Scene ID': 'A-1', PROMPT: 'a cat', variants: 2, 'Aspect Ratio': '16:9', Notes: 'x', 'ref-mode': 'Style and composition' }] });
+  const w = world({ headers, rows: [{ 'Scene ID': 'A-1', PROMPT: 'a cat', variants: 2, 'Aspect Ratio': '16:9', Notes: 'x', 'ref-mode': 'style_and_composition' }] });
   w.sheet.select('A2:H2');
   w.gs.generateDryRun();
   const sent = JSON.parse(submits(w)[0].payload);
@@ -97,7 +97,7 @@ test('every invalid cell is listed in one sidebar with row, column, what is wron
     { scene_id: 'bad id', prompt: '   ', variants: 4 },
     { scene_id: '.hidden', prompt: 'p', variants: 'two', ref_mode: 'collage', aspect_ratio: '7:5' },
     { scene_id: 'ok-1', prompt: 'dup', refs: 'http://example.com/a.png|https://127.0.0.1/x.png|ftp://x/y|gs://bucket' },
-    { scene_id: 'X'.repeat(65), prompt: 'bell\u0007', variants: 2.5, refs: 'file:///etc/passwd | https://user:pw@example.com/a.png' },
+    { scene_id: 'X'.repeat(65), prompt: 'bell\u0007', variants: 2.5, refs: 'file:///etc/passwd|https://user:pw@example.com/a.png' },
     { scene_id: 'R', prompt: 'p', refs: Array.from({ length: 7 }, (_, i) => `https://example.com/${i}.png`).join('\n') },
     { scene_id: 'L', prompt: 'x'.repeat(4001), refs: 'https://169.254.169.254/computeMetadata/v1/|https://metadata.google.internal/x|https://[::1]/a|https://2130706433/a' },
   ];
@@ -125,12 +125,12 @@ test('every invalid cell is listed in one sidebar with row, column, what is wron
     '6 variants: variants "2.5" is not a whole number; ask for 1 to 3.',
     '6 refs: reference "file:///etc/passwd" is a local file; upload it and use its https:// URL.',
     '6 refs: reference "https://user:pw@example.com/a.png" carries credentials; use a public URL.',
-    '7 refs: 7 distinct references; the limit is 6.',
+    '7 refs: 7 references; the limit is 6.',
     '8 prompt: prompt is 4001 characters long; the limit is 4000.',
     '8 refs: reference "https://169.254.169.254/computeMetadata/v1/" points at a private or internal address.',
     '8 refs: reference "https://metadata.google.internal/x" points at a private or internal address.',
     '8 refs: reference "https://[::1]/a" points at a private or internal address.',
-    '8 refs: reference "https://2130706433/a" points at a private or internal address.',
+    '8 refs: reference "https://2130706433/a" is not in the accepted form: a host name of ASCII letters, digits and single hyphens, an optional port, then a path of printable ASCII (percent-encode the rest).',
   ]);
   assert.ok(problems.every((p) => p.fix.length > 10), 'every problem says how to fix it');
   assert.equal(problems[0].fix, "Use 1–64 letters, digits, '-', '_' or '.', not starting with '.'.");
@@ -148,20 +148,50 @@ test('a cell that breaks out of a script element is shown as text, not run', () 
   assert.match(plain(sidebarProblems(w))[0].message, /<\/script><script>alert\(1\)<\/script>/);
 });
 
-test('valid spellings the server accepts are accepted and sent canonically', () => {
+test('cells are sent as they read; only what Sheets itself changed is read back', () => {
   const time = new Date(2026, 0, 1, 16, 9, 0); // Sheets turns a typed 16:9 into a time
   const rows = [
-    { scene_id: ' hero_shot.v2 ', prompt: ' two\nlines\t', variants: '3', refs: 'https://example.com/a.png| |https://example.com/a.png|gs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', ref_mode: 'Composition', aspect_ratio: time },
-    { scene_id: 'B', prompt: 'ééééé', variants: '', ref_mode: '', aspect_ratio: ' 9 : 16 ' },
+    { scene_id: 'hero_shot.v2', prompt: ' two\nlines\t', variants: '3', refs: 'https://example.com/a.png||https://example.com/a.png\ngs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa|', ref_mode: 'style_and_composition', aspect_ratio: time },
+    { scene_id: 'B', prompt: 'ééééé', variants: '', ref_mode: '', aspect_ratio: '9:16' },
+    { scene_id: 'C', prompt: '\ufeff', variants: 2.0, refs: 'https://[2606:4700::1]/a.png|https://8.8.8.8/b.png|https://example.com./c.png' },
   ];
   const w = world({ rows });
-  w.sheet.select('A2:F3');
+  w.sheet.select('A2:F4');
   w.gs.generateDryRun();
   assert.equal(w.ui.sidebars.length, 0, JSON.stringify(w.ui.sidebars.map((s) => s.data())));
   assert.deepEqual(JSON.parse(submits(w)[0].payload).rows, [
-    { scene_id: 'hero_shot.v2', prompt: 'two\nlines', variants: 3, refs: ['https://example.com/a.png', 'gs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'], ref_mode: 'style_and_composition', aspect_ratio: '16:9' },
+    { scene_id: 'hero_shot.v2', prompt: ' two\nlines\t', variants: 3, refs: ['https://example.com/a.png', 'https://example.com/a.png', 'gs://bucket/refs/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'], ref_mode: 'style_and_composition', aspect_ratio: '16:9' },
     { scene_id: 'B', prompt: 'ééééé', variants: 1, refs: [], ref_mode: 'style_only', aspect_ratio: '9:16' },
+    // U+FEFF is not white space to Rust's trim (JavaScript's trim removes it): the server takes it.
+    { scene_id: 'C', prompt: '\ufeff', variants: 2, refs: ['https://[2606:4700::1]/a.png', 'https://8.8.8.8/b.png', 'https://example.com./c.png'], ref_mode: 'style_only' },
   ]);
+});
+
+test('a person\'s spellings the wire does not take are refused with the one it does, never rewritten', () => {
+  const rows = [
+    { scene_id: ' hero_shot.v2 ', prompt: 'p', ref_mode: 'Composition', aspect_ratio: ' 9 : 16 ' },
+    { scene_id: 'B', prompt: '\u3000\u00a0', variants: ' 2', ref_mode: 'Style-Only', aspect_ratio: '16 : 9' },
+    { scene_id: 'C', prompt: 'p', ref_mode: ' ', refs: 'https://example.com/a.png | https://example.com/b.png' },
+  ];
+  const w = world({ rows });
+  w.sheet.select('A2:F4');
+  w.gs.generateDryRun();
+  assert.equal(w.service.requests.length, 0, 'nothing is sent');
+  const problems = plain(sidebarProblems(w));
+  assert.deepEqual(problems.map((p) => `${p.row} ${p.column}: ${p.message}`), [
+    '2 scene_id: scene_id " hero_shot.v2 " has spaces around it; remove them.',
+    '2 ref_mode: ref_mode "Composition" is not style_only or style_and_composition.',
+    '2 aspect_ratio: aspect_ratio " 9 : 16 " is not supported.',
+    '3 prompt: prompt is empty.',
+    '3 variants: variants " 2" is not a whole number; ask for 1 to 3.',
+    '3 ref_mode: ref_mode "Style-Only" is not style_only or style_and_composition.',
+    '3 aspect_ratio: aspect_ratio "16 : 9" is not supported.',
+    '4 refs: reference "https://example.com/a.png " has spaces around it.',
+    '4 refs: reference " https://example.com/b.png" has spaces around it.',
+    '4 ref_mode: ref_mode " " is not style_only or style_and_composition.',
+  ]);
+  assert.equal(problems[1].fix, 'Use style_only or style_and_composition.');
+  assert.equal(problems[2].fix, 'Use one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.');
 });
 
 test('more rows than one batch takes: a message naming the limit, nothing sent', () => {
