@@ -244,6 +244,7 @@ pub async fn control_token(
         (status = 200, body = ManagerTokenResponse),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not on the allow-list", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn refs_manager_token(
     State(state): State<Arc<SubmitState>>,
