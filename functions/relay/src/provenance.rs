@@ -31,7 +31,9 @@ pub struct ProvenanceQuery {
     responses(
         (status = 200, description = "The image's provenance", body = ProvenanceView),
         (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed in, but not on the allow-list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such image, no provenance, a signature for another image, or not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn provenance(
     State(state): State<Arc<RelayState>>,
