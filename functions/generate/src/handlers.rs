@@ -98,8 +98,7 @@ fn answer(delivery: Delivery) -> Response {
             tracing::warn!(%why, "acknowledged a message that names nothing we know");
             Json(Acked { outcome: "dropped".into(), detail: Some(why) }).into_response()
         }
-        // Behind Pub/Sub the holder answers its own push (or the sweep finishes the row, if the
-        // holder dies): this copy must not spend attempts.
+        // Answered by `push_row` according to the queue: never reached.
         Delivery::Busy => acked("busy"),
         Delivery::Retry { code, detail, retry_after } => {
             let mut response = Problem::new(code, detail).into_response();
@@ -159,9 +158,19 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         (Ok(Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after, .. }), Redelivery::Republish(queue)) => {
             // Only the quota stood in the way; a nack would bring the row closer to dead-lettering.
             let hold = retry_after.unwrap_or(DEFAULT_DEFERRAL_HOLD).min(MAX_DEFERRAL_HOLD);
-            with_request(context_again, defer(queue.as_ref(), message_again, hold)).instrument(span_again).await
+            with_request(context_again, defer(queue.as_ref(), message_again, hold, "deferred"))
+                .instrument(span_again)
+                .await
         }
         (Ok(Delivery::Busy), Redelivery::Uncounted429) => busy_copy(),
+        (Ok(Delivery::Busy), Redelivery::Republish(queue)) => {
+            // The holder may be one whose own push already failed (a store outage it could not
+            // give the row back through): then this copy is the row's last message. Held, then
+            // published again, it looks until the holder is done or its lease has run out, with
+            // no sweep involved and no attempt spent.
+            let copy = defer(queue.as_ref(), message_again, MAX_DEFERRAL_HOLD, "busy");
+            with_request(context_again, copy).instrument(span_again).await
+        }
         (Ok(delivery), _) => answer(delivery),
         (Err(p), _) => p.into_response(),
     }
@@ -187,11 +196,11 @@ const BUSY_COPY_RETRY_SECS: &str = "1";
 /// A row the quota kept waiting (it is queued again, as it stood): once the quota may have room,
 /// it is published again as a fresh message and this push is acknowledged. If the publish fails,
 /// the push is nacked instead (Pub/Sub redelivers it).
-async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration) -> Response {
-    tracing::info!(?hold, "row waits for the quota; it is published again after the hold");
+async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration, outcome: &str) -> Response {
+    tracing::info!(?hold, outcome, "the row is published again after the hold");
     tokio::time::sleep(hold).await;
     match queue.publish(std::slice::from_ref(&message)).await {
-        Ok(()) => acked("deferred"),
+        Ok(()) => acked(outcome),
         Err(e) => {
             Problem::new(ErrorCode::QueueUnavailable, format!("the row waits for the quota: {e}")).into_response()
         }

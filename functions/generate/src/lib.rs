@@ -34,7 +34,9 @@ pub enum Redelivery {
     /// Pub/Sub counts every delivery. A row the quota kept waiting: the push is held for the wait
     /// (at most [`handlers::MAX_DEFERRAL_HOLD`]), the row is published again on this queue, and
     /// the push acknowledged, so the row comes back as a fresh message by itself. A copy that finds
-    /// its row held is acknowledged: the holder answers its own push.
+    /// its row held is held and published again the same way: if the holder's own push already
+    /// failed (it could not give the row back through a store outage), this copy is the row's last
+    /// message, and it takes the row once the holder's lease has run out.
     Republish(Arc<dyn RowQueue>),
 }
 

@@ -138,10 +138,11 @@ async fn a_rate_limited_model_nacks_with_429_and_the_retry_delay() {
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("failed")));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_duplicate_of_a_row_another_delivery_holds_spends_no_attempt() {
-    // Behind Pub/Sub, which counts every delivery: acknowledged (the holder answers its own push).
-    let (router, messages, store) = app_on_queue(Arc::new(Slow), true).await;
+    // Behind Pub/Sub, which counts every delivery: held, published again and acknowledged (if the
+    // holder's own push failed, the copy is the row's last message).
+    let (router, messages, store, kit) = app_with_rig(Arc::new(Slow), true).await;
     let body = envelope(&messages[0]);
     let (first, second) = tokio::join!(
         push(&router, "/pubsub/rows", body.clone(), &[]),
@@ -154,6 +155,7 @@ async fn a_duplicate_of_a_row_another_delivery_holds_spends_no_attempt() {
         [(StatusCode::OK, Some("busy".to_owned())), (StatusCode::OK, Some("succeeded".to_owned()))],
         "Pub/Sub counts every delivery: a busy duplicate must not spend the row's attempts"
     );
+    assert_eq!(kit.queue.published().len(), 2, "the busy copy was published again");
     let stored = store.list("images/").await.expect("list");
     assert_eq!(stored.iter().filter(|m| m.name.ends_with(".png")).count(), 2, "generated once");
 
