@@ -57,6 +57,10 @@ pub struct Estimate {
     pub usd: f64,
     /// What the same batch would cost live, so a dry run tells you the price too.
     pub usd_if_live: f64,
+    /// What it would cost through Gemini's Batch API (`run_mode: "bulk"`: half price, within a
+    /// day). Absent in manifests written before bulk runs existed.
+    #[serde(default)]
+    pub usd_if_bulk: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -129,6 +133,8 @@ pub struct EstimateResponse {
 pub struct ModelPrice {
     pub model: String,
     pub usd_per_image: f64,
+    /// Through the Batch API (`run_mode: "bulk"`).
+    pub usd_per_image_bulk: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -256,6 +262,10 @@ pub struct BatchView {
     pub totals: Totals,
     pub cost_usd: f64,
     pub rows: Vec<RowView>,
+    /// Run mode `bulk`: the batch's latest Batch API job (its state at Google, when it was
+    /// submitted and last polled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<crate::bulk::BulkView>,
 }
 
 /// The SSE `batch` event: the header of the progress view.

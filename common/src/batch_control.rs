@@ -31,12 +31,19 @@ pub struct ControlOutcome {
 
 impl BatchControl {
     /// Cancels every row that has not started; rows being generated finish. Their unmade images'
-    /// holds are freed, and the batch is settled if nothing else runs.
+    /// holds are freed, and the batch is settled if nothing else runs. A bulk batch's rows that
+    /// Google has in a job are cancelled with the job, by the poller (and reported here).
     pub async fn cancel(&self, batch_id: &BatchId) -> Result<ControlOutcome, Problem> {
         let batch = load(self.settlement.store.as_ref(), batch_id).await?;
         let now = OffsetDateTime::now_utc();
         let mut cancelled = Vec::new();
-        for spec in &batch.manifest.spec.rows {
+        // Rows in a bulk job Google has: the poller cancels the job and ends them as it ended.
+        let in_google = if batch.manifest.spec.run_mode == crate::domain::RunMode::Bulk {
+            crate::bulk::BulkRunner::request_cancel(self.settlement.store.as_ref(), batch_id).await?
+        } else {
+            Default::default()
+        };
+        for spec in batch.manifest.spec.rows.iter().filter(|r| !in_google.contains(&r.row)) {
             let name = layout::row_state(batch_id, spec.row);
             let mut changed = false;
             let updated = update_json::<RowState, StoreError, _>(self.settlement.store.as_ref(), &name, |s| {
@@ -68,6 +75,9 @@ impl BatchControl {
             }
         }
         self.settlement.close_if_finished(&batch.manifest).await?;
+        cancelled
+            .extend(in_google.iter().filter(|row| batch.rows.get(row).is_some_and(|(_, s)| !s.status.is_terminal())));
+        cancelled.sort_unstable();
         Ok(ControlOutcome { batch_id: batch_id.to_string(), rows: cancelled, reserved_usd: 0.0 })
     }
 
@@ -124,6 +134,7 @@ impl BatchControl {
                     next.status = RowStatus::Queued;
                     next.round += 1;
                     next.awaiting_hold = true;
+                    next.bulk_job = None; // a bulk row goes into a new job
                     next.lease = None;
                     next.updated_at = now;
                     Ok(Some(next))

@@ -49,6 +49,8 @@ pub struct Acceptance<'a> {
     pub default_model: &'a str,
     /// Whether this deployment has a live image model configured.
     pub live_available: bool,
+    /// Whether it can submit jobs to Gemini's Batch API (run mode `bulk`).
+    pub bulk_available: bool,
 }
 
 /// Most errors to list in one answer: enough to fix a selection, bounded for a hostile request.
@@ -103,6 +105,13 @@ impl Acceptance<'_> {
         };
         if run_mode == RunMode::Live && !self.live_available {
             errors.batch(ErrorCode::LiveNotConfigured, "run_mode", "live runs need a configured image model".into());
+        }
+        if run_mode == RunMode::Bulk && !self.bulk_available {
+            errors.batch(
+                ErrorCode::LiveNotConfigured,
+                "run_mode",
+                "bulk runs need Gemini's Batch API (the Developer API with GEMINI_API_KEY); use live instead".into(),
+            );
         }
         let model = request.model.as_deref().unwrap_or(self.default_model);
         if !self.prices.knows(model) {
@@ -294,6 +303,7 @@ mod tests {
             prices,
             default_model: DEFAULT_MODEL,
             live_available: false,
+            bulk_available: false,
         }
     }
 

@@ -19,6 +19,8 @@ const PARALLEL_READS: usize = 16;
 pub struct StoredBatch {
     pub manifest: Manifest,
     pub rows: BTreeMap<u32, (Generation, RowState)>,
+    /// Run mode `bulk`: its Batch API jobs, oldest first (empty otherwise).
+    pub bulk: Vec<crate::bulk::BulkJob>,
 }
 
 pub async fn load_manifest(store: &dyn ObjectStore, batch: &BatchId) -> Result<Manifest, Problem> {
@@ -34,7 +36,8 @@ pub async fn load(store: &dyn ObjectStore, batch: &BatchId) -> Result<StoredBatc
     let metas = store.list(&layout::rows_prefix(batch)).await.map_err(store_problem)?;
     let names: Vec<String> = metas.into_iter().map(|m| m.name).collect();
     let rows = read_rows(store, names).await?;
-    Ok(StoredBatch { manifest, rows })
+    let bulk = crate::bulk::jobs_of(store, &manifest).await?;
+    Ok(StoredBatch { manifest, rows, bulk })
 }
 
 /// Reads the named row-state objects (a tailer passes only the ones that changed). A row deleted
@@ -146,6 +149,7 @@ impl Presenter {
             totals,
             cost_usd: states.iter().map(RowState::cost).sum::<Money>().usd(),
             rows,
+            bulk: batch.bulk.last().map(crate::bulk::BulkView::from),
         }
     }
 }

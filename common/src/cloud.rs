@@ -4,7 +4,7 @@
 use crate::auth::{Access, AllowList, Authenticator, CapabilityTokens, DevAuth, LinkSigner, OidcAuth, PushAuth};
 use crate::budget::{DailyBudget, UserLimits};
 use crate::config::{AuthMode, Config, GeminiBackend, Profile, QueueUrl, StoreUrl};
-use crate::model::{AdcTokenSource, GeminiModel, GeminiTimeouts, ImageModel, PacedModel};
+use crate::model::{AdcTokenSource, BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageModel, PacedModel};
 use crate::pipeline::Parts;
 use crate::queue::{PubSubQueue, RowQueue};
 use crate::refs::fetch::FetchPolicy;
@@ -69,6 +69,20 @@ pub fn live_model(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupE
         }
         None => model,
     }))
+}
+
+/// Gemini's Batch API for run mode `bulk`: the Developer API with a key. Vertex AI's batch
+/// prediction works through Cloud Storage and is not supported: bulk is then refused at submit.
+pub fn batch_api(config: &Config) -> Result<Option<Arc<dyn BatchApi>>, SetupError> {
+    match (&config.gemini_backend, &config.gemini_api_key) {
+        (GeminiBackend::Developer, Some(key)) => {
+            let model = GeminiModel::developer(key.clone(), config.gemini_base_url.clone(), GeminiTimeouts::default())
+                .map_err(|e| setup("GEMINI_BASE_URL", e))?;
+            let api = GeminiBatchApi::new(model).map_err(|e| setup("GEMINI_BACKEND", e))?;
+            Ok(Some(Arc::new(api)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn gemini(config: &Config) -> Result<Option<Arc<dyn ImageModel>>, SetupError> {
@@ -185,6 +199,7 @@ pub async fn parts(config: &Config) -> Result<Parts, SetupError> {
     });
     let mut parts = Parts::new(store, queue, budget);
     parts.live = live_model(config)?;
+    parts.batch_api = batch_api(config)?;
     parts.fetch = FetchPolicy {
         allow_private: config.allow_private_refs,
         bucket: config.store.bucket().map(str::to_owned),

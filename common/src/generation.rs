@@ -12,10 +12,11 @@ use crate::api::RowStatus;
 use crate::batch_spec::RowSpec;
 use crate::batch_view::{load_manifest, store_problem};
 use crate::budget::Budget;
+use crate::bulk::{BulkDelivery, BulkRunner};
 use crate::domain::{BatchId, RunMode};
 use crate::layout;
 use crate::lease::{self, LeaseKeeper};
-use crate::model::{ImageModel, ImageRequest, ModelError};
+use crate::model::{BatchApi, ImageModel, ImageRequest, ModelError};
 use crate::problem::{ErrorCode, Problem};
 use crate::provenance::record as provenance;
 use crate::queue::RowMessage;
@@ -65,6 +66,8 @@ pub struct RowWorker {
     pub max_refs: usize,
     /// How long a lease holds without renewal; renewed every third of it while the row runs.
     pub lease_ttl: Duration,
+    /// Gemini's Batch API, for run mode `bulk` (`None`: bulk rows cannot be submitted here).
+    pub batch_api: Option<Arc<dyn BatchApi>>,
 }
 
 async fn load_row(store: &dyn ObjectStore, manifest: &Manifest, row: u32) -> Result<RowState, Problem> {
@@ -112,6 +115,18 @@ impl RowWorker {
         Settlement { store: self.store.clone(), budget: self.budget.clone() }
     }
 
+    /// The bulk side of this worker: submits and polls Batch API jobs (see [`crate::bulk`]).
+    pub fn bulk(&self) -> BulkRunner {
+        BulkRunner {
+            store: self.store.clone(),
+            api: self.batch_api.clone(),
+            fetcher: self.fetcher.clone(),
+            settlement: self.settlement(),
+            max_refs: self.max_refs,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+
     /// After a row ended: free what it will not make, and close the batch if it was the last.
     async fn row_ended(&self, manifest: &Manifest, state: &RowState) -> Result<(), Problem> {
         let settlement = self.settlement();
@@ -129,6 +144,14 @@ impl RowWorker {
         let Some(spec) = manifest.spec.row(message.row).cloned() else {
             return Ok(Delivery::Dropped(format!("batch {} has no row {}", message.batch_id, message.row)));
         };
+        if manifest.spec.run_mode == RunMode::Bulk {
+            // The row goes to Google in its batch's job; the poller stores its images.
+            return Ok(match self.bulk().deliver(&manifest, spec.row).await? {
+                BulkDelivery::Handled => Delivery::AlreadyHandled,
+                BulkDelivery::Busy => Delivery::Busy,
+                BulkDelivery::Retry { code, detail, retry_after } => Delivery::Retry { code, detail, retry_after },
+            });
+        }
         let holder = uuid::Uuid::now_v7().to_string();
         let state = match self.take_lease(&manifest, &spec, &holder).await.map_err(store_problem)? {
             Take::Taken(state) => state,
@@ -329,8 +352,8 @@ impl RowWorker {
     ) -> Result<Delivery, Stop> {
         let model = match (manifest.spec.run_mode, &self.live) {
             (RunMode::DryRun, _) => self.dry_run.clone(),
-            (RunMode::Live, Some(live)) => live.clone(),
-            (RunMode::Live, None) => {
+            (RunMode::Live | RunMode::Bulk, Some(live)) => live.clone(),
+            (RunMode::Live | RunMode::Bulk, None) => {
                 let detail = "this deployment has no live image model configured".to_owned();
                 return self.fail(manifest, spec, holder, ErrorCode::LiveNotConfigured, detail).await;
             }

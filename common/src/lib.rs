@@ -7,6 +7,7 @@ pub mod batch_control;
 pub mod batch_spec;
 pub mod batch_view;
 pub mod budget;
+pub mod bulk;
 pub mod cloud;
 pub mod config;
 pub mod cost;

@@ -7,7 +7,7 @@ use crate::cost::{DEFAULT_MODEL, PriceTable};
 use crate::domain::RefUrlPolicy;
 use crate::generation::RowWorker;
 use crate::limits::Limits;
-use crate::model::{DryRunModel, ImageModel};
+use crate::model::{BatchApi, DryRunModel, ImageModel};
 use crate::observe::{MeteredBudget, MeteredModel, MeteredQueue};
 use crate::queue::RowQueue;
 use crate::refs::fetch::{FetchPolicy, RefFetcher};
@@ -26,6 +26,8 @@ pub struct Parts {
     pub prices: PriceTable,
     pub dry_run: Arc<dyn ImageModel>,
     pub live: Option<Arc<dyn ImageModel>>,
+    /// Gemini's Batch API for run mode `bulk`.
+    pub batch_api: Option<Arc<dyn BatchApi>>,
     pub fetch: FetchPolicy,
     pub limits: Limits,
     pub ref_policy: RefUrlPolicy,
@@ -46,6 +48,7 @@ impl Parts {
             prices: PriceTable::default(),
             dry_run: Arc::new(DryRunModel),
             live: None,
+            batch_api: None,
             fetch: FetchPolicy::default(),
             limits: Limits::default(),
             ref_policy: RefUrlPolicy::default(),
@@ -73,6 +76,16 @@ impl Pipeline {
         parts.queue = MeteredQueue::wrap(parts.queue);
         parts.budget = MeteredBudget::wrap(parts.budget);
         let settlement = Settlement { store: parts.store.clone(), budget: parts.budget.clone() };
+        let worker = RowWorker {
+            store: parts.store.clone(),
+            dry_run: parts.dry_run,
+            live: parts.live.clone(),
+            fetcher: RefFetcher::new(parts.fetch, parts.store.clone()),
+            budget: parts.budget.clone(),
+            max_refs: parts.limits.max_refs,
+            lease_ttl: parts.lease_ttl,
+            batch_api: parts.batch_api.clone(),
+        };
         Self {
             submitter: Submitter {
                 store: parts.store.clone(),
@@ -83,18 +96,11 @@ impl Pipeline {
                 ref_policy: parts.ref_policy,
                 default_model: parts.default_model.clone(),
                 live_available: parts.live.is_some(),
-            },
-            worker: RowWorker {
-                store: parts.store.clone(),
-                dry_run: parts.dry_run,
-                live: parts.live,
-                fetcher: RefFetcher::new(parts.fetch, parts.store.clone()),
-                budget: parts.budget,
-                max_refs: parts.limits.max_refs,
-                lease_ttl: parts.lease_ttl,
+                bulk_available: parts.batch_api.is_some(),
             },
             control: BatchControl { settlement: settlement.clone(), queue: parts.queue.clone() },
-            sweep: Sweep { settlement, queue: parts.queue, queued_grace: parts.sweep_grace },
+            sweep: Sweep { settlement, queue: parts.queue, queued_grace: parts.sweep_grace, bulk: worker.bulk() },
+            worker,
         }
     }
 }

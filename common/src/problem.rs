@@ -52,6 +52,8 @@ pub enum ErrorCode {
     ContentBlocked,
     DeadLettered,
     RowInProgress,
+    BulkJobExpired,
+    BulkJobFailed,
     // Infrastructure.
     StoreUnavailable,
     QueueUnavailable,
@@ -91,7 +93,7 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RefFetchFailed | RefNotImage | RefTooLarge | ModelRejected | QuotaExhausted | ContentBlocked
-            | DeadLettered => StatusCode::UNPROCESSABLE_ENTITY,
+            | DeadLettered | BulkJobExpired | BulkJobFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,6 +137,8 @@ impl ErrorCode {
             ContentBlocked => "The image model blocked this content",
             DeadLettered => "The row failed on every delivery",
             RowInProgress => "Another delivery is generating this row",
+            BulkJobExpired => "Google's batch expired before it made this row",
+            BulkJobFailed => "Google's batch failed without making this row",
             StoreUnavailable => "Storage is unavailable",
             AuthUnavailable => "Sign-in cannot be checked right now",
             QueueUnavailable => "The work queue is unavailable",
@@ -160,7 +164,7 @@ impl ErrorCode {
             InvalidRefUrl => "Use an https:// or gs:// URL (separate several with '|').",
             InvalidRefMode => "Use style_only or style_and_composition.",
             InvalidAspectRatio => "Use one of 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9.",
-            InvalidRunMode => "Use dry_run or live.",
+            InvalidRunMode => "Use dry_run, live or bulk.",
             UnknownModel => "Pick one of the models listed by /v1/estimate, or leave it out.",
             InvalidIdempotencyKey => "Send 1 to 255 printable ASCII characters, e.g. a UUID.",
             IdempotencyKeyReused => "Use a new key for a new request; reuse a key only to retry the same request.",
@@ -185,6 +189,8 @@ impl ErrorCode {
             ContentBlocked => "Rephrase the prompt or change the references to avoid unsafe content, then retry.",
             DeadLettered => "Retry the row; if it fails again, check its prompt and references.",
             RowInProgress => "Nothing to do: this copy of the message is redelivered later.",
+            BulkJobExpired => "Retry the row (nothing was charged for it), or run the batch live if it cannot wait.",
+            BulkJobFailed => "Retry the row (nothing was charged for it); if it fails again, run it live.",
             StoreUnavailable => "Try again in a minute.",
             AuthUnavailable => "Try again in a minute.",
             QueueUnavailable => "Try again in a minute.",

@@ -88,7 +88,7 @@ impl Settlement {
         if marker.value.retrying(OffsetDateTime::now_utc()) {
             return Ok(false);
         }
-        let live = manifest.spec.run_mode == RunMode::Live;
+        let live = manifest.spec.run_mode.costs_money();
         let rounds = if live { self.budget.rounds(&manifest.user, day_of(manifest), batch).await? } else { None };
         // From the last row down: the look stops at the first row still open, which is nearly
         // always the first one read until the batch really is done.

@@ -84,6 +84,9 @@ pub struct RowState {
     /// Queued again by a retry that has not yet held the money for it: no delivery may start it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_hold: bool,
+    /// Run mode `bulk`: the job (`batches/{id}/bulk/{seq}.json`) that makes this row's images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_job: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -102,6 +105,7 @@ impl RowState {
             refs: Vec::new(),
             error: None,
             awaiting_hold: false,
+            bulk_job: None,
             updated_at: now,
         }
     }

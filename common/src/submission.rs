@@ -45,6 +45,7 @@ pub struct Submitter {
     pub ref_policy: RefUrlPolicy,
     pub default_model: String,
     pub live_available: bool,
+    pub bulk_available: bool,
 }
 
 /// `idempotency/{sha256(user, key)}.json`: which batch a key made, and for which request.
@@ -64,6 +65,7 @@ impl Submitter {
             prices: &self.prices,
             default_model: &self.default_model,
             live_available: self.live_available,
+            bulk_available: self.bulk_available,
         }
     }
 

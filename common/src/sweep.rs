@@ -11,6 +11,7 @@
 use crate::api::RowStatus;
 use crate::batch_view::{load, store_problem};
 use crate::budget::{BudgetDay, object_name as budget_object};
+use crate::bulk::BulkRunner;
 use crate::domain::{BatchId, Money, RunMode};
 use crate::layout;
 use crate::open_index::{self, OpenMarker};
@@ -31,6 +32,8 @@ pub struct Sweep {
     pub queue: Arc<dyn RowQueue>,
     /// A queued row younger than this is left to its message.
     pub queued_grace: Duration,
+    /// Polls the Batch API jobs of bulk batches.
+    pub bulk: BulkRunner,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub struct SweepReport {
     pub retries_undone: usize,
     /// Batches from before the index of open batches, indexed by the migration pass.
     pub migrated: usize,
+    /// Bulk jobs that ended and whose results were stored.
+    pub bulk_jobs_ended: usize,
 }
 
 /// `sweep/open-index.json`: when the index of open batches was first built from a full scan.
@@ -86,6 +91,14 @@ impl Sweep {
                 Err(p) => return Err(p),
             };
             report.batches += 1;
+            if batch.manifest.spec.run_mode == RunMode::Bulk {
+                // Its rows wait in Google's job, not in the queue: poll the job instead.
+                match self.bulk.poll(&batch.manifest).await {
+                    Ok(ended) => report.bulk_jobs_ended += ended,
+                    Err(p) => tracing::warn!(%batch_id, detail = %p.detail, "bulk batch not polled"),
+                }
+                continue;
+            }
             let mut stuck = Vec::new();
             let mut all_ended = true;
             for spec in &batch.manifest.spec.rows {
@@ -124,6 +137,28 @@ impl Sweep {
             tracing::info!(?report, "sweep");
         }
         Ok(report)
+    }
+
+    /// Polls the Batch API jobs of every open bulk batch (`assetgen serve` runs this on a timer;
+    /// the cloud's scheduled sweep does it in [`Sweep::run`]). Returns the jobs that ended.
+    pub async fn poll_bulk(&self) -> Result<usize, Problem> {
+        let store = self.settlement.store.as_ref();
+        let mut ended = 0;
+        for batch_id in open_index::list(store).await.map_err(store_problem)? {
+            let manifest = match crate::batch_view::load_manifest(store, &batch_id).await {
+                Ok(m) => m,
+                Err(p) if p.code == ErrorCode::BatchNotFound => continue,
+                Err(p) => return Err(p),
+            };
+            if manifest.spec.run_mode != RunMode::Bulk {
+                continue;
+            }
+            match self.bulk.poll(&manifest).await {
+                Ok(n) => ended += n,
+                Err(p) => tracing::warn!(%batch_id, detail = %p.detail, "bulk batch not polled"),
+            }
+        }
+        Ok(ended)
     }
 
     /// Only the rows whose delivery died holding them (running, lease expired), published again.
@@ -209,7 +244,7 @@ impl Sweep {
             let batch = load(store, batch_id).await?;
             let m = &batch.manifest;
             let ended = m.spec.rows.iter().all(|r| batch.rows.get(&r.row).is_some_and(|(_, s)| s.status.is_terminal()));
-            let unsettled = m.spec.run_mode == RunMode::Live && {
+            let unsettled = m.spec.run_mode.costs_money() && {
                 let name = budget_object(day_of(m), &m.user);
                 if !days.contains_key(&name) {
                     match read_json::<BudgetDay>(store, &name).await {

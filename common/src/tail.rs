@@ -100,10 +100,15 @@ impl BatchTail {
                 break;
             }
         }
+        let store_ref = store.as_ref();
         let mut tail = Self {
-            store,
+            store: store.clone(),
             presenter,
-            batch: StoredBatch { manifest, rows: BTreeMap::new() },
+            batch: StoredBatch {
+                bulk: crate::bulk::jobs_of(store_ref, &manifest).await?,
+                manifest,
+                rows: BTreeMap::new(),
+            },
             cursor: Cursor::default(),
             last_progress: None,
             done: false,

@@ -11,7 +11,7 @@
 //! global ones name at most `max_refs` distinct URLs.
 
 use crate::cost::PriceTable;
-use crate::domain::{AspectRatio, Prompt, RefUrl, RefUrlPolicy, SceneId};
+use crate::domain::{AspectRatio, Prompt, RefUrl, RefUrlPolicy, RunMode, SceneId};
 use crate::limits::Limits;
 use serde_json::{Value, json};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
@@ -86,7 +86,11 @@ pub fn set_refs() -> Array {
 }
 
 pub fn run_mode() -> Object {
-    nullable_enum(["dry_run".to_owned(), "live".to_owned()], "dry_run when absent. Live runs cost money.")
+    nullable_enum(
+        [RunMode::DryRun, RunMode::Live, RunMode::Bulk].map(|m| m.as_str().to_owned()),
+        "dry_run when absent. Live runs cost money; bulk runs go through Gemini's Batch API at half the live \
+         price, with results within a day.",
+    )
 }
 
 pub fn ref_mode() -> Object {

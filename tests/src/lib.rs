@@ -273,4 +273,5 @@ pub async fn serve_gemini_stub_with(
     Ok((base, stats))
 }
 
+pub mod bulk_stub;
 pub mod quota_stub;

@@ -1,12 +1,17 @@
 //! The image-model port: one call makes one image. Adapters: the dry-run placeholder (no network,
 //! no cost) and Gemini; and [`PacedModel`], which paces any of them to the quota.
 
+pub mod batch;
 pub(crate) mod dry_run;
 mod gemini;
 mod paced;
 
+pub use batch::{BatchApi, JobState, JobStatus, KeyedRequest, KeyedResult};
 pub use dry_run::DryRunModel;
-pub use gemini::{AdcTokenSource, GeminiModel, GeminiSetupError, GeminiTimeouts, StaticToken, TokenError, TokenSource};
+pub use gemini::{
+    AdcTokenSource, GeminiBatchApi, GeminiModel, GeminiSetupError, GeminiTimeouts, INLINE_LIMIT_BYTES, StaticToken,
+    TokenError, TokenSource,
+};
 pub use paced::{CALL_SECONDS, HEADROOM, MAX_WAIT_CAP, PacedModel, Pacer, Pacing, Turn};
 
 use crate::domain::AspectRatio;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use assetgen_common::auth::{Access, AllowList, Authenticator, CapabilityTokens, DevAuth, LinkSigner, LocalPushAuth};
 use assetgen_common::budget::{DailyBudget, UserLimits};
 use assetgen_common::config::{AuthMode, Config, GeminiBackend, Profile, StoreUrl};
-use assetgen_common::model::ImageModel;
+use assetgen_common::model::{BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageModel};
 use assetgen_common::observe::{self, names};
 use assetgen_common::pipeline::{Parts, Pipeline};
 use assetgen_common::queue::{LocalPushConfig, LocalPushQueue};
@@ -30,9 +30,23 @@ pub struct ServeArgs {
     /// `ASSETGEN_AUTH=oidc` any address.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// Make batches submitted with run_mode "live" with Gemini (needs GEMINI_API_KEY). They cost money.
+    /// Make batches submitted with run_mode "live" with Gemini (needs GEMINI_API_KEY), and "bulk"
+    /// ones with Gemini's Batch API (half the price, results within a day). They cost money.
     #[arg(long)]
     live: bool,
+    /// How often the Batch API jobs of bulk batches are polled, in seconds.
+    #[arg(long, env = "ASSETGEN_BULK_POLL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    bulk_poll_secs: u64,
+    /// Bulk requests larger than this many bytes in all go to Google as an uploaded JSONL file
+    /// instead of inline (Google's limit for inline requests is 20 MB).
+    #[arg(long, env = "ASSETGEN_BULK_INLINE_BYTES", default_value_t = assetgen_common::model::INLINE_LIMIT_BYTES)]
+    bulk_inline_bytes: usize,
+}
+
+fn batch_api(config: &Config, inline_limit: usize) -> anyhow::Result<Option<Arc<dyn BatchApi>>> {
+    let Some(key) = config.gemini_api_key.clone() else { return Ok(None) };
+    let model = GeminiModel::developer(key, config.gemini_base_url.clone(), GeminiTimeouts::default())?;
+    Ok(Some(Arc::new(GeminiBatchApi::new(model)?.with_inline_limit(inline_limit))))
 }
 
 fn live_model(config: &Config) -> anyhow::Result<Arc<dyn ImageModel>> {
@@ -153,6 +167,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let mut parts = Parts::new(store.clone(), Arc::new(queue.clone()), budget);
     parts.live = live;
+    if args.live {
+        parts.batch_api = batch_api(&config, args.bulk_inline_bytes)?;
+    }
     parts.fetch = FetchPolicy {
         allow_private: config.allow_private_refs,
         allow_local_files: true,
@@ -192,7 +209,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         StoreUrl::Memory => "memory (lost on exit)".to_owned(),
     };
     let model_text = if args.live {
-        "dry run, and Gemini for live batches (these cost money)"
+        "dry run, and Gemini for live and bulk batches (these cost money)"
     } else {
         "dry run (no network, no cost)"
     };
@@ -205,6 +222,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Once the server answers: deliver what a previous run left pending, then sweep for rows
     // nothing would bring to an end.
+    let bulk_sweep = pipeline.sweep.clone();
+    let bulk_every = Duration::from_secs(args.bulk_poll_secs);
+    tokio::spawn(async move {
+        // Bulk batches wait in Google's Batch API: their jobs are polled, and their results stored
+        // as they end (the cloud's scheduled sweep does the same).
+        let mut tick = tokio::time::interval(bulk_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(p) = bulk_sweep.poll_bulk().await {
+                tracing::error!(detail = %p.detail, "polling bulk jobs failed");
+            }
+        }
+    });
     let sweep = pipeline.sweep.clone();
     let sweep_every = config.lease_ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {

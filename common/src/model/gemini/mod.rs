@@ -5,10 +5,12 @@
 //! retries: a [`ModelError::Retryable`] goes back to the queue, which redelivers with backoff.
 
 mod auth;
+mod batch;
 mod errors;
 mod wire;
 
 pub use auth::{AdcTokenSource, StaticToken, TokenError, TokenSource};
+pub use batch::{GeminiBatchApi, INLINE_LIMIT_BYTES};
 
 use super::{GeneratedImage, ImageModel, ImageRequest, ModelError};
 use crate::config::{GeminiBackend, Secret};

@@ -585,7 +585,7 @@ mod tests {
     fn submit_response(base: &str) -> SubmitResponse {
         SubmitResponse {
             batch_id: "b1".into(),
-            estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.12 },
+            estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.12, usd_if_bulk: 0.06 },
             budget: BudgetView { limit_usd: 10.0, spent_usd: 0.0, reserved_usd: 0.0, remaining_usd: 10.0 },
             links: BatchLinks {
                 self_: format!("{base}/v1/batches/b1"),
@@ -831,9 +831,13 @@ mod tests {
         std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
         let answer = || async {
             Json(EstimateResponse {
-                estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.117 },
+                estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.117, usd_if_bulk: 0.0585 },
                 budget_after: BudgetView { limit_usd: 10.0, spent_usd: 1.5, reserved_usd: 0.25, remaining_usd: 8.25 },
-                models: vec![ModelPrice { model: "gemini-2.5-flash-image".into(), usd_per_image: 0.039 }],
+                models: vec![ModelPrice {
+                    model: "gemini-2.5-flash-image".into(),
+                    usd_per_image: 0.039,
+                    usd_per_image_bulk: 0.0195,
+                }],
             })
         };
         let base = serve(Router::new().route("/v1/estimate", post(answer))).await?;

@@ -166,10 +166,16 @@ pub(super) mod tests {
             ended_at: None,
             run_mode: RunMode::DryRun,
             model: "gemini-2.5-flash-image".into(),
-            estimate: Estimate { images: u64::from(totals.images_total), usd: 0.0, usd_if_live: 0.12 },
+            estimate: Estimate {
+                images: u64::from(totals.images_total),
+                usd: 0.0,
+                usd_if_live: 0.12,
+                usd_if_bulk: 0.06,
+            },
             totals,
             cost_usd: 0.0,
             rows,
+            bulk: None,
         }
     }
 

@@ -1,0 +1,248 @@
+//! Run mode `bulk` end to end through `assetgen serve --live` against the Batch API stub
+//! (`assetgen_tests::bulk_stub`): one job per batch, polled until it ends; images stored and paid
+//! at the bulk price (half the live one), a per-request error failing only its row, an expired job
+//! releasing everything, a cancel cancelling the job at Google; and the ledger reconciling to the
+//! cent every time (`assetgen ledger check`).
+
+use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, serve_bulk_gemini};
+use assetgen_tests::{Server, spawn_serve_with_args};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
+/// Half of gemini-2.5-flash-image's $0.039.
+const BULK_PRICE_USD: f64 = 0.0195;
+
+struct Run {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    server: Server,
+    stub: BulkStub,
+    client: reqwest::Client,
+}
+
+async fn start(config: BulkStubConfig, extra_env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let stub = serve_bulk_gemini(config).await.expect("stub");
+    let mut env = vec![
+        ("GEMINI_API_KEY", "test-key"),
+        ("GEMINI_BASE_URL", stub.base.as_str()),
+        ("ASSETGEN_BULK_POLL_SECS", "1"),
+        // Every message twice: the batch must still become one job.
+        ("ASSETGEN_QUEUE_DUPLICATES", "2"),
+    ];
+    env.extend_from_slice(extra_env);
+    let server = spawn_serve_with_args(Path::new(ASSETGEN), dir.path(), &env, &["--live"]).expect("serve --live");
+    Run { _dir: dir, data, server, stub, client: reqwest::Client::new() }
+}
+
+/// Four rows, seven images; the second row's prompt carries `marker`.
+fn rows(marker: &str) -> Value {
+    json!([
+        {"scene_id": "CAT-001", "prompt": "a teapot on linen", "variants": 1},
+        {"scene_id": "CAT-002", "prompt": format!("a teacup {marker}"), "variants": 2},
+        {"scene_id": "CAT-003", "prompt": "a milk jug", "variants": 1, "aspect_ratio": "16:9"},
+        {"scene_id": "CAT-004", "prompt": "a sugar bowl", "variants": 3},
+    ])
+}
+
+impl Run {
+    async fn submit(&self, marker: &str) -> String {
+        let accepted: Value = self
+            .client
+            .post(format!("{}/v1/batches", self.server.base))
+            .json(&json!({"rows": rows(marker), "run_mode": "bulk"}))
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("json");
+        let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("accepted: {accepted}")).to_owned();
+        let usd = accepted["estimate"]["usd"].as_f64().expect("usd");
+        assert!((usd - 7.0 * BULK_PRICE_USD).abs() < 1e-9, "held at the bulk price: {usd}");
+        assert!((accepted["budget"]["reserved_usd"].as_f64().expect("reserved") - usd).abs() < 1e-9);
+        id
+    }
+
+    async fn view(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/v1/batches/{id}", self.server.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = self.view(id).await;
+            if done(&view) {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "{what} never happened: {view}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ended(&self, id: &str) -> Value {
+        self.until(id, "the batch ending", |v| {
+            ["succeeded", "completed_with_failures", "failed", "cancelled"]
+                .contains(&v["status"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
+    /// Spent is `images` at the bulk price, nothing stays held, and the ledger reconciles.
+    async fn money_reconciles(&self, images: usize) {
+        // The hold is settled just after the last row ends (by the same poll): wait for it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let budget = loop {
+            let budget: Value = self
+                .client
+                .get(format!("{}/v1/budget", self.server.base))
+                .send()
+                .await
+                .expect("budget")
+                .json()
+                .await
+                .expect("json");
+            if budget["reserved_usd"].as_f64() == Some(0.0) || Instant::now() > deadline {
+                break budget;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let spent = budget["spent_usd"].as_f64().expect("spent");
+        assert!((spent - images as f64 * BULK_PRICE_USD).abs() < 1e-9, "spent {spent} for {images} images");
+        assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing: {budget}");
+        let check = Command::new(ASSETGEN)
+            .args(["ledger", "check"])
+            .env("ASSETGEN_STORE", format!("file://{}", self.data.display()))
+            .output()
+            .expect("ledger check");
+        assert!(check.status.success(), "ledger check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+    }
+}
+
+fn row<'a>(view: &'a Value, scene: &str) -> &'a Value {
+    view["rows"].as_array().and_then(|r| r.iter().find(|r| r["scene_id"] == scene)).expect("the row")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_one_failed_request_fails_only_that_row() {
+    let run = start(
+        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Succeed, fail_marker: "FAIL-ME".into() },
+        &[],
+    )
+    .await;
+    let id = run.submit("FAIL-ME").await;
+
+    // While Google works on it, the batch says so.
+    let waiting = run.until(&id, "the job being submitted", |v| v["bulk"]["job"].is_string()).await;
+    assert!(waiting["bulk"]["submitted_at"].is_string(), "{}", waiting["bulk"]);
+
+    let view = run.ended(&id).await;
+    assert_eq!(view["status"], "completed_with_failures", "{view}");
+    for scene in ["CAT-001", "CAT-003", "CAT-004"] {
+        let r = row(&view, scene);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["images"].as_array().map(Vec::len), r["variants"].as_u64().map(|v| v as usize));
+        assert!(
+            (r["cost_usd"].as_f64().expect("cost") - r["variants"].as_f64().expect("n") * BULK_PRICE_USD).abs() < 1e-9
+        );
+    }
+    let failed = row(&view, "CAT-002");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "MODEL_REJECTED", "{failed}");
+    assert!(failed["images"].as_array().is_some_and(Vec::is_empty));
+    assert_eq!(view["bulk"]["state"], "succeeded");
+
+    // One job for the batch, although every message came twice; seven requests, keyed by row.
+    let jobs = run.stub.jobs();
+    assert_eq!(jobs.len(), 1, "one Batch API job per batch");
+    let mut keys: Vec<&str> = jobs[0].requests.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["r0000-v1", "r0001-v1", "r0001-v2", "r0002-v1", "r0003-v1", "r0003-v2", "r0003-v3"]);
+    assert!(!jobs[0].from_file, "a small batch goes inline");
+    assert!(jobs[0].polls >= 3, "polled until it ended: {}", jobs[0].polls);
+
+    // The images are real PNGs, served like live ones.
+    let image = row(&view, "CAT-004")["images"][2].as_str().expect("a link").to_owned();
+    let bytes = run.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG at {image}");
+    run.money_reconciles(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_goes_to_google_as_an_uploaded_file() {
+    let run = start(
+        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Succeed, fail_marker: "FAIL-ME".into() },
+        &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
+    )
+    .await;
+    let id = run.submit("FAIL-ME").await;
+    let view = run.ended(&id).await;
+    assert_eq!(view["status"], "completed_with_failures", "{view}");
+    assert_eq!(row(&view, "CAT-002")["error"]["code"], "MODEL_REJECTED");
+    let jobs = run.stub.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].from_file, "over the inline limit, the requests go as a JSONL file");
+    assert_eq!(jobs[0].requests.len(), 7);
+    let received = run.stub.received();
+    assert!(received.iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "uploaded");
+    assert!(received.iter().any(|r| r.path.ends_with("-output:download")), "results downloaded");
+    run.money_reconciles(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_job_releases_everything() {
+    let run =
+        start(BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Expire, fail_marker: String::new() }, &[])
+            .await;
+    let id = run.submit("").await;
+    let view = run.ended(&id).await;
+    assert_eq!(view["status"], "failed", "{view}");
+    for r in view["rows"].as_array().expect("rows") {
+        assert_eq!(r["status"], "failed");
+        assert_eq!(r["error"]["code"], "BULK_JOB_EXPIRED", "{r}");
+    }
+    assert_eq!(view["bulk"]["state"], "expired");
+    run.money_reconciles(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
+    let run = start(
+        BulkStubConfig { polls_before_end: 100_000, outcome: BulkOutcome::Succeed, fail_marker: String::new() },
+        &[],
+    )
+    .await;
+    let id = run.submit("").await;
+    run.until(&id, "the job being submitted", |v| v["bulk"]["job"].is_string()).await;
+
+    let cancelled: Value = run
+        .client
+        .post(format!("{}/v1/batches/{id}/cancel", run.server.base))
+        .send()
+        .await
+        .expect("cancel")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cancelled["rows"], json!([0, 1, 2, 3]), "every row is being cancelled: {cancelled}");
+
+    let view = run.ended(&id).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    assert_eq!(view["bulk"]["state"], "cancelled");
+    let jobs = run.stub.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].cancelled, "the job was cancelled at Google");
+    assert!(run.stub.received().iter().any(|r| r.method == "POST" && r.path.ends_with(":cancel")));
+    run.money_reconciles(0).await;
+}

@@ -1,0 +1,332 @@
+//! A Gemini Batch API stub on loopback that speaks the wire format of Google's SDK (the requests in
+//! `common/tests/fixtures/gemini-batch-*.json`) and serves a job's life cycle: pending, running,
+//! then succeeded (every request answered with an image, except those whose prompt contains the
+//! configured marker, which get a per-request error), expired or failed; cancelled when asked. Jobs
+//! come inline or from a JSONL file uploaded through the Files API's resumable upload, and a file
+//! job's results are a JSONL file to download, as Google does.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How every job ends once it has been polled enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkOutcome {
+    Succeed,
+    Expire,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkStubConfig {
+    /// Polls a job answers pending (the first half) and running (the second) before it ends.
+    pub polls_before_end: u32,
+    pub outcome: BulkOutcome,
+    /// A request whose prompt contains this (when not empty) gets a per-request error.
+    pub fail_marker: String,
+}
+
+/// One request as the stub received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    /// JSON bodies parsed; an uploaded file as a JSON string of its text; `null` when empty.
+    pub body: Value,
+}
+
+/// A job as the stub keeps it.
+#[derive(Debug, Clone)]
+pub struct StubJob {
+    pub name: String,
+    pub display_name: String,
+    /// `(key, prompt)` of each request, in order.
+    pub requests: Vec<(String, String)>,
+    pub from_file: bool,
+    pub polls: u32,
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    received: Vec<Received>,
+    jobs: Vec<StubJob>,
+    files: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    config: BulkStubConfig,
+    base: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running stub; its base URL goes in `GEMINI_BASE_URL`.
+#[derive(Debug, Clone)]
+pub struct BulkStub {
+    pub base: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl BulkStub {
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().map(|i| i.received.clone()).unwrap_or_default()
+    }
+
+    pub fn jobs(&self) -> Vec<StubJob> {
+        self.inner.lock().map(|i| i.jobs.clone()).unwrap_or_default()
+    }
+}
+
+fn operation(job: &StubJob, state: &str, output: Option<Value>, error: Option<Value>) -> Value {
+    let mut metadata = json!({
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+        "model": "models/gemini-2.5-flash-image",
+        "displayName": job.display_name,
+        "name": job.name,
+        "createTime": "2026-11-28T14:02:00.000000Z",
+        "updateTime": "2026-11-28T14:02:00.000000Z",
+        "state": state,
+        "batchStats": {"requestCount": job.requests.len().to_string()},
+    });
+    if let Some(output) = output {
+        metadata["output"] = output;
+    }
+    let mut op = json!({"name": job.name, "metadata": metadata});
+    if state != "BATCH_STATE_PENDING" && state != "BATCH_STATE_RUNNING" {
+        op["done"] = json!(true);
+    }
+    if let Some(error) = error {
+        op["error"] = error;
+    }
+    op
+}
+
+fn prompt_of(request: &Value) -> String {
+    request["contents"][0]["parts"][0]["text"].as_str().unwrap_or_default().to_owned()
+}
+
+/// One request's answer: an image (thought part first, as Gemini answers), or its error.
+fn answer(shared: &Shared, n: usize, prompt: &str) -> Result<Value, Value> {
+    if !shared.config.fail_marker.is_empty() && prompt.contains(&shared.config.fail_marker) {
+        return Err(
+            json!({"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}),
+        );
+    }
+    let image = base64::engine::general_purpose::STANDARD.encode(crate::png((n % 250) as u8 + 1));
+    Ok(json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"text": "planning the composition", "thought": true},
+        {"inlineData": {"mimeType": "image/png", "data": image}}
+    ]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image",
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302}}))
+}
+
+fn record(shared: &Shared, method: &str, path: String, headers: &HeaderMap, body: Value) {
+    if let Ok(mut inner) = shared.inner.lock() {
+        inner.received.push(Received { method: method.to_owned(), path, headers: headers.clone(), body });
+    }
+}
+
+fn bad(message: &str) -> Response {
+    let body = json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+async fn create(State(shared): State<Shared>, Path(call): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&shared, "POST", format!("/v1beta/models/{call}"), &headers, parsed.clone());
+    if !call.ends_with(":batchGenerateContent") {
+        return bad("this stub serves batchGenerateContent only");
+    }
+    let batch = &parsed["batch"];
+    let mut inner = match shared.inner.lock() {
+        Ok(i) => i,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let (requests, from_file) = if let Some(file) = batch["inputConfig"]["fileName"].as_str() {
+        let Some(text) = inner.files.get(file) else { return bad("no such file") };
+        let lines: Vec<(String, String)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|l| (l["key"].as_str().unwrap_or_default().to_owned(), prompt_of(&l["request"])))
+            .collect();
+        (lines, true)
+    } else if let Some(list) = batch["inputConfig"]["requests"]["requests"].as_array() {
+        let items = list
+            .iter()
+            .map(|r| (r["metadata"]["key"].as_str().unwrap_or_default().to_owned(), prompt_of(&r["request"])))
+            .collect();
+        (items, false)
+    } else {
+        return bad("the batch has no inputConfig");
+    };
+    let job = StubJob {
+        name: format!("batches/stub{}", inner.jobs.len() + 1),
+        display_name: batch["displayName"].as_str().unwrap_or_default().to_owned(),
+        requests,
+        from_file,
+        polls: 0,
+        cancelled: false,
+    };
+    let answer = operation(&job, "BATCH_STATE_PENDING", None, None);
+    inner.jobs.push(job);
+    axum::Json(answer).into_response()
+}
+
+async fn batch_get(State(shared): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    record(&shared, "GET", format!("/v1beta/batches/{id}"), &headers, Value::Null);
+    let name = format!("batches/{id}");
+    let mut inner = match shared.inner.lock() {
+        Ok(i) => i,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let Some(job) = inner.jobs.iter_mut().find(|j| j.name == name) else {
+        let body = json!({"error": {"code": 404, "message": "Batch not found.", "status": "NOT_FOUND"}});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    };
+    job.polls += 1;
+    let job = job.clone();
+    drop(inner);
+    let half = shared.config.polls_before_end / 2;
+    let body = if job.cancelled {
+        operation(&job, "BATCH_STATE_CANCELLED", None, None)
+    } else if job.polls <= half {
+        operation(&job, "BATCH_STATE_PENDING", None, None)
+    } else if job.polls <= shared.config.polls_before_end {
+        operation(&job, "BATCH_STATE_RUNNING", None, None)
+    } else {
+        match shared.config.outcome {
+            BulkOutcome::Expire => operation(&job, "BATCH_STATE_EXPIRED", None, None),
+            BulkOutcome::Fail => operation(
+                &job,
+                "BATCH_STATE_FAILED",
+                None,
+                Some(json!({"code": 13, "message": "Internal error encountered."})),
+            ),
+            BulkOutcome::Succeed if job.from_file => operation(
+                &job,
+                "BATCH_STATE_SUCCEEDED",
+                Some(json!({"responsesFile": format!("files/{id}-output")})),
+                None,
+            ),
+            BulkOutcome::Succeed => {
+                let items: Vec<Value> = job
+                    .requests
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (key, prompt))| match answer(&shared, n, prompt) {
+                        Ok(response) => json!({"response": response, "metadata": {"key": key}}),
+                        Err(error) => json!({"error": error, "metadata": {"key": key}}),
+                    })
+                    .collect();
+                operation(
+                    &job,
+                    "BATCH_STATE_SUCCEEDED",
+                    Some(json!({"inlinedResponses": {"inlinedResponses": items}})),
+                    None,
+                )
+            }
+        }
+    };
+    axum::Json(body).into_response()
+}
+
+async fn batch_cancel(State(shared): State<Shared>, Path(call): Path<String>, headers: HeaderMap) -> Response {
+    record(&shared, "POST", format!("/v1beta/batches/{call}"), &headers, Value::Null);
+    let Some(id) = call.strip_suffix(":cancel") else { return bad("unknown method") };
+    let name = format!("batches/{id}");
+    if let Ok(mut inner) = shared.inner.lock()
+        && let Some(job) = inner.jobs.iter_mut().find(|j| j.name == name)
+    {
+        job.cancelled = true;
+        return axum::Json(json!({})).into_response();
+    }
+    bad("no such batch")
+}
+
+async fn upload(
+    State(shared): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = match query.get("upload_id") {
+        Some(id) => format!("/upload/v1beta/files?upload_id={id}"),
+        None => "/upload/v1beta/files".to_owned(),
+    };
+    let Ok(mut inner) = shared.inner.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    match query.get("upload_id") {
+        None => {
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            inner.received.push(Received { method: "POST".into(), path, headers: headers.clone(), body: parsed });
+            let id = inner.files.len() + 1;
+            let url = format!("{}/upload/v1beta/files?upload_id=up{id}", shared.base);
+            (StatusCode::OK, [("x-goog-upload-url", url), ("x-goog-upload-status", "active".to_owned())])
+                .into_response()
+        }
+        Some(id) => {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            inner.received.push(Received {
+                method: "POST".into(),
+                path,
+                headers: headers.clone(),
+                body: Value::String(text.clone()),
+            });
+            let name = format!("files/input-{id}");
+            inner.files.insert(name.clone(), text);
+            let file = json!({"file": {"name": name, "mimeType": "application/jsonl", "sizeBytes": body.len().to_string(), "state": "ACTIVE"}});
+            (StatusCode::OK, [("x-goog-upload-status", "final")], axum::Json(file)).into_response()
+        }
+    }
+}
+
+async fn download(
+    State(shared): State<Shared>,
+    Path(call): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    record(&shared, "GET", path, &headers, Value::Null);
+    let Some(id) = call.strip_suffix(":download").and_then(|f| f.strip_suffix("-output")) else {
+        return bad("unknown file");
+    };
+    let name = format!("batches/{id}");
+    let job = shared.inner.lock().ok().and_then(|i| i.jobs.iter().find(|j| j.name == name).cloned());
+    let Some(job) = job else { return bad("unknown file") };
+    let mut out = String::new();
+    for (n, (key, prompt)) in job.requests.iter().enumerate() {
+        let line = match answer(&shared, n, prompt) {
+            Ok(response) => json!({"key": key, "response": response}),
+            Err(error) => json!({"key": key, "error": error}),
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    (StatusCode::OK, [("content-type", "application/octet-stream")], out).into_response()
+}
+
+/// Starts the stub on loopback.
+pub async fn serve_bulk_gemini(config: BulkStubConfig) -> anyhow::Result<BulkStub> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let inner = Arc::new(Mutex::new(Inner::default()));
+    let shared = Shared { config, base: base.clone(), inner: inner.clone() };
+    let app = Router::new()
+        .route("/v1beta/models/{call}", post(create))
+        .route("/v1beta/batches/{id}", get(batch_get).post(batch_cancel))
+        .route("/upload/v1beta/files", post(upload))
+        .route("/v1beta/files/{call}", get(download))
+        .with_state(shared);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(BulkStub { base, inner })
+}

@@ -1,0 +1,206 @@
+//! The Batch API adapter's requests, compared with what Google's own SDK (PyPI `google-genai`)
+//! sends for the same calls: `common/tests/fixtures/gemini-batch-*.json`, captured on loopback by
+//! `tools/capture-gemini-batch.sh`. The adapter talks to the bulk stub, which records every request.
+
+use assetgen_common::config::Secret;
+use assetgen_common::domain::AspectRatio;
+use assetgen_common::model::{
+    BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageRequest, JobState, KeyedRequest, RefImage,
+};
+use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, Received, serve_bulk_gemini};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+const CREATE_INLINE: &str = include_str!("../../common/tests/fixtures/gemini-batch-create-inline-request.json");
+const UPLOAD: &str = include_str!("../../common/tests/fixtures/gemini-batch-upload-requests.json");
+const CREATE_FILE: &str = include_str!("../../common/tests/fixtures/gemini-batch-create-file-request.json");
+const GET: &str = include_str!("../../common/tests/fixtures/gemini-batch-get-request.json");
+const CANCEL: &str = include_str!("../../common/tests/fixtures/gemini-batch-cancel-request.json");
+const DOWNLOAD: &str = include_str!("../../common/tests/fixtures/gemini-batch-download-request.json");
+const MODEL: &str = "gemini-2.5-flash-image";
+const KEY: &str = "AIzaSy-bulk-test-key";
+
+fn fixture(text: &str) -> Value {
+    serde_json::from_str(text).expect("fixture")
+}
+
+async fn stub(polls_before_end: u32) -> BulkStub {
+    serve_bulk_gemini(BulkStubConfig { polls_before_end, outcome: BulkOutcome::Succeed, fail_marker: "FAIL".into() })
+        .await
+        .expect("stub")
+}
+
+fn api(stub: &BulkStub, inline_limit: usize) -> GeminiBatchApi {
+    let base = url::Url::parse(&stub.base).expect("url");
+    let model = GeminiModel::developer(Secret::new(KEY), Some(base), GeminiTimeouts::default()).expect("model");
+    GeminiBatchApi::new(model).expect("developer api").with_inline_limit(inline_limit)
+}
+
+/// The fixture's three requests (keys, prompts and reference images) as the adapter's requests.
+fn requests_of(create: &Value) -> Vec<KeyedRequest> {
+    let items = create["body"]["batch"]["inputConfig"]["requests"]["requests"].as_array().expect("requests");
+    items
+        .iter()
+        .map(|item| {
+            let parts = item["request"]["contents"][0]["parts"].as_array().expect("parts");
+            let refs = parts[1..]
+                .iter()
+                .map(|p| {
+                    let bytes = STANDARD.decode(p["inlineData"]["data"].as_str().expect("data")).expect("base64");
+                    RefImage {
+                        mime_type: p["inlineData"]["mime_type"].as_str().expect("mime").to_owned(),
+                        bytes: bytes.into(),
+                        sha256: String::new(),
+                        gs_uri: None,
+                    }
+                })
+                .collect();
+            let ratio = item["request"]["generationConfig"]["imageConfig"]["aspectRatio"].as_str().expect("ratio");
+            KeyedRequest {
+                key: item["metadata"]["key"].as_str().expect("key").to_owned(),
+                request: ImageRequest {
+                    model: MODEL.into(),
+                    scene_id: "s".into(),
+                    variant: 1,
+                    prompt: parts[0]["text"].as_str().expect("text").to_owned(),
+                    aspect_ratio: AspectRatio::parse(ratio).expect("ratio"),
+                    refs,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The SDK spells an inline blob's `mimeType` in snake_case; the API takes both and the adapter
+/// sends the documented camelCase. Everything else must be equal.
+fn camel_blobs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(mime) = map.remove("mime_type")
+                && map.contains_key("data")
+            {
+                map.insert("mimeType".into(), mime);
+            }
+            map.values_mut().for_each(camel_blobs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(camel_blobs),
+        _ => {}
+    }
+}
+
+fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
+    r.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Method, path and the headers the SDK sent (the key is ours, not the fixture's).
+fn assert_same_call(got: &Received, sdk: &Value, path: &str) {
+    assert_eq!(got.method, sdk["method"].as_str().expect("method"), "{path}");
+    assert_eq!(got.path, path);
+    for (name, value) in sdk["headers"].as_object().expect("headers") {
+        match name.as_str() {
+            "x-goog-api-key" => {}
+            "x-goog-upload-header-content-length" => assert!(header(got, name).is_some(), "{path}: {name}"),
+            _ => assert_eq!(header(got, name), value.as_str(), "{path}: header {name}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_inline_job_is_created_as_the_sdk_creates_it() {
+    let stub = stub(0).await;
+    let sdk = fixture(CREATE_INLINE);
+    let job = api(&stub, usize::MAX).create(MODEL, "assetgen-capture", &requests_of(&sdk)).await.expect("created");
+    assert_eq!(job.name, "batches/stub1");
+    assert_eq!(job.state, JobState::Pending);
+
+    let received = stub.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_same_call(got, &sdk, sdk["path"].as_str().expect("path"));
+    assert_eq!(header(got, "x-goog-api-key"), Some(KEY), "the key travels in the header");
+    let mut expected = sdk["body"].clone();
+    camel_blobs(&mut expected);
+    assert_eq!(got.body, expected);
+}
+
+#[tokio::test]
+async fn over_the_inline_limit_the_requests_go_as_an_uploaded_jsonl_file() {
+    let stub = stub(0).await;
+    let inline = fixture(CREATE_INLINE);
+    let requests = requests_of(&inline);
+    api(&stub, 10).create(MODEL, "assetgen-capture", &requests).await.expect("created");
+    let received = stub.received();
+    assert_eq!(received.len(), 3, "start the upload, upload and finalize, create");
+
+    // The resumable upload, as the SDK does it.
+    let upload = fixture(UPLOAD);
+    assert_same_call(&received[0], &upload[0], "/upload/v1beta/files");
+    assert_eq!(received[0].body["file"]["mime_type"], upload[0]["body"]["file"]["mime_type"]);
+    assert_eq!(received[0].body["file"]["display_name"], upload[0]["body"]["file"]["display_name"]);
+    assert_same_call(&received[1], &upload[1], "/upload/v1beta/files?upload_id=up1");
+    let jsonl = received[1].body.as_str().expect("the file's text");
+    let size = header(&received[0], "x-goog-upload-header-content-length").expect("size");
+    assert_eq!(size, jsonl.len().to_string(), "the announced size is the file's");
+
+    // Each line is `{key, request}`, the request exactly what goes inline.
+    let sdk_line: Value = serde_json::from_str(upload[1]["body"].as_str().expect("sdk file").trim()).expect("line");
+    let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 3);
+    let inline_requests = inline["body"]["batch"]["inputConfig"]["requests"]["requests"].as_array().expect("requests");
+    for (line, item) in lines.iter().zip(inline_requests) {
+        assert_eq!(line.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec!["key".into(), "request".into()]));
+        assert_eq!(line["key"], item["metadata"]["key"]);
+        let mut request = item["request"].clone();
+        camel_blobs(&mut request);
+        assert_eq!(line["request"], request);
+    }
+    // The line format of the capture's file (the SDK uploads a file as given; the docs' format).
+    let mut sdk_request = sdk_line["request"].clone();
+    sdk_request["contents"][0]["parts"][0]["text"] = lines[2]["request"]["contents"][0]["parts"][0]["text"].clone();
+    assert_eq!(lines[2]["request"], sdk_request, "a request without references");
+
+    // The job names the uploaded file.
+    let create = fixture(CREATE_FILE);
+    assert_same_call(&received[2], &create, create["path"].as_str().expect("path"));
+    let mut expected = create["body"].clone();
+    expected["batch"]["inputConfig"]["fileName"] = "files/input-up1".into();
+    assert_eq!(received[2].body, expected);
+}
+
+#[tokio::test]
+async fn polling_cancelling_and_downloading_use_the_sdks_paths() {
+    let stub = stub(2).await;
+    let api = api(&stub, 10);
+    let requests = requests_of(&fixture(CREATE_INLINE));
+    let job = api.create(MODEL, "assetgen-capture", &requests).await.expect("created");
+    let id = job.name.trim_start_matches("batches/").to_owned();
+
+    let first = api.get(&job.name).await.expect("polled");
+    assert_eq!(first.state, JobState::Pending);
+    assert_eq!(api.get(&job.name).await.expect("polled").state, JobState::Running);
+    let done = api.get(&job.name).await.expect("polled");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.results.len(), 3);
+    assert!(done.results.iter().all(|r| r.outcome.as_ref().is_ok_and(|i| i.bytes.starts_with(b"\x89PNG"))));
+
+    let received = stub.received();
+    let get = fixture(GET);
+    let get_path = get["path"].as_str().expect("path").replace("test-batch-1", &id);
+    assert_same_call(&received[3], &get, &get_path);
+    let download = fixture(DOWNLOAD);
+    let download_path = download["path"].as_str().expect("path").replace("batch-test-batch-1-output", &format!("{id}-output"));
+    let got = received.iter().find(|r| r.path.contains(":download")).expect("the results were downloaded");
+    assert_same_call(got, &download, &download_path);
+
+    api.cancel(&job.name).await.expect("cancelled");
+    let cancel = fixture(CANCEL);
+    let received = stub.received();
+    let got = received.last().expect("cancel");
+    assert_same_call(got, &cancel, &cancel["path"].as_str().expect("path").replace("test-batch-1", &id));
+    assert!(got.body.is_null(), "cancel has no body");
+
+    // A name that is not Google's shape never reaches a URL.
+    assert!(api.get("batches/../../v1beta/files").await.is_err());
+    assert!(api.cancel("files/abc").await.is_err());
+}
