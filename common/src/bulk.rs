@@ -147,6 +147,27 @@ impl From<&BulkJob> for BulkView {
     }
 }
 
+impl BulkView {
+    /// What a person is told while the job is at Google ("waiting for Google's batch, submitted
+    /// 14:02 UTC"); `None` once it has ended.
+    pub fn waiting_text(&self) -> Option<String> {
+        let at = self
+            .submitted_at
+            .map(|t| {
+                let t = t.to_offset(time::UtcOffset::UTC);
+                format!(", submitted {:02}:{:02} UTC", t.hour(), t.minute())
+            })
+            .unwrap_or_default();
+        let cancelling = if self.cancel_requested { " (cancelling)" } else { "" };
+        match self.state {
+            BulkState::Preparing => Some(format!("preparing Google's batch{cancelling}")),
+            BulkState::Pending => Some(format!("waiting for Google's batch{at}{cancelling}")),
+            BulkState::Running => Some(format!("Google is running the batch{at}{cancelling}")),
+            _ => None,
+        }
+    }
+}
+
 pub fn jobs_prefix(batch: &BatchId) -> String {
     format!("batches/{batch}/bulk/")
 }
@@ -773,6 +794,30 @@ pub fn prompt_of(spec: &RowSpec, has_refs: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_is_told_with_the_submit_time() {
+        let submitted = time::macros::datetime!(2026-11-28 14:02:31 UTC);
+        let mut view = BulkView {
+            state: BulkState::Pending,
+            job: Some("batches/x".into()),
+            rows: 2,
+            requests: 3,
+            submitted_at: Some(submitted),
+            polled_at: None,
+            ended_at: None,
+            cancel_requested: false,
+        };
+        assert_eq!(view.waiting_text().as_deref(), Some("waiting for Google's batch, submitted 14:02 UTC"));
+        view.state = BulkState::Running;
+        view.cancel_requested = true;
+        assert_eq!(
+            view.waiting_text().as_deref(),
+            Some("Google is running the batch, submitted 14:02 UTC (cancelling)")
+        );
+        view.state = BulkState::Expired;
+        assert_eq!(view.waiting_text(), None);
+    }
 
     #[test]
     fn keys_round_trip() {

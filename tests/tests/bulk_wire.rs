@@ -149,7 +149,10 @@ async fn over_the_inline_limit_the_requests_go_as_an_uploaded_jsonl_file() {
     assert_eq!(lines.len(), 3);
     let inline_requests = inline["body"]["batch"]["inputConfig"]["requests"]["requests"].as_array().expect("requests");
     for (line, item) in lines.iter().zip(inline_requests) {
-        assert_eq!(line.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec!["key".into(), "request".into()]));
+        assert_eq!(
+            line.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["key".into(), "request".into()])
+        );
         assert_eq!(line["key"], item["metadata"]["key"]);
         let mut request = item["request"].clone();
         camel_blobs(&mut request);
@@ -189,7 +192,8 @@ async fn polling_cancelling_and_downloading_use_the_sdks_paths() {
     let get_path = get["path"].as_str().expect("path").replace("test-batch-1", &id);
     assert_same_call(&received[3], &get, &get_path);
     let download = fixture(DOWNLOAD);
-    let download_path = download["path"].as_str().expect("path").replace("batch-test-batch-1-output", &format!("{id}-output"));
+    let download_path =
+        download["path"].as_str().expect("path").replace("batch-test-batch-1-output", &format!("{id}-output"));
     let got = received.iter().find(|r| r.path.contains(":download")).expect("the results were downloaded");
     assert_same_call(got, &download, &download_path);
 

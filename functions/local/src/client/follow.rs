@@ -290,6 +290,10 @@ impl Tracker {
             message.push_str(&format!(" · {} cancelled", t.cancelled));
         }
         message.push_str(&format!(" · {}", wire_name(&view.status)));
+        if let Some(waiting) = view.bulk.as_ref().and_then(|b| b.waiting_text()).filter(|_| !view.status.is_terminal())
+        {
+            message.push_str(&format!(" · {waiting}"));
+        }
 
         if let Some(bar) = &self.bar {
             bar.set_length(len);

@@ -17,6 +17,7 @@ mod table;
 
 use anyhow::Context as _;
 use assetgen_common::api::{BatchRequest, BatchView, EstimateResponse, SubmitResponse};
+use assetgen_common::domain::RunMode;
 use confirm::Asker;
 use follow::{FollowError, Mode, Retry};
 use http::{Api, Refusal};
@@ -130,9 +131,32 @@ pub struct BatchOptions {
     /// Generate real images with the live model (costs money); a dry run otherwise
     #[arg(long)]
     pub live: bool,
+    /// Generate real images through Gemini's Batch API: half the live price, results within a day
+    #[arg(long, conflicts_with = "live")]
+    pub bulk: bool,
+    /// The run mode by name: dry_run, live or bulk (the same as no flag, --live, --bulk)
+    #[arg(long, value_name = "MODE", conflicts_with_all = ["live", "bulk"])]
+    pub run_mode: Option<String>,
     /// Image model (`estimate` lists the ones the server offers)
     #[arg(long)]
     pub model: Option<String>,
+}
+
+impl BatchOptions {
+    /// The run mode asked for; a name the server does not know is sent as given, for its 422.
+    pub fn run_mode(&self) -> String {
+        match &self.run_mode {
+            Some(mode) => RunMode::parse(mode).map_or_else(|_| mode.clone(), |m| m.as_str().to_owned()),
+            None if self.bulk => RunMode::Bulk.as_str().to_owned(),
+            None if self.live => RunMode::Live.as_str().to_owned(),
+            None => RunMode::DryRun.as_str().to_owned(),
+        }
+    }
+
+    /// Whether the batch will cost money (live or bulk): `submit` then asks first.
+    pub fn costs_money(&self) -> bool {
+        RunMode::parse(&self.run_mode()).is_ok_and(RunMode::costs_money)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -229,13 +253,14 @@ async fn page(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Resul
 
 async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
     let Some((mut request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
-    if args.batch.live && !args.yes && !c.asker.can_ask() {
+    if args.batch.costs_money() && !args.yes && !c.asker.can_ask() {
         // Before any request: a script that forgot --yes learns it at once, and spends nothing.
+        let mode = args.batch.run_mode();
         writeln!(
             c.err,
-            "error: a live batch costs money, and `submit --live` asks before it spends; there is no terminal \
+            "error: a {mode} batch costs money, and `submit --{mode}` asks before it spends; there is no terminal \
              to ask on (standard input is not one), so nothing was submitted.\n\
-             Add --yes to submit without asking (`assetgen estimate {} --live` shows the price first).",
+             Add --yes to submit without asking (`assetgen estimate {} --{mode}` shows the price first).",
             args.file.display()
         )?;
         return Ok(EXIT_NOT_CONFIRMED);
@@ -245,7 +270,7 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
     {
         return refused(&refusal, None, c);
     }
-    if args.batch.live && !args.yes {
+    if args.batch.costs_money() && !args.yes {
         let answer = confirm_live(api, &request, &lines, c).await?;
         if answer != EXIT_OK {
             return Ok(answer);
@@ -306,7 +331,13 @@ async fn confirm_live(api: &Api, request: &BatchRequest, lines: &[u64], c: &mut 
     // The estimate is what a submit holds; the budget before it is what is left after plus that.
     let left_now = after.remaining_usd + e.usd;
     let per_image = if e.images > 0 { e.usd / e.images as f64 } else { 0.0 };
-    writeln!(c.err, "live batch: {} images at ${per_image:.3} = ${:.2}", e.images, e.usd)?;
+    // A bulk image costs half a live one: $0.0195 needs its fourth digit.
+    let (mode, digits) = if request.run_mode.as_deref() == Some("bulk") {
+        ("bulk batch (Gemini's Batch API)", 4)
+    } else {
+        ("live batch", 3)
+    };
+    writeln!(c.err, "{mode}: {} images at ${:.*} = ${:.2}", e.images, digits, per_image, e.usd)?;
     writeln!(
         c.err,
         "budget:     ${left_now:.2} left of ${:.2} today (spent ${:.2}, held ${:.2}); ${:.2} after this batch",
@@ -351,16 +382,29 @@ async fn estimate(api: &Api, args: EstimateArgs, c: &mut Console<'_>) -> anyhow:
     }
     let (e, b) = (&response.estimate, &response.budget_after);
     writeln!(c.out, "images:       {}", e.images)?;
-    writeln!(c.out, "cost:         ${:.2}{}", e.usd, if args.batch.live { "" } else { " (dry run)" })?;
+    let mode = args.batch.run_mode();
+    let label = match mode.as_str() {
+        "live" => String::new(),
+        "bulk" => " (bulk: Gemini's Batch API, half price, within a day)".to_owned(),
+        "dry_run" => " (dry run)".to_owned(),
+        other => format!(" ({other})"),
+    };
+    writeln!(c.out, "cost:         ${:.2}{label}", e.usd)?;
     writeln!(c.out, "if live:      ${:.2}", e.usd_if_live)?;
+    if mode != "live" {
+        writeln!(c.out, "if bulk:      ${:.2}", e.usd_if_bulk)?;
+    }
     writeln!(
         c.out,
         "budget after: ${:.2} left of ${:.2} (spent ${:.2}, reserved ${:.2})",
         b.remaining_usd, b.limit_usd, b.spent_usd, b.reserved_usd
     )?;
     if !response.models.is_empty() {
-        let models: Vec<String> =
-            response.models.iter().map(|m| format!("{} (${:.3}/image)", m.model, m.usd_per_image)).collect();
+        let models: Vec<String> = response
+            .models
+            .iter()
+            .map(|m| format!("{} (${:.3}/image, ${:.4} bulk)", m.model, m.usd_per_image, m.usd_per_image_bulk))
+            .collect();
         writeln!(c.out, "models:       {}", models.join(", "))?;
     }
     Ok(EXIT_OK)
@@ -443,7 +487,7 @@ fn read_request(
     let request = BatchRequest {
         rows: batch.rows,
         global_refs,
-        run_mode: Some(if options.live { "live" } else { "dry_run" }.to_owned()),
+        run_mode: Some(options.run_mode()),
         model: options.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned),
     };
     Ok(Some((request, batch.lines)))
@@ -681,6 +725,19 @@ mod tests {
         assert_eq!(run.out.lines().count(), 1);
         assert_eq!(serde_json::from_str::<SubmitResponse>(run.out.trim())?, submit_response(&base));
         assert_eq!(d.bodies()[0].run_mode.as_deref(), Some("live"));
+        for (flags, mode) in [
+            (&["--bulk"][..], "bulk"),
+            (&["--run-mode", "bulk"][..], "bulk"),
+            (&["--run-mode", "dry-run"][..], "dry_run"),
+        ] {
+            let args: Vec<&str> =
+                ["submit", csv_arg.as_str(), "--json"].into_iter().chain(flags.iter().copied()).collect();
+            let run = execute_captured(&base, &args, dir.path()).await?;
+            assert_eq!(run.code, 0, "{flags:?}: {}", run.err);
+            assert_eq!(d.bodies().last().and_then(|b| b.run_mode.clone()).as_deref(), Some(mode), "{flags:?}");
+        }
+        let run = execute_captured(&base, &["submit", &csv_arg, "--live", "--bulk"], dir.path()).await;
+        assert!(run.is_err() || run.is_ok_and(|r| r.code != 0), "--live and --bulk are refused together");
         Ok(())
     }
 
@@ -849,8 +906,15 @@ mod tests {
             "images:       3\n\
              cost:         $0.00 (dry run)\n\
              if live:      $0.12\n\
+             if bulk:      $0.06\n\
              budget after: $8.25 left of $10.00 (spent $1.50, reserved $0.25)\n\
-             models:       gemini-2.5-flash-image ($0.039/image)\n"
+             models:       gemini-2.5-flash-image ($0.039/image, $0.0195 bulk)\n"
+        );
+        let run = execute_captured(&base, &["estimate", &csv_arg, "--bulk"], dir.path()).await?;
+        assert!(
+            run.out.contains("cost:         $0.00 (bulk: Gemini's Batch API, half price, within a day)\n"),
+            "{}",
+            run.out
         );
         let run = execute_captured(&base, &["estimate", &csv_arg, "--json"], dir.path()).await?;
         assert_eq!(serde_json::from_str::<EstimateResponse>(run.out.trim())?.estimate.images, 3);

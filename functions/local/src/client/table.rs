@@ -26,6 +26,12 @@ pub fn render(view: &BatchView, data_dir: &Path) -> String {
         view.model,
     );
 
+    if let Some(bulk) = &view.bulk {
+        let job = bulk.job.as_deref().unwrap_or("not submitted yet");
+        let state = bulk.waiting_text().unwrap_or_else(|| format!("Google's batch {}", wire_name(&bulk.state)));
+        text.push_str(&format!("bulk job {job}: {state}\n"));
+    }
+
     let header = ["ROW", "SCENE_ID", "STATUS", "IMAGES"].map(str::to_owned);
     let body: Vec<[String; 4]> = view
         .rows
