@@ -30,6 +30,7 @@ use crate::layout;
 use crate::model::{BatchApi, JobState, JobStatus, KeyedRequest, ModelError};
 use crate::model::{GeneratedImage, ImageRequest};
 use crate::problem::{ErrorCode, Problem};
+use crate::provenance::record as provenance;
 use crate::refs::fetch::RefFetcher;
 use crate::refs::merge::merge_refs;
 use crate::settlement::Settlement;
@@ -606,7 +607,10 @@ impl BulkRunner {
                 continue;
             };
             match &result.outcome {
-                Ok(image) => self.store_image(manifest, job.seq, row, variant, image).await?,
+                Ok(image) => {
+                    let submitted_at = job.submitted_at.unwrap_or(job.created_at);
+                    self.store_image(manifest, job.seq, row, variant, image, submitted_at).await?;
+                }
                 Err(ModelError::Permanent { code, detail } | ModelError::Retryable { code, detail, .. }) => {
                     errors.entry(row).or_insert((*code, detail.clone()));
                 }
@@ -638,6 +642,7 @@ impl BulkRunner {
         row: u32,
         variant: u8,
         image: &GeneratedImage,
+        submitted_at: OffsetDateTime,
     ) -> Result<(), Problem> {
         let batch = &manifest.batch_id;
         let name = layout::row_state(batch, row);
@@ -650,12 +655,35 @@ impl BulkRunner {
             return Ok(());
         }
         let object = layout::image(batch, &spec.scene_id, variant);
-        let body =
-            match self.store.put(&object, image.bytes.clone(), &image.mime_type, Precondition::DoesNotExist).await {
-                Ok(_) => image.bytes.clone(),
-                Err(StoreError::PreconditionFailed(_)) => self.store.get(&object).await.map_err(store_problem)?.body,
-                Err(e) => return Err(store_problem(e)),
-            };
+        // Provenance as for a live image: what was sent (rebuilt from the row, as it was built for
+        // the job), the references' fates, the bulk price and its spend event.
+        let has_refs = state.refs.iter().any(|r| r.outcome == crate::api::RefOutcome::Used);
+        let request = ImageRequest {
+            model: manifest.spec.model.clone(),
+            scene_id: spec.scene_id.to_string(),
+            variant,
+            prompt: prompt_of(spec, has_refs),
+            aspect_ratio: spec.aspect_ratio,
+            refs: Vec::new(),
+        };
+        let call = provenance::Call {
+            request: &request,
+            image,
+            refs: &state.refs,
+            requested_at: submitted_at,
+            generated_at: OffsetDateTime::now_utc(),
+        };
+        let made = provenance::of_call(manifest, spec, &state, call);
+        let stamped = provenance::stamp(image.bytes.clone(), &made);
+        let body = match self.store.put(&object, stamped.clone(), &image.mime_type, Precondition::DoesNotExist).await {
+            Ok(_) => stamped,
+            Err(StoreError::PreconditionFailed(_)) => self.store.get(&object).await.map_err(store_problem)?.body,
+            Err(e) => return Err(store_problem(e)),
+        };
+        // Derived from the bytes that stand (another poller's, if it stored them first).
+        provenance::write_sidecar(self.store.as_ref(), &object, &body, &image.mime_type, Some(&made))
+            .await
+            .map_err(store_problem)?;
         let stored = StoredVariant {
             variant,
             object,

@@ -176,6 +176,23 @@ async fn a_job_with_one_failed_request_fails_only_that_row() {
     let image = row(&view, "CAT-004")["images"][2].as_str().expect("a link").to_owned();
     let bytes = run.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
     assert!(bytes.starts_with(b"\x89PNG"), "a PNG at {image}");
+
+    // Each image explains itself like a live one: a sidecar naming the bulk run, its price and
+    // the spend event that paid it.
+    let images = std::fs::read_dir(run.data.join("images").join(&id)).expect("images dir");
+    let names: Vec<String> = images.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let pngs: Vec<&String> = names.iter().filter(|n| n.ends_with(".png")).collect();
+    assert_eq!(pngs.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 10, "a sidecar beside each image and nothing else: {names:?}");
+    let sidecar: Value = serde_json::from_slice(
+        &std::fs::read(run.data.join("images").join(&id).join("CAT-004-v3.json")).expect("sidecar"),
+    )
+    .expect("json");
+    let made = &sidecar;
+    assert_eq!(made["run_mode"], "bulk", "{sidecar}");
+    assert_eq!(made["price"]["micros"], 19_500, "{sidecar}");
+    assert!(made["ledger"]["event"].as_str().is_some_and(|e| e.ends_with(".0003.v3.r0.spend")), "{sidecar}");
+    assert_eq!(made["prompt"], "a sugar bowl");
     run.money_reconciles(5).await;
 }
 
@@ -196,7 +213,7 @@ async fn a_large_batch_goes_to_google_as_an_uploaded_file() {
     assert_eq!(jobs[0].requests.len(), 7);
     let received = run.stub.received();
     assert!(received.iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "uploaded");
-    assert!(received.iter().any(|r| r.path.ends_with("-output:download")), "results downloaded");
+    assert!(received.iter().any(|r| r.path.contains("-output:download?alt=media")), "results downloaded");
     run.money_reconciles(5).await;
 }
 

@@ -778,7 +778,7 @@ mod tests {
             assert_eq!(body.run_mode.as_deref(), Some("live"), "the estimate is of the live batch");
             let usd = f64::from(images) * 0.039;
             Json(EstimateResponse {
-                estimate: Estimate { images: images.into(), usd, usd_if_live: usd },
+                estimate: Estimate { images: images.into(), usd, usd_if_live: usd, usd_if_bulk: usd / 2.0 },
                 budget_after: BudgetView {
                     limit_usd: 10.0,
                     spent_usd: 10.0 - remaining_usd - 0.5,
