@@ -64,7 +64,7 @@ async fn an_accepted_batch_is_stored_and_queued_row_by_row() {
     let (status, _, accepted) = call(&app, "POST", "/v1/batches", Some(body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let id = accepted["batch_id"].as_str().expect("id");
-    assert_eq!(accepted["estimate"], json!({"images": 3, "usd": 0.0, "usd_if_live": 0.117}));
+    assert_eq!(accepted["estimate"], json!({"images": 3, "usd": 0.0, "usd_if_live": 0.117, "usd_if_bulk": 0.0585}));
     let events = accepted["links"]["events"].as_str().expect("events link");
     assert!(events.starts_with(&format!("http://assetgen.test/v1/batches/{id}/events?access_token=")), "{events}");
     assert_eq!(objects(&app).await, 4, "its entry in the index of open batches, manifest and two row states");

@@ -731,11 +731,16 @@ mod tests {
             (&["--run-mode", "dry-run"][..], "dry_run"),
         ] {
             let args: Vec<&str> =
-                ["submit", csv_arg.as_str(), "--json"].into_iter().chain(flags.iter().copied()).collect();
+                ["submit", csv_arg.as_str(), "--json", "--yes"].into_iter().chain(flags.iter().copied()).collect();
             let run = execute_captured(&base, &args, dir.path()).await?;
             assert_eq!(run.code, 0, "{flags:?}: {}", run.err);
             assert_eq!(d.bodies().last().and_then(|b| b.run_mode.clone()).as_deref(), Some(mode), "{flags:?}");
         }
+        // A bulk batch costs money too: without a terminal to ask on, it needs --yes.
+        let sent = d.bodies().len();
+        let run = execute_captured(&base, &["submit", &csv_arg, "--bulk"], dir.path()).await?;
+        assert!(run.code != 0 && run.err.contains("a bulk batch costs money"), "{}", run.err);
+        assert_eq!(d.bodies().len(), sent, "nothing was submitted");
         let run = execute_captured(&base, &["submit", &csv_arg, "--live", "--bulk"], dir.path()).await;
         assert!(run.is_err() || run.is_ok_and(|r| r.code != 0), "--live and --bulk are refused together");
         Ok(())
