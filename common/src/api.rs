@@ -265,7 +265,7 @@ pub struct BatchView {
     /// Run mode `bulk`: the batch's latest Batch API job (its state at Google, when it was
     /// submitted and last polled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bulk: Option<crate::bulk::BulkView>,
+    pub bulk: Option<Box<crate::bulk::BulkView>>,
 }
 
 /// The SSE `batch` event: the header of the progress view.

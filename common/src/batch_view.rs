@@ -149,7 +149,7 @@ impl Presenter {
             totals,
             cost_usd: states.iter().map(RowState::cost).sum::<Money>().usd(),
             rows,
-            bulk: batch.bulk.last().map(crate::bulk::BulkView::from),
+            bulk: batch.bulk.last().map(|job| Box::new(crate::bulk::BulkView::from(job))),
         }
     }
 }
