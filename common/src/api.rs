@@ -280,4 +280,8 @@ pub struct BatchProgress {
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<time::OffsetDateTime>,
+    /// Run mode `bulk`: the latest Batch API job, so a page sees it move at Google (pending,
+    /// running, succeeded…) while no row changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<Box<crate::bulk::BulkView>>,
 }

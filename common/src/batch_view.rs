@@ -162,6 +162,7 @@ impl BatchView {
             totals: self.totals,
             cost_usd: self.cost_usd,
             ended_at: self.ended_at,
+            bulk: self.bulk.clone(),
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::events::{BatchEvent, Cursor};
 use crate::layout;
 use crate::problem::Problem;
 use crate::state::RowState;
-use crate::store::{Generation, ObjectMeta, ObjectStore};
+use crate::store::{Generation, ObjectMeta, ObjectStore, StoreError, read_json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -211,7 +211,8 @@ impl BatchTail {
             })
             .map(|m| (m.name, m.generation))
             .collect();
-        if changed.is_empty() {
+        let bulk_moved = self.refresh_bulk(!changed.is_empty()).await?;
+        if changed.is_empty() && !bulk_moved {
             return Ok(Vec::new());
         }
         let read = read_rows(self.store.as_ref(), changed.keys().cloned().collect()).await?;
@@ -222,6 +223,40 @@ impl BatchTail {
         let mut events = self.apply(current, settled);
         events.extend(self.finish_if_done());
         Ok(events)
+    }
+
+    /// A bulk batch's job while Google has it: re-read, so the `batch` event carries its state as
+    /// it moves (pending, running, succeeded…) though no row changes meanwhile. One read of the
+    /// known job; a listing only when rows moved or no job is known yet (a retry's new job).
+    async fn refresh_bulk(&mut self, rows_moved: bool) -> Result<bool, Problem> {
+        if self.batch.manifest.spec.run_mode != crate::domain::RunMode::Bulk {
+            return Ok(false);
+        }
+        let store = self.store.as_ref();
+        let jobs = match self.batch.bulk.last() {
+            Some(job) if job.settled && !rows_moved => return Ok(false),
+            Some(job) if !rows_moved => {
+                let name = crate::bulk::job_name(&self.batch.manifest.batch_id, job.seq);
+                let mut jobs = self.batch.bulk.clone();
+                match read_json::<crate::bulk::BulkJob>(store, &name).await {
+                    Ok(read) => {
+                        if let Some(last) = jobs.last_mut() {
+                            *last = read.value;
+                        }
+                    }
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(store_problem(e)),
+                }
+                jobs
+            }
+            _ => {
+                self.listings += 1;
+                crate::bulk::jobs_of(store, &self.batch.manifest).await?
+            }
+        };
+        let moved = jobs != self.batch.bulk;
+        self.batch.bulk = jobs;
+        Ok(moved)
     }
 
     /// Emits row events in generation order, then a `batch` event if the totals moved. Event `k`'s

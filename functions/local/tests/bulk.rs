@@ -263,3 +263,41 @@ async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     assert!(run.stub.received().iter().any(|r| r.method == "POST" && r.path.ends_with(":cancel")));
     run.money_reconciles(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watching_page_is_told_when_google_moves_the_job() {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    // Two polls pending, two running: the job moves while no row changes.
+    let run =
+        start(BulkStubConfig { polls_before_end: 4, outcome: BulkOutcome::Succeed, fail_marker: String::new() }, &[])
+            .await;
+    let id = run.submit("").await;
+    let events = run
+        .client
+        .get(format!("{}/v1/batches/{id}/events", run.server.base))
+        .send()
+        .await
+        .expect("events")
+        .bytes_stream()
+        .eventsource();
+    let mut events = std::pin::pin!(events);
+    let mut states = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        let event = event.expect("an SSE event");
+        let data: Value = serde_json::from_str(&event.data).expect("json");
+        if event.event == "batch"
+            && let Some(state) = data["bulk"]["state"].as_str()
+            && states.last().map(String::as_str) != Some(state)
+        {
+            states.push(state.to_owned());
+        }
+        if event.event == "done" {
+            assert_eq!(data["bulk"]["state"], "succeeded", "{data}");
+            break;
+        }
+    }
+    assert!(states.iter().any(|s| s == "running"), "the batch events followed the job: {states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("succeeded"), "{states:?}");
+}

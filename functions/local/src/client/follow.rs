@@ -465,6 +465,7 @@ pub(super) mod tests {
                     totals: finished().totals,
                     cost_usd: 0.0,
                     ended_at: None,
+                    bulk: None,
                 };
                 let event = sse(&BatchEvent::Batch(progress), 9).replace("\n\n", "\nretry: 30\n\n");
                 stream_body(vec![event], false)
