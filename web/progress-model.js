@@ -67,9 +67,12 @@ export class BatchModel {
           const { ended_at: _gone, ...rest } = this.view;
           this.view = { ...rest, status: data.status, totals: data.totals, cost_usd: data.cost_usd };
           if (data.ended_at) this.view.ended_at = data.ended_at;
+          // A bulk batch's job moves at Google while no row does: the batch event says where it is.
+          if (data.bulk) this.view.bulk = data.bulk;
         }
         const t = data.totals;
-        text = `${t.images_done}/${t.images_total} images, ${t.succeeded} done, ${t.failed} failed, ${t.cancelled} cancelled`;
+        const job = data.bulk ? `${bulkText(data.bulk)}; ` : '';
+        text = `${job}${t.images_done}/${t.images_total} images, ${t.succeeded} done, ${t.failed} failed, ${t.cancelled} cancelled`;
         break;
       }
       default:
@@ -126,6 +129,10 @@ export class BatchModel {
       // What each stored image cost (the batch's spend over its images), and what one would cost live.
       costPerImageUsd: t.images_done > 0 ? v.cost_usd / t.images_done : null,
       livePerImageUsd: v.estimate.images > 0 ? v.estimate.usd_if_live / v.estimate.images : null,
+      // Through Gemini's Batch API: half the live price (from the accepted estimate).
+      bulkPerImageUsd: v.estimate.images > 0 && v.estimate.usd_if_bulk ? v.estimate.usd_if_bulk / v.estimate.images : null,
+      bulkState: v.bulk ? v.bulk.state : null,
+      bulkText: v.bulk ? bulkText(v.bulk) : null,
       ended: this.terminal,
       estimateUsd: v.estimate.usd,
       estimateIfLiveUsd: v.estimate.usd_if_live,
@@ -170,4 +177,40 @@ export function eta(elapsedMs, done, total) {
 
 export function label(status) {
   return String(status || '').replaceAll('_', ' ');
+}
+
+/** `14:02 UTC` of an RFC 3339 time, as the CLI says it. */
+function clockUtc(rfc3339) {
+  const d = new Date(rfc3339);
+  if (Number.isNaN(d.getTime())) return null;
+  const two = (n) => String(n).padStart(2, '0');
+  return `${two(d.getUTCHours())}:${two(d.getUTCMinutes())} UTC`;
+}
+
+/**
+ * Where a bulk batch's job stands at Google (a BulkView, common/src/bulk.rs), in the CLI's words:
+ * "Waiting for Google's batch, submitted 14:02 UTC", "Google is running the batch, …", and once
+ * it ended "Google's batch succeeded|failed|expired|cancelled".
+ */
+export function bulkText(bulk) {
+  const at = bulk.submitted_at && clockUtc(bulk.submitted_at) ? `, submitted ${clockUtc(bulk.submitted_at)}` : '';
+  const cancelling = bulk.cancel_requested ? ' (cancelling)' : '';
+  switch (bulk.state) {
+    case 'preparing':
+      return `Preparing Google's batch${cancelling}`;
+    case 'pending':
+      return `Waiting for Google's batch${at}${cancelling}`;
+    case 'running':
+      return `Google is running the batch${at}${cancelling}`;
+    default:
+      return `Google's batch ${label(bulk.state)}`;
+  }
+}
+
+/** A price per image: `$0.0195` (bulk prices have four places), `$0.039`. */
+export function formatPrice(usd) {
+  const v = Number(usd) || 0;
+  if (v === 0) return '$0.00';
+  if (Math.abs(v) >= 0.1) return `$${v.toFixed(2)}`;
+  return `$${Number(v.toFixed(4)).toString().replace(/^(\d+\.\d{1,2})$/, (m) => Number(m).toFixed(3))}`;
 }

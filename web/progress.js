@@ -2,7 +2,7 @@
 // images land (with a lightbox), an event log, Retry and Cancel, and a live connection indicator.
 
 import { el, api, problemText, formatUsd, formatDuration, formatTime, announce, withToken, submitUrl } from './common.js';
-import { BatchModel, label } from './progress-model.js';
+import { BatchModel, label, formatPrice } from './progress-model.js';
 import { LiveConnection } from './connection.js';
 import { showProvenance } from './provenance-view.js';
 
@@ -93,7 +93,11 @@ function renderHeader() {
   const status = $('batch-status');
   status.textContent = label(s.status);
   status.dataset.status = s.status;
-  $('batch-mode').textContent = `${s.runMode === 'dry_run' ? 'dry run' : 'live'} · ${s.model}`;
+  $('batch-mode').textContent = `${label(s.runMode)} · ${s.model}`;
+  const bulk = $('bulk-state');
+  bulk.hidden = !s.bulkText;
+  bulk.textContent = s.bulkText || '';
+  bulk.dataset.state = s.bulkState || '';
   const parts = [`${s.succeeded} done`];
   if (s.running) parts.push(`${s.running} running`);
   if (s.queued) parts.push(`${s.queued} queued`);
@@ -131,6 +135,13 @@ function renderClock() {
 /** `$0.039`; a dry run costs nothing, so it says what an image would cost live. */
 function perImage(s) {
   if (s.runMode === 'dry_run') return s.livePerImageUsd === null ? '—' : `${formatUsd(0)} (live: ${formatUsd(s.livePerImageUsd)})`;
+  if (s.runMode === 'bulk') {
+    // Before the first image, the bulk price it will be charged; the live one beside it.
+    const price = s.costPerImageUsd ?? s.bulkPerImageUsd;
+    if (price === null) return '—';
+    const live = s.livePerImageUsd === null ? '' : `, live ${formatPrice(s.livePerImageUsd)}`;
+    return `${formatPrice(price)} (bulk price${live})`;
+  }
   return s.costPerImageUsd === null ? '—' : formatUsd(s.costPerImageUsd);
 }
 

@@ -157,6 +157,68 @@ export async function startGeminiStub({ limitCalls = [] } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Gemini's Batch API on loopback, inline jobs only, in the wire format of tests/src/bulk_stub.rs
+// (captured from google-genai): `POST …:batchGenerateContent` makes a job, `GET /v1beta/batches/ID`
+// answers its state. The test moves the job (`setState('running')`, …), so a page can be watched
+// at each step; a succeeded job answers an image per request.
+
+export async function startBatchStub() {
+  const jobs = [];
+  let state = 'PENDING';
+  const operation = (job) => {
+    const metadata = {
+      '@type': 'type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch',
+      model: 'models/gemini-2.5-flash-image', displayName: job.displayName, name: job.name,
+      createTime: '2026-11-28T14:02:00.000000Z', updateTime: '2026-11-28T14:02:00.000000Z',
+      state: `BATCH_STATE_${state}`, batchStats: { requestCount: String(job.keys.length) },
+    };
+    const op = { name: job.name, metadata };
+    if (state !== 'PENDING' && state !== 'RUNNING') op.done = true;
+    if (state === 'SUCCEEDED') {
+      const inlinedResponses = job.keys.map((key, n) => ({ metadata: { key }, response: { candidates: [{ content: { role: 'model', parts: [
+        { text: 'planning the composition', thought: true },
+        { inlineData: { mimeType: 'image/png', data: png([60 + n * 40, 140, 90]).toString('base64') } },
+      ] }, finishReason: 'STOP', index: 0 }], modelVersion: 'gemini-2.5-flash-image' } }));
+      metadata.output = { inlinedResponses: { inlinedResponses } };
+    }
+    return op;
+  };
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      res.setHeader('Content-Type', 'application/json');
+      const url = new URL(req.url, 'http://stub');
+      const get = url.pathname.match(/^\/v1beta\/(batches\/[^/:]+)$/);
+      if (req.method === 'POST' && url.pathname.endsWith(':batchGenerateContent')) {
+        const batch = JSON.parse(Buffer.concat(chunks).toString() || '{}').batch || {};
+        const requests = batch.inputConfig?.requests?.requests || [];
+        const job = { name: `batches/webstub${jobs.length + 1}`, displayName: batch.displayName || '', keys: requests.map((r) => r.metadata?.key) };
+        jobs.push(job);
+        res.end(JSON.stringify(operation(job)));
+      } else if (req.method === 'GET' && get && jobs.some((j) => j.name === get[1])) {
+        res.end(JSON.stringify(operation(jobs.find((j) => j.name === get[1]))));
+      } else {
+        res.writeHead(400);
+        res.end(JSON.stringify({ error: { code: 400, message: `this stub does not serve ${req.method} ${url.pathname}`, status: 'INVALID_ARGUMENT' } }));
+      }
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    jobs: () => jobs,
+    /** `running`, `succeeded`, `expired`, …: what the next poll answers. */
+    setState: (next) => { state = next.toUpperCase(); },
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(resolve);
+      }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // assetgen serve
 
 export class Assetgen {

@@ -3,7 +3,7 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { BatchModel, eta, LOG_LIMIT } from '../progress-model.js';
+import { BatchModel, eta, LOG_LIMIT, bulkText, formatPrice } from '../progress-model.js';
 import { LiveConnection, backoffDelay, BACKOFF_CAP_MS } from '../connection.js';
 import { problemText, submitUrl } from '../common.js';
 
@@ -135,6 +135,68 @@ describe('BatchModel', () => {
     dry.apply('snapshot', batchView('running', [rowView(0, 'running')]), '1');
     assert.equal(dry.summary().costPerImageUsd, null, 'no image yet: no price per image');
     assert.equal(dry.summary().livePerImageUsd, 0.078, '$0.156 live for 2 images');
+  });
+
+  test("a bulk batch says where Google's job stands, from the snapshot and then the batch events", () => {
+    // The shapes of BatchView.bulk and BatchProgress.bulk (common/src/bulk.rs BulkView, serde).
+    const job = (state, extra = {}) => ({
+      state,
+      job: 'batches/abc123',
+      rows: 2,
+      requests: 4,
+      submitted_at: '2026-11-28T14:02:31.123456Z',
+      polled_at: '2026-11-28T14:05:00Z',
+      cancel_requested: false,
+      ...extra,
+    });
+    const rows = [rowView(0, 'running'), rowView(1, 'running')];
+    const snapshot = {
+      ...batchView('running', rows),
+      run_mode: 'bulk',
+      estimate: { images: 4, usd: 0.078, usd_if_live: 0.156, usd_if_bulk: 0.078 },
+      bulk: job('pending'),
+    };
+    const m = new BatchModel('b');
+    m.apply('snapshot', snapshot, '1');
+    let s = m.summary();
+    assert.equal(s.bulkText, "Waiting for Google's batch, submitted 14:02 UTC", 'as the CLI says it');
+    assert.equal(s.runMode, 'bulk');
+    assert.equal(s.bulkPerImageUsd, 0.0195, 'half of the live $0.039');
+    assert.equal(s.livePerImageUsd, 0.039);
+    assert.equal(formatPrice(s.bulkPerImageUsd), '$0.0195');
+    assert.equal(formatPrice(s.livePerImageUsd), '$0.039');
+
+    // The job moves at Google while no row does: only a batch event tells.
+    const progress = (state, extra) => ({ batch_id: 'b', status: 'running', totals: snapshot.totals, cost_usd: 0, bulk: job(state, extra) });
+    const line = m.apply('batch', progress('running'), '2');
+    assert.equal(m.summary().bulkText, "Google is running the batch, submitted 14:02 UTC");
+    assert.match(line, /^Google is running the batch/, 'the log says it too');
+    m.apply('batch', progress('running', { cancel_requested: true }), '3');
+    assert.equal(m.summary().bulkText, "Google is running the batch, submitted 14:02 UTC (cancelling)");
+    // A batch event without a job (an older relay) keeps what the page knew.
+    m.apply('batch', { batch_id: 'b', status: 'running', totals: snapshot.totals, cost_usd: 0 }, '4');
+    assert.equal(m.summary().bulkState, 'running');
+
+    for (const [state, text] of [
+      ['succeeded', "Google's batch succeeded"],
+      ['failed', "Google's batch failed"],
+      ['expired', "Google's batch expired"],
+      ['cancelled', "Google's batch cancelled"],
+      ['preparing', "Preparing Google's batch"],
+    ]) {
+      assert.equal(bulkText(job(state)), text);
+    }
+    assert.equal(bulkText(job('pending', { submitted_at: undefined })), "Waiting for Google's batch", 'not submitted yet: no time');
+
+    const done = { ...batchView('succeeded', [rowView(0, 'succeeded', 2), rowView(1, 'succeeded', 2)]), run_mode: 'bulk', cost_usd: 0.078, estimate: snapshot.estimate, bulk: job('succeeded') };
+    m.apply('done', done, '5');
+    s = m.summary();
+    assert.equal(s.bulkText, "Google's batch succeeded");
+    assert.ok(Math.abs(s.costPerImageUsd - 0.0195) < 1e-12, 'each image was paid at the bulk price');
+
+    const live = new BatchModel('b');
+    live.apply('snapshot', batchView('running', rows), '1');
+    assert.equal(live.summary().bulkText, null, 'a live or dry-run batch has no job');
   });
 
   test('the log keeps the last 50 entries', () => {
