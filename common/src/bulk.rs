@@ -177,6 +177,11 @@ pub fn job_name(batch: &BatchId, seq: u32) -> String {
     format!("batches/{batch}/bulk/{seq:04}.json")
 }
 
+/// The display name of a batch's job at Google: the same every time the job is prepared.
+pub fn job_display_name(batch: &BatchId, seq: u32) -> String {
+    format!("assetgen-{batch}-{seq}")
+}
+
 /// The key of one image's request: `r{row:04}-v{variant}`.
 pub fn request_key(row: u32, variant: u8) -> String {
     format!("r{row:04}-v{variant}")
@@ -295,7 +300,8 @@ impl BulkRunner {
         let holder = uuid::Uuid::now_v7().to_string();
         let now = OffsetDateTime::now_utc();
         let existing = jobs(self.store(), batch).await?;
-        let seq = match existing.iter().find(|j| j.state == BulkState::Preparing) {
+        // `resumed`: the job object was made by a preparer before us, which may have reached Google.
+        let (seq, resumed) = match existing.iter().find(|j| j.state == BulkState::Preparing) {
             Some(j) => {
                 // Another preparer: busy while its lease holds, ours once it has run out.
                 let seq = j.seq;
@@ -315,7 +321,7 @@ impl BulkRunner {
                 if !taken {
                     return Err(Stop::Busy);
                 }
-                seq
+                (seq, true)
             }
             None => {
                 let seq = existing.iter().map(|j| j.seq + 1).max().unwrap_or(0);
@@ -336,7 +342,7 @@ impl BulkRunner {
                     error: None,
                 };
                 match write_json(self.store(), &job_name(batch, seq), &job, Precondition::DoesNotExist).await {
-                    Ok(_) => seq,
+                    Ok(_) => (seq, false),
                     Err(StoreError::PreconditionFailed(_)) => return Err(Stop::Busy),
                     Err(e) => return Err(e.into()),
                 }
@@ -451,8 +457,23 @@ impl BulkRunner {
             self.settlement.close_if_finished(manifest).await?;
             return Ok(());
         }
-        let display_name = format!("assetgen-{batch}-{seq}");
-        match api.create(&manifest.spec.model, &display_name, &requests).await {
+        // One name per job of a batch, so a job Google accepted can be found again: a preparer
+        // that died (or timed out) after Google took its job and before recording the job's name
+        // leaves it running at Google, and submitting again would pay for it twice.
+        let display_name = job_display_name(batch, seq);
+        let submitted = match if resumed { api.find(&display_name).await } else { Ok(None) } {
+            Ok(Some(found)) => {
+                tracing::info!(batch_id = %batch, job = %found.name, "bulk job found at Google, adopted");
+                Ok(found)
+            }
+            Ok(None) => api.create(&manifest.spec.model, &display_name, &requests).await,
+            // Not knowing whether Google has the job is no licence to submit it: try again later.
+            Err(e) => {
+                self.let_go(batch, seq, &holder).await?;
+                return Err(Stop::Retry(e));
+            }
+        };
+        match submitted {
             Ok(status) => {
                 let count = u32::try_from(requests.len()).unwrap_or(u32::MAX);
                 self.update_job(batch, seq, |j| {

@@ -3,7 +3,9 @@
 //! then succeeded (every request answered with an image, except those whose prompt contains the
 //! configured marker, which get a per-request error), expired or failed; cancelled when asked. Jobs
 //! come inline or from a JSONL file uploaded through the Files API's resumable upload, and a file
-//! job's results are a JSONL file to download, as Google does.
+//! job's results are a JSONL file to download, as Google does. `GET /v1beta/batches` lists the jobs
+//! (`client.batches.list()`), [`LIST_PAGE`] a page at most so that callers must follow
+//! `nextPageToken`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -182,6 +184,54 @@ async fn create(State(shared): State<Shared>, Path(call): Path<String>, headers:
     axum::Json(answer).into_response()
 }
 
+/// Jobs a list page holds at most, whatever `pageSize` asks (Google too may return fewer).
+pub const LIST_PAGE: usize = 2;
+
+/// A job's state as the list shows it (without counting a poll, and without its results).
+fn listed_state(config: &BulkStubConfig, job: &StubJob) -> &'static str {
+    let ended = match config.outcome {
+        BulkOutcome::Succeed => "BATCH_STATE_SUCCEEDED",
+        BulkOutcome::Expire => "BATCH_STATE_EXPIRED",
+        BulkOutcome::Fail => "BATCH_STATE_FAILED",
+    };
+    if job.cancelled {
+        "BATCH_STATE_CANCELLED"
+    } else if job.polls < config.polls_before_end / 2 {
+        "BATCH_STATE_PENDING"
+    } else if job.polls < config.polls_before_end {
+        "BATCH_STATE_RUNNING"
+    } else {
+        ended
+    }
+}
+
+async fn batch_list(
+    State(shared): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    record(&shared, "GET", path, &headers, Value::Null);
+    let asked = query.get("pageSize").and_then(|n| n.parse::<usize>().ok()).unwrap_or(LIST_PAGE);
+    let size = asked.clamp(1, LIST_PAGE);
+    let Ok(start) = query.get("pageToken").map_or(Ok(0), |t| t.parse::<usize>()) else {
+        return bad("invalid page token");
+    };
+    let jobs = shared.inner.lock().map(|i| i.jobs.clone()).unwrap_or_default();
+    let page: Vec<Value> = jobs
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|job| operation(job, listed_state(&shared.config, job), None, None))
+        .collect();
+    let mut body = json!({"operations": page});
+    if start + size < jobs.len() {
+        body["nextPageToken"] = json!((start + size).to_string());
+    }
+    axum::Json(body).into_response()
+}
+
 async fn batch_get(State(shared): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     record(&shared, "GET", format!("/v1beta/batches/{id}"), &headers, Value::Null);
     let name = format!("batches/{id}");
@@ -323,6 +373,7 @@ pub async fn serve_bulk_gemini(config: BulkStubConfig) -> anyhow::Result<BulkStu
     let shared = Shared { config, base: base.clone(), inner: inner.clone() };
     let app = Router::new()
         .route("/v1beta/models/{call}", post(create))
+        .route("/v1beta/batches", get(batch_list))
         .route("/v1beta/batches/{id}", get(batch_get).post(batch_cancel))
         .route("/upload/v1beta/files", post(upload))
         .route("/v1beta/files/{call}", get(download))

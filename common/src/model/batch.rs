@@ -74,6 +74,11 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     async fn create(&self, model: &str, display_name: &str, requests: &[KeyedRequest])
     -> Result<JobStatus, ModelError>;
 
+    /// The job named `display_name`, if Google has one: a preparer that died between Google
+    /// accepting its job and recording the job's name left it there, and it must be adopted, not
+    /// submitted (and paid for) twice.
+    async fn find(&self, display_name: &str) -> Result<Option<JobStatus>, ModelError>;
+
     /// The job's state, with its results once it has ended.
     async fn get(&self, name: &str) -> Result<JobStatus, ModelError>;
 

@@ -10,6 +10,8 @@
 //!   `createTime`, `output.inlinedResponses.inlinedResponses[]` or `output.responsesFile`).
 //! - results of a file job: `GET /v1beta/files/{id}:download?alt=media`, one JSON line per request.
 //! - cancel: `POST /v1beta/batches/{id}:cancel`.
+//! - find by display name: `GET /v1beta/batches?pageSize=…&pageToken=…` (`client.batches.list()`),
+//!   a page of Operations in `operations` and `nextPageToken` while more follow.
 //!
 //! Vertex AI's batch prediction reads from and writes to Cloud Storage or BigQuery instead; it is
 //! not supported here, and a Vertex deployment refuses bulk runs at start.
@@ -202,9 +204,24 @@ struct OperationError {
     message: String,
 }
 
+/// A page of `GET /v1beta/batches`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationPage {
+    #[serde(default)]
+    operations: Vec<Operation>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// Pages read at most when looking a job up (100 jobs a page): far more jobs than a project keeps.
+const MAX_LIST_PAGES: usize = 100;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BatchResource {
+    #[serde(default)]
+    display_name: Option<String>,
     #[serde(default)]
     state: Option<String>,
     #[serde(default)]
@@ -302,6 +319,36 @@ impl BatchApi for GeminiBatchApi {
             .map_err(|e| permanent(format!("the Batch API answered with something that is not a batch ({e})")))?;
         Self::resource(&operation.name, "batches")?;
         self.status_of(operation).await
+    }
+
+    async fn find(&self, display_name: &str) -> Result<Option<JobStatus>, ModelError> {
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut url = self.url(&["v1beta", "batches"])?;
+            url.query_pairs_mut().append_pair("pageSize", "100");
+            if let Some(token) = &token {
+                url.query_pairs_mut().append_pair("pageToken", token);
+            }
+            let (_, body) = self.send(self.model.client.get(url).header("content-type", "application/json")).await?;
+            let page: OperationPage = serde_json::from_slice(&body)
+                .map_err(|e| permanent(format!("the Batch API answered with something that is not a list ({e})")))?;
+            if let Some(found) =
+                page.operations.into_iter().find(|o| o.metadata.display_name.as_deref() == Some(display_name))
+            {
+                Self::resource(&found.name, "batches")?;
+                return self.status_of(found).await.map(Some);
+            }
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(None);
+            }
+        }
+        // Not knowing is not "absent": submitting now could pay for a second job.
+        Err(ModelError::Retryable {
+            code: ErrorCode::ModelUnavailable,
+            detail: format!("Google's list of batches did not end within {MAX_LIST_PAGES} pages"),
+            retry_after: None,
+        })
     }
 
     async fn get(&self, name: &str) -> Result<JobStatus, ModelError> {

@@ -1,0 +1,114 @@
+//! Google accepted a bulk job and generate died before recording its name in
+//! `batches/{id}/bulk/{seq}.json`: the next attempt finds the job at Google by its display name
+//! (`GET /v1beta/batches`, paged) and adopts it. One job at Google, so one bill; the rows finish and
+//! the ledger reconciles to the cent.
+
+use assetgen_common::api::{BatchRequest, RowStatus};
+use assetgen_common::config::Secret;
+use assetgen_common::domain::BatchId;
+use assetgen_common::model::{GeminiBatchApi, GeminiModel, GeminiTimeouts};
+use assetgen_common::reconcile;
+use assetgen_common::store::{MemoryStore, ObjectStore, StoreError};
+use assetgen_common::testkit::{HookedStore, LiveRig, StoreCall, row, who};
+use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, LIST_PAGE, serve_bulk_gemini};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Half of gemini-2.5-flash-image's $0.039.
+const BULK_PRICE_USD: f64 = 0.0195;
+
+/// Passes every call through, except the first write of a bulk job's object once Google holds more
+/// than `after` jobs: it fails as if the process had died between Google's answer and recording it.
+fn dies_after_google_accepts(inner: Arc<dyn ObjectStore>, stub: BulkStub, after: Arc<AtomicUsize>) -> HookedStore {
+    let died = Arc::new(AtomicBool::new(false));
+    HookedStore::new(inner).before(move |call, name| {
+        let dies = call == StoreCall::Put
+            && name.contains("/bulk/")
+            && stub.jobs().len() > after.load(Ordering::SeqCst)
+            && !died.swap(true, Ordering::SeqCst);
+        async move { if dies { Err(StoreError::Unavailable("the process died here".into())) } else { Ok(()) } }
+    })
+}
+
+#[tokio::test]
+async fn a_job_google_accepted_but_we_did_not_record_is_adopted_not_submitted_again() {
+    let stub = serve_bulk_gemini(BulkStubConfig {
+        polls_before_end: 2,
+        outcome: BulkOutcome::Succeed,
+        fail_marker: String::new(),
+    })
+    .await
+    .expect("stub");
+    let model = GeminiModel::developer(
+        Secret::new("test-key"),
+        Some(url::Url::parse(&stub.base).expect("url")),
+        GeminiTimeouts::default(),
+    )
+    .expect("model");
+    let api = Arc::new(GeminiBatchApi::new(model).expect("developer api"));
+    let healthy: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let after = Arc::new(AtomicUsize::new(usize::MAX));
+    let store: Arc<dyn ObjectStore> = Arc::new(dies_after_google_accepts(healthy.clone(), stub.clone(), after.clone()));
+    let lease = Duration::from_millis(300);
+    let rig = LiveRig::on(store)
+        .tune(move |p| {
+            p.batch_api = Some(api);
+            p.lease_ttl = lease;
+        })
+        .build();
+
+    // Other jobs at Google first, so the one to adopt is past the first page of the list.
+    for n in 0..LIST_PAGE {
+        let other = BatchRequest {
+            rows: vec![row(&format!("OTHER-{n}"), 1)],
+            run_mode: Some("bulk".into()),
+            ..Default::default()
+        };
+        rig.submit("artist@studio.test", other).await;
+        let message = rig.queue.published().pop().expect("a message");
+        rig.pipeline.worker.process(&message).await.expect("another batch's job");
+    }
+    assert_eq!(stub.jobs().len(), LIST_PAGE);
+
+    let request =
+        BatchRequest { rows: vec![row("A", 1), row("B", 2)], run_mode: Some("bulk".into()), ..Default::default() };
+    let id = BatchId::parse(&rig.submit("artist@studio.test", request).await.batch_id).expect("id");
+    let message = rig.queue.published().pop().expect("a message of the batch");
+
+    // The first delivery reaches Google, then dies before the job's name is stored.
+    after.store(LIST_PAGE, Ordering::SeqCst);
+    rig.pipeline.worker.process(&message).await.expect_err("died after Google accepted the job");
+    assert_eq!(stub.jobs().len(), 1 + LIST_PAGE, "Google holds the job");
+
+    // Once the dead preparer's lease is over, the poller takes the job over and ends it.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let day = OffsetDateTime::now_utc().date();
+    let user = who("artist@studio.test").user;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        rig.pipeline.sweep.poll_bulk().await.expect("poll");
+        let batch = assetgen_common::batch_view::load(healthy.as_ref(), &id).await.expect("batch");
+        let budget = rig.pipeline.submitter.budget.view(&user, day).await.expect("budget");
+        if batch.rows.values().all(|(_, s)| s.status.is_terminal()) && budget.reserved_usd == 0.0 {
+            assert!(batch.rows.values().all(|(_, s)| s.status == RowStatus::Succeeded), "{:?}", batch.rows);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the batches never ended: {:?} {budget:?}", batch.rows);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let ours: Vec<_> = stub.jobs().into_iter().filter(|j| j.display_name.contains(&id.to_string())).collect();
+    assert_eq!(ours.len(), 1, "one job at Google for the batch, so one bill: {ours:?}");
+    assert_eq!(ours[0].requests.len(), 3);
+    assert!(stub.received().iter().any(|r| r.path.contains("pageToken=")), "the list was followed past a page");
+
+    // Every image paid once at the bulk price (ours three, the others' one each), and the ledger
+    // reconciles (what `assetgen ledger check` runs).
+    let view = rig.pipeline.submitter.budget.view(&user, day).await.expect("budget");
+    let images = 3 + LIST_PAGE;
+    assert!((view.spent_usd - images as f64 * BULK_PRICE_USD).abs() < 1e-9, "{view:?}");
+    let report = reconcile::check(healthy.as_ref(), day).await.expect("check");
+    assert!(report.is_clean(), "{:#?}", report.differences);
+}
