@@ -86,7 +86,13 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._record()
-        if "download" in self.path:
+        if self.path.startswith("/v1beta/batches?") or self.path == "/v1beta/batches":
+            # Two pages, so the SDK's pager shows how it asks for the next one.
+            if "pageToken" in self.path:
+                self._answer(200, {"operations": [operation("BATCH_STATE_RUNNING", "batches/test-batch-2")]})
+            else:
+                self._answer(200, {"operations": [operation("BATCH_STATE_RUNNING")], "nextPageToken": "page-2"})
+        elif "download" in self.path:
             self.send_response(200)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -154,6 +160,10 @@ def main():
     start = len(recorded)
     client.batches.cancel(name="batches/test-batch-1")
     save("gemini-batch-cancel-request.json", recorded[start:])
+    start = len(recorded)
+    listed = [job.name for job in client.batches.list(config=types.ListBatchJobsConfig(page_size=100))]
+    assert listed == ["batches/test-batch-1", "batches/test-batch-2"], listed
+    save("gemini-batch-list-requests.json", recorded[start:])
     start = len(recorded)
     try:
         client.files.download(file="files/batch-test-batch-1-output")

@@ -7,7 +7,7 @@ use assetgen_common::domain::AspectRatio;
 use assetgen_common::model::{
     BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageRequest, JobState, KeyedRequest, RefImage,
 };
-use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, Received, serve_bulk_gemini};
+use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, LIST_PAGE, Received, serve_bulk_gemini};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
@@ -18,6 +18,7 @@ const CREATE_FILE: &str = include_str!("../../common/tests/fixtures/gemini-batch
 const GET: &str = include_str!("../../common/tests/fixtures/gemini-batch-get-request.json");
 const CANCEL: &str = include_str!("../../common/tests/fixtures/gemini-batch-cancel-request.json");
 const DOWNLOAD: &str = include_str!("../../common/tests/fixtures/gemini-batch-download-request.json");
+const LIST: &str = include_str!("../../common/tests/fixtures/gemini-batch-list-requests.json");
 const MODEL: &str = "gemini-2.5-flash-image";
 const KEY: &str = "AIzaSy-bulk-test-key";
 
@@ -207,4 +208,27 @@ async fn polling_cancelling_and_downloading_use_the_sdks_paths() {
     // A name that is not Google's shape never reaches a URL.
     assert!(api.get("batches/../../v1beta/files").await.is_err());
     assert!(api.cancel("files/abc").await.is_err());
+}
+
+#[tokio::test]
+async fn a_job_is_found_by_its_display_name_through_the_sdks_paged_list() {
+    let stub = stub(2).await;
+    let api = api(&stub, usize::MAX);
+    let requests = requests_of(&fixture(CREATE_INLINE));
+    for n in 0..=LIST_PAGE {
+        api.create(MODEL, &format!("assetgen-job-{n}"), &requests).await.expect("created");
+    }
+    let before = stub.received().len();
+    let found = api.find(&format!("assetgen-job-{LIST_PAGE}")).await.expect("listed").expect("found");
+    assert_eq!(found.name, format!("batches/stub{}", LIST_PAGE + 1), "the job past the first page");
+
+    // As the SDK's pager asks: a page size, then the token of the next page.
+    let list = fixture(LIST);
+    let received = stub.received();
+    let calls = &received[before..];
+    assert_eq!(calls.len(), 2, "two pages");
+    assert_same_call(&calls[0], &list[0], list[0]["path"].as_str().expect("path"));
+    assert_same_call(&calls[1], &list[1], &format!("/v1beta/batches?pageSize=100&pageToken={LIST_PAGE}"));
+
+    assert!(api.find("assetgen-never-submitted").await.expect("listed").is_none());
 }
