@@ -113,6 +113,17 @@ pub struct BulkJob {
     pub error: Option<String>,
 }
 
+impl BulkJob {
+    /// Whether a watcher would see a change from `other` to `self`. The poller stamps `polled_at`
+    /// (and a preparing delivery its lease) on every pass while Google holds the job; those tell a
+    /// page nothing, and counting them as moves would wake the relay's tail every poll and keep it
+    /// at its fast pace for the whole day a bulk job may take.
+    pub fn looks_the_same_as(&self, other: &Self) -> bool {
+        let shown = |j: &Self| Self { polled_at: None, lease: None, ..j.clone() };
+        shown(self) == shown(other)
+    }
+}
+
 /// The job as the status API, the page and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkView {
@@ -843,6 +854,33 @@ pub fn prompt_of(spec: &RowSpec, has_refs: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_stamp_is_not_a_change_a_watcher_sees_but_a_state_is() {
+        let at = time::macros::datetime!(2026-11-28 14:02:31 UTC);
+        let job = BulkJob {
+            seq: 0,
+            state: BulkState::Pending,
+            job: Some("batches/x".into()),
+            rows: vec![0, 1],
+            requests: 3,
+            lease: None,
+            created_at: at,
+            submitted_at: Some(at),
+            polled_at: Some(at),
+            ended_at: None,
+            cancel_requested: false,
+            cancel_sent: false,
+            settled: false,
+            error: None,
+        };
+        let polled = BulkJob { polled_at: Some(at + time::Duration::seconds(30)), ..job.clone() };
+        assert!(polled.looks_the_same_as(&job));
+        let running = BulkJob { state: BulkState::Running, ..polled.clone() };
+        assert!(!running.looks_the_same_as(&job));
+        let cancelling = BulkJob { cancel_requested: true, ..polled };
+        assert!(!cancelling.looks_the_same_as(&job));
+    }
 
     #[test]
     fn the_wait_is_told_with_the_submit_time() {

@@ -254,7 +254,8 @@ impl BatchTail {
                 crate::bulk::jobs_of(store, &self.batch.manifest).await?
             }
         };
-        let moved = jobs != self.batch.bulk;
+        let moved = jobs.len() != self.batch.bulk.len()
+            || jobs.iter().zip(&self.batch.bulk).any(|(now, before)| !now.looks_the_same_as(before));
         self.batch.bulk = jobs;
         Ok(moved)
     }
