@@ -4,6 +4,7 @@ The list comes from the Rust source (rust_env.py), so a variable added to the co
 Terraform fails here. The only variables left unset are the ones below, each with its reason.
 """
 
+import re
 import shutil
 
 import pytest
@@ -50,6 +51,17 @@ def test_variables_left_unset_are_still_read_and_never_set(read_by_unit):
         assert not NOT_SET_IN_THE_CLOUD.keys() & set(tf.env_vars(unit)), unit
 
 
+def secret_read(env_var: dict) -> str:
+    """The secret an env block reads: `google_secret_manager_secret.NAME.secret_id`, or KEY of
+    `google_secret_manager_secret.RESOURCE["KEY"].secret_id` (the names of local.secret_readers)."""
+    key_ref = tf.one(tf.one(env_var["value_source"])["secret_key_ref"])
+    assert key_ref["version"] == "latest", key_ref
+    secret = tf.ref(key_ref["secret"])
+    m = re.fullmatch(r'google_secret_manager_secret\.(\w+)(?:\["(\w+)"\])?\.secret_id', secret)
+    assert m, f"not a Secret Manager secret's secret_id: {secret}"
+    return m.group(2) or m.group(1)
+
+
 @pytest.mark.parametrize("unit", rust_env.SERVICES)
 def test_secrets_come_from_secret_manager_and_only_their_readers_may_read_them(unit):
     readers = tf.module().locals["secret_readers"]
@@ -60,19 +72,22 @@ def test_secrets_come_from_secret_manager_and_only_their_readers_may_read_them(u
             assert "value_source" not in e, f"{unit}: {name} reads a secret but is not listed in SECRETS"
             continue
         assert "value" not in e, f"{unit}: {name} is a secret and must not have a plain value"
-        key_ref = tf.one(tf.one(e["value_source"])["secret_key_ref"])
-        secret = tf.ref(key_ref["secret"])
-        assert secret.startswith("google_secret_manager_secret.") and secret.endswith(".secret_id"), secret
-        secret_name = secret.split(".")[1]
+        secret_name = secret_read(e)
         assert sa_key in readers[secret_name], f"{unit} reads {name} but its service account may not read {secret_name}"
     for secret_name, who in readers.items():
         for reader in who:
             unit_name = {"job": "generate-job"}.get(reader, reader)
-            refs = [tf.ref(tf.one(tf.one(e["value_source"])["secret_key_ref"])["secret"])
-                    for e in tf.env_vars(unit_name).values() if "value_source" in e]
-            assert f"google_secret_manager_secret.{secret_name}.secret_id" in refs, (
-                f"{reader} may read {secret_name} but does not use it"
-            )
+            reads = [secret_read(e) for e in tf.env_vars(unit_name).values() if "value_source" in e]
+            assert secret_name in reads, f"{reader} may read {secret_name} but does not use it"
+
+
+def test_the_readers_are_granted_the_secrets_the_env_reads():
+    granted = tf.module().resource("google_secret_manager_secret_iam_member", "readers")
+    assert granted["secret_id"] == "${local.secrets[each.value.secret].id}"
+    assert granted["role"] == "roles/secretmanager.secretAccessor"
+    assert tf.ref(granted["member"]) == "serviceAccount:${local.sa[each.value.reader]}"
+    for secret_name in tf.module().locals["secret_readers"]:
+        tf.secret_address(secret_name)  # each names a secret of local.secrets
 
 
 def test_the_analysis_sees_a_variable_added_to_the_code(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def test_all_users_only_where_the_app_verifies_tokens_itself_with_the_reason_bes
 
 
 def test_each_workload_runs_as_its_own_service_account():
-    accounts = {u: tf.ref(tf.run_template(u)["service_account"]) for u in tf.UNITS}
+    accounts = {u: tf.norm(tf.run_template(u)["service_account"]) for u in tf.UNITS}
     assert accounts == {"submit": "local.sa.submit", "generate": "local.sa.generate", "relay": "local.sa.relay", "generate-job": "local.sa.job"}
     scheduler = tf.one(tf.one(M().resource("google_cloud_scheduler_job", "sweep")["http_target"])["oauth_token"])
     assert tf.ref(scheduler["service_account_email"]) == "local.sa.scheduler"

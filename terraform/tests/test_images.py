@@ -9,7 +9,7 @@ M = tf.module
 @pytest.mark.parametrize("unit", tf.UNITS)
 def test_images_come_from_the_artifact_registry_repository(unit):
     function = {"generate-job": "generate"}.get(unit, unit)
-    assert tf.container(unit)["image"] == "${local.images." + function + "}"
+    assert tf.norm(tf.container(unit)["image"]) == "local.images." + function
     registry = M().locals["registry"]
     assert "google_artifact_registry_repository.images.repository_id" in registry
     assert registry.startswith("${var.region}-docker.pkg.dev/${var.project_id}/")

@@ -46,8 +46,9 @@ def test_push_endpoints_are_generates_routes():
 
 def test_only_the_push_account_may_invoke_generate_and_generate_is_not_public():
     member = M().resource("google_cloud_run_v2_service_iam_member", "push_invokes_generate")
+    assert tf.norm(member["name"]) == "google_cloud_run_v2_service.function.generate.name"
     assert member["role"] == "roles/run.invoker" and member["member"] == "serviceAccount:${local.sa.push}"
-    assert M().resource("google_cloud_run_v2_service", "generate")["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    assert tf.instance("google_cloud_run_v2_service", "function", "generate")["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
 
 
 def test_dead_letter_policy_and_the_service_agent_may_use_it():

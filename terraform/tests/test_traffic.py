@@ -45,7 +45,7 @@ def evaluate(expr: str, canary: int, stable: dict[str, str]):
 
 def plan(service: str, canary: int, stable: dict[str, str]) -> list[dict]:
     """The traffic targets Terraform would send for this service."""
-    body = M().resource("google_cloud_run_v2_service", service)
+    body = tf.instance("google_cloud_run_v2_service", "function", service)
     targets = []
     for block in body.get("traffic", []):
         targets.append({k: evaluate(v, canary, stable) if isinstance(v, str) and "${" in v else v for k, v in block.items()})
@@ -93,7 +93,7 @@ def test_shares_always_add_up_to_100(service, canary):
 
 def test_a_split_without_a_stable_revision_is_refused_before_apply():
     for service in SERVICES:
-        (pre,) = tf.one(M().resource("google_cloud_run_v2_service", service)["lifecycle"])["precondition"]
+        (pre,) = tf.one(tf.instance("google_cloud_run_v2_service", "function", service)["lifecycle"])["precondition"]
         assert f'stable_revisions["{service}"]' in pre["condition"] or f"stable_revisions[\"{service}\"]" in pre["condition"]
 
 

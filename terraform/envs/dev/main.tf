@@ -1,18 +1,7 @@
 # One environment: the whole system in one GCP project (envs/prod links this file; only
-# backend.tf and terraform.tfvars differ between environments).
-terraform {
-  required_version = ">= 1.5"
-  required_providers {
-    google = {
-      source  = "hashicorp/google"
-      version = "~> 6.50"
-    }
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
-    }
-  }
-}
+# backend.tf and terraform.tfvars differ between environments). The Terraform and provider
+# versions are the module's (modules/assetgen/versions.tf): Terraform holds the whole
+# configuration to every module's required_version and required_providers.
 
 provider "google" {
   project = var.project_id

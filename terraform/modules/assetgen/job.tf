@@ -24,61 +24,20 @@ resource "google_cloud_run_v2_job" "generate" {
             memory = "512Mi"
           }
         }
-        env {
-          name  = "GOOGLE_CLOUD_PROJECT"
-          value = var.project_id
-        }
-        env {
-          name  = "ASSETGEN_STORE"
-          value = local.store
-        }
-        env {
-          name  = "ASSETGEN_QUEUE"
-          value = local.queue
-        }
-        env {
-          name  = "ASSETGEN_MAX_ROWS"
-          value = tostring(var.max_rows)
-        }
-        env {
-          name  = "ASSETGEN_DAILY_LIMIT_USD"
-          value = var.daily_limit_usd
-        }
-        env {
-          name  = "ASSETGEN_USER_LIMITS"
-          value = local.user_limits
-        }
-        env {
-          name  = "ASSETGEN_LEASE_TTL_SECS"
-          value = tostring(var.lease_ttl_secs)
-        }
-        # The quota the model calls are paced to, shared by generate's instances (docs/sizing.md).
-        env {
-          name  = "ASSETGEN_GEMINI_IPM"
-          value = tostring(var.gemini_images_per_minute)
-        }
-        env {
-          name  = "ASSETGEN_GEMINI_INSTANCES"
-          value = tostring(local.generate_max_instances)
-        }
-        env {
-          name  = "GEMINI_BACKEND"
-          value = var.gemini_backend
-        }
-        env {
-          name  = "GEMINI_MODEL"
-          value = var.gemini_model
-        }
-        env {
-          name  = "GOOGLE_CLOUD_LOCATION"
-          value = var.gemini_location
-        }
-        env {
-          name = "GEMINI_API_KEY"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.gemini_api_key.secret_id
-              version = "latest"
+        # What the sweep reads: the common variables and generation's (run.tf).
+        dynamic "env" {
+          for_each = concat(local.env.common, local.env.generation)
+          content {
+            name  = env.value.name
+            value = try(env.value.value, null)
+            dynamic "value_source" {
+              for_each = try([env.value.secret], [])
+              content {
+                secret_key_ref {
+                  secret  = local.secrets[value_source.value].secret_id
+                  version = "latest"
+                }
+              }
             }
           }
         }
@@ -89,7 +48,7 @@ resource "google_cloud_run_v2_job" "generate" {
   # A revision starts only once its secrets have a version its service account may read.
   depends_on = [
     google_project_service.apis,
-    google_secret_manager_secret_version.capability_secret,
+    google_secret_manager_secret_version.signing_key,
     google_secret_manager_secret_iam_member.readers,
   ]
 }

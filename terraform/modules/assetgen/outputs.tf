@@ -25,20 +25,12 @@ output "image_tag" {
 
 output "latest_revisions" {
   description = "Each service's newest ready revision."
-  value = {
-    submit   = google_cloud_run_v2_service.submit.latest_ready_revision
-    generate = google_cloud_run_v2_service.generate.latest_ready_revision
-    relay    = google_cloud_run_v2_service.relay.latest_ready_revision
-  }
+  value       = local.latest_revisions
 }
 
 output "stable_revisions" {
   description = "The revisions a canary is measured against and a rollback returns to: during a canary the ones it was given, otherwise the latest."
-  value = local.canary_split ? var.stable_revisions : {
-    submit   = google_cloud_run_v2_service.submit.latest_ready_revision
-    generate = google_cloud_run_v2_service.generate.latest_ready_revision
-    relay    = google_cloud_run_v2_service.relay.latest_ready_revision
-  }
+  value       = local.canary_split ? var.stable_revisions : local.latest_revisions
 }
 
 output "canary_percent" {

@@ -6,4 +6,6 @@
 locals {
   canary_split = var.canary_percent < 100
   canary_tag   = local.canary_split ? "canary" : null
+  # Each service's newest ready revision: what a rollout or a promotion leaves as the stable one.
+  latest_revisions = { for f, service in google_cloud_run_v2_service.function : f => service.latest_ready_revision }
 }
