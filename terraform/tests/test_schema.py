@@ -63,6 +63,31 @@ def test_every_attribute_read_exists(schema):
     assert checked > 20, f"only {checked} references found: the pattern no longer matches"
 
 
+# Attributes read off resource instances indirectly: `for k, s in google_x.name : ... s.attr`, and
+# `local.secrets[...].attr` (local.secrets maps names to Secret Manager secrets, tf.secret_address).
+FOR_OVER_RESOURCE = re.compile(r"for (\w+)\s*,\s*(\w+) in ((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+) :([^}]*)")
+SECRETS_READ = re.compile(r"local\.secrets\[[^\]]*\]\.([a-z0-9_]+)")
+
+
+def test_every_attribute_read_through_an_iteration_or_local_secrets_exists(schema):
+    d = tf.module()
+    text = json.dumps([d.resources.__repr__(), d.locals, d.outputs])
+    checked = 0
+    for _, item, type_, name, body in FOR_OVER_RESOURCE.findall(text):
+        assert (type_, name) in d.resources, f"{type_}.{name} is iterated but not declared"
+        for attr in re.findall(rf"(?<![\w.]){item}\.([a-z0-9_]+)", body):
+            block = block_of(schema, "resource", type_)
+            assert attr in block["args"] or attr in block["attrs"] or attr == "id", f"{type_} has no attribute {attr}"
+            checked += 1
+    types = {tf.secret_address(s).split(".")[0] for s in d.locals["secret_readers"]}
+    for attr in SECRETS_READ.findall(text):
+        for type_ in types:
+            block = block_of(schema, "resource", type_)
+            assert attr in block["args"] or attr in block["attrs"] or attr == "id", f"{type_} has no attribute {attr}"
+            checked += 1
+    assert checked >= 3, f"only {checked} indirect reads found: the patterns no longer match"
+
+
 def test_a_misspelt_name_fails(schema):
     sub = schema["resource"]["google_pubsub_subscription"]
     assert provider_schema.unknown_names({"ack_deadline_seconds": 10}, sub, "ok") == []
