@@ -115,3 +115,20 @@ def test_an_unfollowable_read_fails_the_analysis(tmp_path, monkeypatch):
     monkeypatch.setattr(rust_env, "ROOT", tmp_path)
     with pytest.raises(AssertionError, match="cannot follow"):
         rust_env.check_dynamic_reads(main)
+
+
+def test_the_expansion_of_dynamic_env_refuses_what_it_does_not_model():
+    """tf.expand_env models the module's one dynamic "env" shape; another shape, an entry with
+    neither a value nor a secret, or a list it cannot evaluate fails instead of being misread."""
+    body = tf.module().resource("google_cloud_run_v2_job", "generate")
+    (dynamic,) = tf.one(tf.one(tf.one(body["template"])["template"])["containers"])["dynamic"]
+    spec = dynamic["env"]
+    assert [e["name"] for e in tf.expand_env(spec)][:2] == ["GOOGLE_CLOUD_PROJECT", "ASSETGEN_STORE"]
+    with pytest.raises(AssertionError, match="changed shape"):
+        tf.expand_env({**spec, "content": [{**spec["content"][0], "value": "${env.value.other}"}]})
+    with pytest.raises(AssertionError, match="env entry"):
+        tf.expand_env({**spec, "for_each": [{"name": "X"}]})
+    with pytest.raises(AssertionError, match="cannot evaluate"):
+        tf.expand_env({**spec, "for_each": "${setunion(local.env.common, local.env.oidc)}"})
+    with pytest.raises(AssertionError, match="has no"):
+        tf.secret_address("no_such_secret")
