@@ -50,10 +50,14 @@ case "$command" in
     registry="$(tf_eval '"${var.region}-docker.pkg.dev/${var.project_id}/${var.name}"')"
     secret="$(tf_eval '"${var.name}-gemini-api-key"')"
 
-    # First the image repository and the key's secret: the images and the key need a place.
-    tf apply -input=false "${approve[@]}" -var "image_tag=$tag" \
-      -target=module.assetgen.google_artifact_registry_repository.images \
-      -target=module.assetgen.google_secret_manager_secret.gemini_api_key
+    # First the image repository and the key's secret: the images and the key need a place. Only
+    # on the first deploy: once both exist the full apply below keeps them, and a targeted apply
+    # is refused while a `moved` block (terraform/modules/assetgen/moved.tf) is pending.
+    first=(module.assetgen.google_artifact_registry_repository.images
+      module.assetgen.google_secret_manager_secret.gemini_api_key)
+    if [[ "$( (tf state list "${first[@]}" 2>/dev/null || true) | wc -l)" -lt "${#first[@]}" ]]; then
+      tf apply -input=false "${approve[@]}" -var "image_tag=$tag" "${first[@]/#/-target=}"
+    fi
     # The services read GEMINI_API_KEY from the secret's latest version, so it needs one; with
     # Vertex AI the key is unused and a placeholder will do.
     if [[ -z "$(gcloud secrets versions list "$secret" --project "$project" --filter=state=enabled --limit 1 --format='value(name)')" ]]; then

@@ -78,14 +78,18 @@ def test_the_environments_call_the_module_that_holds_the_moves(env):
 
 def test_make_deploys_targets_are_declared_and_the_readme_says_how_to_resolve_pending_moves():
     """make deploy's first apply is targeted: its targets must still exist, and since Terraform
-    refuses a targeted plan while a move is pending, the README tells an existing deployment to
-    apply once untargeted first."""
+    refuses a targeted plan while a move is pending, it is made only when they are not in the
+    state yet (a first deploy, which has nothing to move)."""
     script = (tf.ROOT / "tools" / "deploy.sh").read_text()
-    targets = re.findall(r"-target=module\.assetgen\.(\w+)\.(\w+)", script)
+    first = re.search(r"first=\(([^)]*)\)", script)
+    assert first, "make deploy no longer lists its first apply's targets in first=(…)"
+    targets = re.findall(r"module\.assetgen\.(\w+)\.(\w+)", first.group(1))
+    assert 'tf state list "${first[@]}"' in script, "the targeted apply must be skipped once its targets exist"
+    assert '"${first[@]/#/-target=}"' in script
     assert targets, "make deploy no longer targets its first apply: drop this test's second half"
     for type_, name in targets:
         M().resource(type_, name)
         assert f"{type_}.{name}" not in M().moved, f"make deploy targets {type_}.{name}, which moved"
     readme = " ".join((tf.ROOT / "README.md").read_text().split())
     assert "Moved resource instances excluded by targeting" in readme
-    assert "terraform/modules/assetgen/moved.tf" in readme and "make promote ENV=" in readme
+    assert "terraform/modules/assetgen/moved.tf" in readme

@@ -2,9 +2,8 @@
 # existing deployment's state follows on its next apply, with nothing destroyed or created
 # (terraform/tests/test_moved.py checks every old address has its block). Keep these until every
 # deployment has applied this configuration once; removing one early plans a destroy and create.
-# That first apply must be untargeted (make promote, or make rollback during a canary; README
-# "Deploying to Google Cloud"): Terraform refuses a -target plan, as make deploy's first step is,
-# while a move is pending.
+# That first apply must be untargeted: Terraform refuses a -target plan while a move is pending,
+# so make deploy (tools/deploy.sh) makes its targeted first step only on a first deploy.
 
 moved {
   from = google_cloud_run_v2_service.submit
