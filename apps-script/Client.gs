@@ -174,8 +174,13 @@ function formatResetTime_(iso) {
 
 /** Dollars as people write them: $0.10, and $0.234 when there are fractions of a cent ($0.039 an image). */
 function usd_(n) {
-  var cents = Number(n) * 100;
-  return '$' + Number(n).toFixed(Math.abs(cents - Math.round(cents)) < 1e-6 ? 2 : 3);
+  var value = Number(n);
+  var cents = value * 100;
+  if (Math.abs(cents - Math.round(cents)) < 1e-6) {
+    return '$' + value.toFixed(2);
+  }
+  // Tenths of a cent, or hundredths where they count: a bulk image is $0.0195, not $0.020.
+  return '$' + value.toFixed(4).replace(/0$/, '');
 }
 
 /**

@@ -8,13 +8,15 @@ function onOpen(e) {
   var menu = SpreadsheetApp.getUi().createMenu('Assets');
   var dry = ['Generate selected rows (dry run)', 'generateDryRun'];
   var live = ['Generate selected rows (live)', 'generateLive'];
+  var bulk = ['Generate selected rows (bulk: half price, within 24 h)', 'generateBulk'];
   var liveFirst = false;
   try {
     liveFirst = getSettings_().defaultRunMode === 'live'; // the default run mode (Settings) comes first
   } catch (err) {
     // Where properties cannot be read (AuthMode.NONE), the menu still appears, dry run first.
   }
-  (liveFirst ? [live, dry] : [dry, live]).forEach(function (item) {
+  // Bulk sits next to live: the same images through Google's batch, for rows that can wait.
+  (liveFirst ? [live, bulk, dry] : [dry, live, bulk]).forEach(function (item) {
     menu.addItem(item[0], item[1]);
   });
   menu
@@ -38,6 +40,7 @@ var PENDING_KEY_TTL_MS = 15 * 60 * 1000;
 // user as a sentence in a dialog, never as a stack trace.
 function generateDryRun() { guarded_(function () { submitSelection_('dry_run'); }); }
 function generateLive() { guarded_(function () { submitSelection_('live'); }); }
+function generateBulk() { guarded_(function () { submitSelection_('bulk'); }); }
 function estimateCost() { guarded_(estimateCost_); }
 function openProgressPage() { guarded_(openProgressPage_); }
 function retryFailedRows() { guarded_(retryFailedRows_); }
@@ -98,9 +101,14 @@ function rowsAlreadyRunning_(rows) {
     });
 }
 
+/** Run modes that spend money (the service's RunMode::costs_money): live, and bulk at half price. */
+function costsMoney_(runMode) {
+  return runMode === 'live' || runMode === 'bulk';
+}
+
 /**
- * Generate selected rows: check, (live: estimate and CONFIRM), then one POST /v1/batches.
- * @param {string} runMode dry_run or live
+ * Generate selected rows: check, (live or bulk: estimate and CONFIRM), then one POST /v1/batches.
+ * @param {string} runMode dry_run, live or bulk
  */
 function submitSelection_(runMode) {
   var settings = requireSettings_();
@@ -120,7 +128,7 @@ function submitSelection_(runMode) {
     }
     var body = { rows: selection.request, global_refs: [], run_mode: runMode };
     var sheetRows = selection.rows.map(function (r) { return r.sheetRow; });
-    if (runMode === 'live' && !confirmLiveRun_(settings, body, sheetRows)) {
+    if (costsMoney_(runMode) && !confirmPaidRun_(settings, body, sheetRows)) {
       return;
     }
     var key = idempotencyKeyFor_(body);
@@ -146,9 +154,11 @@ function submitSelection_(runMode) {
       submittedAt: new Date(Date.now()).toISOString(),
     });
     forgetPendingKey_(body);
+    var price = { live: ', ' + usd_(accepted.estimate.usd), bulk: ', ' + usd_(accepted.estimate.usd) + ' at the bulk price' };
     SpreadsheetApp.getActiveSpreadsheet().toast(
       sheetRows.length + ' rows queued as batch ' + accepted.batch_id + ' (' + accepted.estimate.images + ' images' +
-        (runMode === 'live' ? ', ' + usd_(accepted.estimate.usd) : ', dry run') + '). Results appear in the rows.',
+        (price[runMode] || ', dry run') + '). Results appear in the rows' +
+        (runMode === 'bulk' ? ' when Google\'s batch is done, within 24 hours.' : '.'),
       'Assets', 10);
   } finally {
     lock.releaseLock();
@@ -184,12 +194,15 @@ function sha256Hex_(text) {
 }
 
 /**
- * Live runs cost money: estimate first, show images, price, today's budget and its reset, and go on
- * only when the user types CONFIRM.
+ * Live and bulk runs cost money: estimate first (at the price of the run mode sent), show images,
+ * price, today's budget and its reset, and go on only when the user types CONFIRM. A bulk run also
+ * says that Google's batch can take up to a day.
  * @returns {boolean}
  */
-function confirmLiveRun_(settings, body, sheetRows) {
+function confirmPaidRun_(settings, body, sheetRows) {
   var ui = SpreadsheetApp.getUi();
+  var bulk = body.run_mode === 'bulk';
+  var title = bulk ? 'Assets: bulk run' : 'Assets: live run';
   var answer = callApi_(settings, 'post', '/v1/estimate', body);
   if (answer.problem) {
     showSubmitProblem_(answer.problem, sheetRows);
@@ -199,17 +212,22 @@ function confirmLiveRun_(settings, body, sheetRows) {
   var budget = est.budget_after;
   var resetsAt = nextUtcMidnight_();
   if (budget.remaining_usd < 0) {
-    ui.alert('Assets: live run', overBudgetMessage_(budget.remaining_usd + est.estimate.usd, resetsAt) +
+    ui.alert(title, overBudgetMessage_(budget.remaining_usd + est.estimate.usd, resetsAt) +
       '\n\nThis batch needs ' + usd_(est.estimate.usd) + '. Select fewer rows or variants. Nothing was sent.',
     ui.ButtonSet.OK);
     return false;
   }
-  var text = body.rows.length + ' rows, ' + est.estimate.images + ' images: ' + usd_(est.estimate.usd) + '.\n' +
+  var price = bulk
+    ? usd_(est.estimate.usd) + ' at the bulk price (half of live: ' + usd_(est.estimate.usd_if_live) + ').\n' +
+      'Google runs bulk batches within 24 hours: the results can take up to a day to appear in the rows.\n'
+    : usd_(est.estimate.usd) + '.\n';
+  var text = body.rows.length + ' rows, ' + est.estimate.images + ' images: ' + price +
     'Budget left today: ' + usd_(budget.remaining_usd + est.estimate.usd) + ' of ' + usd_(budget.limit_usd) +
     '; after this batch ' + usd_(budget.remaining_usd) + '.\n' +
     'The budget resets at ' + formatResetTime_(resetsAt) + '.\n\n' +
-    'Type CONFIRM to generate these images and spend the money.';
-  var response = ui.prompt('Assets: live run', text, ui.ButtonSet.OK_CANCEL);
+    (bulk ? 'Type CONFIRM to send these rows to Google\'s batch and spend the money.'
+      : 'Type CONFIRM to generate these images and spend the money.');
+  var response = ui.prompt(title, text, ui.ButtonSet.OK_CANCEL);
   if (response.getSelectedButton() !== ui.Button.OK || response.getResponseText().trim() !== 'CONFIRM') {
     ui.alert('Assets', 'Not confirmed: nothing was sent.', ui.ButtonSet.OK);
     return false;
@@ -232,7 +250,7 @@ function showSubmitProblem_(problem, sheetRows) {
   ui.alert('Assets', describeProblem_(problem), ui.ButtonSet.OK);
 }
 
-/** Menu: what the selected rows would cost live, and the budget. */
+/** Menu: what the selected rows would cost live and in bulk, and the budget. */
 function estimateCost_() {
   var settings = requireSettings_();
   if (!settings) {
@@ -255,6 +273,7 @@ function estimateCost_() {
   var lines = [
     selection.rows.length + ' rows, ' + est.estimate.images + ' images.',
     'Live: ' + usd_(est.estimate.usd_if_live) + '. A dry run costs nothing.',
+    'Bulk: ' + usd_(est.estimate.usd_if_bulk) + ' (half price; Google may take up to 24 hours).',
     'Budget left today: ' + usd_(left) + ' of ' + usd_(budget.limit_usd) + '.',
     budget.remaining_usd < 0
       ? overBudgetMessage_(left, nextUtcMidnight_())
@@ -353,7 +372,7 @@ function openReferenceManager_() {
   showLink_('Assets: reference manager', link, 'Open the reference manager');
 }
 
-/** Menu: queue the batch's failed rows again (live: after CONFIRM). */
+/** Menu: queue the batch's failed rows again (live or bulk: after CONFIRM). */
 function retryFailedRows_() {
   var settings = requireSettings_();
   if (!settings) {
@@ -375,9 +394,11 @@ function retryFailedRows_() {
     return;
   }
   var missing = failed.reduce(function (n, r) { return n + Math.max(0, r.variants - r.images.length); }, 0);
-  if (view.body.run_mode === 'live') {
-    var response = ui.prompt('Assets: retry live rows',
-      failed.length + ' failed rows, ' + missing + ' images to make again; stored images are not paid twice.\n\n' +
+  if (costsMoney_(view.body.run_mode)) {
+    var bulk = view.body.run_mode === 'bulk';
+    var response = ui.prompt(bulk ? 'Assets: retry bulk rows' : 'Assets: retry live rows',
+      failed.length + ' failed rows, ' + missing + ' images to make again; stored images are not paid twice.\n' +
+      (bulk ? 'They go to a new Google batch at the bulk price, done within 24 hours.\n' : '') + '\n' +
       'Type CONFIRM to retry them and spend the money.', ui.ButtonSet.OK_CANCEL);
     if (response.getSelectedButton() !== ui.Button.OK || response.getResponseText().trim() !== 'CONFIRM') {
       ui.alert('Assets', 'Not confirmed: nothing was sent.', ui.ButtonSet.OK);
@@ -413,8 +434,11 @@ function cancelBatch_() {
     return;
   }
   var ui = SpreadsheetApp.getUi();
-  var sure = ui.alert('Assets: cancel', 'Cancel batch ' + id + '? Rows not yet started are cancelled and their money ' +
-    'released; rows being generated finish.', ui.ButtonSet.YES_NO);
+  var known = knownBatch_(id);
+  var what = known && known.runMode === 'bulk'
+    ? 'Google\'s batch is cancelled; images it made before that are kept and paid for, the rest of the money is released.'
+    : 'Rows not yet started are cancelled and their money released; rows being generated finish.';
+  var sure = ui.alert('Assets: cancel', 'Cancel batch ' + id + '? ' + what, ui.ButtonSet.YES_NO);
   if (sure !== ui.Button.YES) {
     return;
   }
@@ -423,7 +447,6 @@ function cancelBatch_() {
     ui.alert('Assets', describeProblem_(answer.problem), ui.ButtonSet.OK);
     return;
   }
-  var known = knownBatch_(id);
   var batch = {
     id: id,
     sheetId: known ? known.sheetId : SpreadsheetApp.getActiveSpreadsheet().getActiveSheet().getSheetId(),

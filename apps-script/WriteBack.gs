@@ -10,6 +10,9 @@
  *   loses nothing, because every run compares the sheet with the batch and writes only what
  *   differs.
  * - Rows are found by scene_id + batch_id on every pass, so sorting or moving rows mid-run is fine.
+ * - A bulk batch waits at Google for up to a day: while its job is there it is looked at every
+ *   BULK_LOOK_MS, and a trigger run with nothing due ends at once. Polling it like a live batch
+ *   would keep a run going all day and use up the daily trigger runtime Apps Script allows.
  * - When nothing is left to follow, the trigger deletes itself.
  */
 
@@ -18,6 +21,8 @@ var BATCH_PREFIX = 'assetgen.batch.';
 /** Stop polling this long after the run started: Apps Script kills a run at 6 minutes. */
 var FOLLOW_BUDGET_MS = 4.5 * 60 * 1000;
 var POLL_MS = 10 * 1000;
+/** How often a bulk batch whose job Google holds (pending or running) is looked at. */
+var BULK_LOOK_MS = 10 * 60 * 1000;
 /** Attempts for one Sheets or UrlFetch call that fails with a quota or transient error. */
 var BACKOFF_ATTEMPTS = 6;
 
@@ -29,6 +34,7 @@ var BACKOFF_ATTEMPTS = 6;
  * @property {string} page the progress page link submit answered
  * @property {string} submittedAt ISO time
  * @property {string} [owner] who submitted it: only they may read it, so only their trigger follows it
+ * @property {number} [lookAfter] epoch ms: a bulk batch at Google is not looked at before then
  */
 
 /** @param {FollowedBatch} batch */
@@ -115,7 +121,11 @@ function followBatches() {
         stopFollowing_();
         return;
       }
-      batches.forEach(function (batch) {
+      var due = batches.filter(function (b) { return isDue_(b, Date.now()); });
+      if (due.length === 0) {
+        return; // every batch left waits at Google: a later trigger run looks when one is due
+      }
+      due.forEach(function (batch) {
         if (!settings.serviceUrl) {
           return;
         }
@@ -125,9 +135,13 @@ function followBatches() {
         }
       });
       SpreadsheetApp.flush(); // show this pass's rows now, not when the run ends
-      if (myFollowedBatches_().length === 0) {
+      var left = myFollowedBatches_();
+      if (left.length === 0) {
         stopFollowing_();
         return;
+      }
+      if (!left.some(function (b) { return isDue_(b, Date.now() + POLL_MS); })) {
+        return; // only bulk batches waiting at Google are left: no reason to sleep here
       }
       if (Date.now() - started + POLL_MS > FOLLOW_BUDGET_MS) {
         return; // the next trigger run resumes from what the sheet shows
@@ -137,6 +151,11 @@ function followBatches() {
   } finally {
     lock.releaseLock();
   }
+}
+
+/** Whether `batch` should be looked at by `at` (epoch ms): a bulk batch at Google not before its lookAfter. */
+function isDue_(batch, at) {
+  return !(Number(batch.lookAfter) > at);
 }
 
 /** Deletes the trigger; a batch submitted meanwhile gets it back (its submit may have seen the old one). */
@@ -168,7 +187,35 @@ function followOnce_(settings, batch) {
   }
   var view = answer.body;
   writeBatchView_(sheet, view);
-  return ['queued', 'running'].indexOf(view.status) < 0;
+  var finished = ['queued', 'running'].indexOf(view.status) < 0;
+  if (!finished) {
+    lookAgainLater_(batch, view);
+  }
+  return finished;
+}
+
+/**
+ * A bulk batch whose job Google holds changes only when Google is done: the next look is due in
+ * BULK_LOOK_MS. Any other batch is due at once (a retried bulk batch's new job is being prepared).
+ * @param {FollowedBatch} batch
+ * @param {*} view BatchView (api.rs)
+ */
+function lookAgainLater_(batch, view) {
+  var atGoogle = view.bulk && (view.bulk.state === 'pending' || view.bulk.state === 'running');
+  var lookAfter = atGoogle ? Date.now() + BULK_LOOK_MS : 0;
+  if (Number(batch.lookAfter || 0) === lookAfter) {
+    return;
+  }
+  batch.lookAfter = lookAfter;
+  // Onto what is stored now, not this run's copy: a retry may have just followed the batch anew.
+  var props = PropertiesService.getDocumentProperties();
+  var raw = props.getProperty(BATCH_PREFIX + batch.id);
+  if (!raw) {
+    return; // no longer followed: nothing to write
+  }
+  var stored = JSON.parse(raw);
+  stored.lookAfter = lookAfter;
+  props.setProperty(BATCH_PREFIX + batch.id, JSON.stringify(stored));
 }
 
 /** @returns {GoogleAppsScript.Spreadsheet.Sheet|null} */
@@ -265,7 +312,8 @@ function writeRowCells_(sheet, columns, r, current, currentFormulas, row) {
   var cost = Number(row.cost_usd || 0);
   if (cell('cost') === '' || Number(cell('cost')) !== cost) {
     withBackoff_(function () {
-      sheet.getRange(r, columns.cost).setNumberFormat('$0.000').setValue(cost);
+      // A bulk image is $0.0195: the fourth decimal shows when it is not a zero.
+      sheet.getRange(r, columns.cost).setNumberFormat('$0.000#').setValue(cost);
     }, 'writing the cost');
   }
   if (String(cell('status')) !== row.status) {

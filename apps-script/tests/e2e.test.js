@@ -9,7 +9,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const { makeWorld, plain, sheetWith, blockFor, ROOT } = require('./fakes');
 const { CurlUrlFetch } = require('./curl-fetch');
 const { FakeService } = require('./fake-service');
@@ -180,7 +180,10 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     const body = { rows: [{ scene_id: 'A', prompt: 'p', variants: 2 }, { scene_id: 'B', prompt: 'p' }], run_mode: 'live' };
     const est = call('POST', '/v1/estimate', body).body;
     assert.deepEqual(keys(est), required('EstimateResponse'));
-    assert.deepEqual(keys(est.estimate), required('Estimate'));
+    // Every field the contract requires, and none it does not document (usd_if_bulk is optional).
+    assert.ok(required('Estimate').every((k) => k in est.estimate), JSON.stringify(est.estimate));
+    assert.deepEqual(keys(est.estimate).filter((k) => !(k in schemas.Estimate.properties)), []);
+    assert.ok('usd_if_bulk' in est.estimate && 'usd_if_bulk' in schemas.Estimate.properties);
     assert.deepEqual(keys(est.budget_after), required('BudgetView'));
     const sub = call('POST', '/v1/batches', body, { 'Idempotency-Key': 'k' }).body;
     assert.deepEqual(keys(sub), required('SubmitResponse'));
@@ -458,4 +461,104 @@ test('the Sheet against a real assetgen serve with OIDC: validate, submit a dry 
     assert.doesNotMatch(alert, /Error|\.gs:\d+/);
     assert.ok(sheet402.table().every((r) => r.status === ''), 'nothing marked queued');
   });
+});
+
+test('the Sheet in bulk against a real assetgen serve: the estimate at the bulk price, a day\'s wait, rows written back when Google\'s batch ends, the ledger reconciled', async (t) => {
+  const stubBinary = path.join(path.dirname(BINARY), 'bulkstub');
+  assert.ok(fs.existsSync(BINARY), `${BINARY} is missing: run cargo build -p assetgen-local --bin assetgen`);
+  assert.ok(fs.existsSync(stubBinary), `${stubBinary} is missing: run cargo build -p assetgen-tests --bin bulkstub`);
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: KID, alg: 'RS256', use: 'sig' };
+  const google = await startLogged('google-bulk', process.execPath, [path.join(__dirname, 'loopback-google.js')],
+    { ASSETGEN_TEST_JWKS: JSON.stringify({ keys: [jwk] }), ASSETGEN_TEST_GEMINI_KEY: 'not-used-in-bulk' },
+    /loopback google listening on (\d+)/);
+  t.after(() => google.child.kill('SIGTERM'));
+  // Gemini's Batch API: the Rust tests' stub (jobs pending, then running, then done; a prompt with
+  // the marker gets a per-request error).
+  const stub = await startLogged('bulkstub', stubBinary, ['--polls-before-end', '2', '--fail-marker', 'FAIL-IN-BULK'], {},
+    /bulk stub listening on (http:\/\/[0-9.:]+)/);
+  t.after(() => stub.child.kill('SIGTERM'));
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'assetgen-sheet-bulk-'));
+  t.after(() => fs.rmSync(data, { recursive: true, force: true }));
+  const serve = await startLogged('serve-bulk', BINARY, ['serve', '--live'], {
+    PORT: '0',
+    ASSETGEN_STORE: `file://${data}`,
+    ASSETGEN_AUTH: 'oidc',
+    ASSETGEN_OIDC_JWKS_URL: `http://127.0.0.1:${google.match[1]}/certs`,
+    GEMINI_API_KEY: 'test-key',
+    GEMINI_BASE_URL: stub.match[1],
+    ASSETGEN_BULK_POLL_SECS: '1',
+    ASSETGEN_DAILY_LIMIT_USD: '1',
+    ASSETGEN_OIDC_AUDIENCE: `${CLIENT_ID},${SERVICE_AUDIENCE}`,
+    ASSETGEN_ALLOWED: USER,
+    ASSETGEN_LINK_SECRET: crypto.randomBytes(32).toString('hex'),
+    ASSETGEN_CAPABILITY_SECRET: crypto.randomBytes(32).toString('hex'),
+    RUST_LOG: 'info',
+  }, /assetgen is listening on (http:\/\/[0-9.:]+)\/?/);
+  t.after(() => serve.child.kill('SIGTERM'));
+  const base = serve.match[1];
+  const http = new CurlUrlFetch();
+  const budget = () => JSON.parse(bare(http, `${base}/v1/budget`, { headers: { Authorization: `Bearer ${idToken()}` } }).getContentText());
+
+  const sheet = sheetWith([...HEADERS, 'notes'], [
+    { scene_id: 'BULK-1', prompt: 'a teapot on linen', variants: 1 },
+    { scene_id: 'BULK-2', prompt: 'a teacup, two angles', variants: 2, aspect_ratio: '16:9' },
+    { scene_id: 'BULK-3', prompt: 'a sugar bowl FAIL-IN-BULK', variants: 3 },
+  ], 606, 'Bulk');
+  const w = makeWorld({ sheets: [sheet], http, token: () => idToken(), email: USER });
+  assert.equal(w.gs.saveSettings({ serviceUrl: base, defaultRunMode: 'dry_run', maxRows: 10 }).ok, true);
+  sheet.select('A2:F4');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateBulk();
+  assert.deepEqual(w.ui.alerts, [], JSON.stringify(w.ui.alerts));
+  const prompt = w.ui.prompts.at(-1);
+  assert.equal(prompt.title, 'Assets: bulk run');
+  assert.match(prompt.text, /^3 rows, 6 images: \$0\.117 at the bulk price \(half of live: \$0\.234\)\.\nGoogle runs bulk batches within 24 hours: the results can take up to a day to appear in the rows\.\nBudget left today: \$1\.00 of \$1\.00; after this batch \$0\.883\.\n/);
+  const sent = http.requests.filter((r) => r.method === 'POST' && [`${base}/v1/estimate`, `${base}/v1/batches`].includes(r.url));
+  assert.deepEqual(sent.map((r) => [r.url.slice(base.length), JSON.parse(r.payload).run_mode]), [['/v1/estimate', 'bulk'], ['/v1/batches', 'bulk']]);
+  const batchId = sheet.table()[0].batch_id;
+  assert.match(batchId, /^[0-9a-f-]{36}$/);
+  assert.ok(Math.abs(budget().reserved_usd - 0.117) < 1e-9, 'held at the bulk price');
+
+  // The trigger's runs, ten minutes apart on the script's clock: while Google holds the job the
+  // follower looks once a run and leaves the rows queued; when the job ends it writes them back.
+  let runs = 0;
+  let sawWaiting = false;
+  while (w.scriptApp.triggers.length > 0 && runs++ < 60) {
+    w.gs.followBatches();
+    const followed = w.gs.followedBatches_()[0];
+    if (followed && followed.lookAfter > w.clock.now()) {
+      sawWaiting = true;
+      assert.ok(sheet.table().every((r) => r.status === 'queued'), 'queued while Google holds the job');
+    }
+    w.clock.advance(10 * 60 * 1000);
+    blockFor(500);
+  }
+  assert.equal(w.scriptApp.triggers.length, 0, `the trigger deleted itself (after ${runs} runs)`);
+  assert.ok(sawWaiting, 'the follower saw the job at Google and waited for it');
+  const rows = sheet.table();
+  assert.deepEqual(rows.map((r) => [r.scene_id, r.status, r.cost, (r['images.links'] || []).length]), [
+    ['BULK-1', 'succeeded', 0.0195, 1], ['BULK-2', 'succeeded', 0.039, 2], ['BULK-3', 'failed', 0, 0],
+  ]);
+  assert.match(rows[2].error, /^MODEL_REJECTED: Google's batch could not make this image/);
+  assert.equal(sheet.peek(2, HEADERS.length + 7).format, '$0.000#', 'the cost column shows $0.0195');
+  for (const r of rows.slice(0, 2)) {
+    r['images.links'].forEach((link, i) => {
+      const image = bare(http, link);
+      assert.equal(image.getResponseCode(), 200, `${link}: ${image.getContentText().slice(0, 200)}`);
+      assert.ok(image.bytes.subarray(0, 8).equals(PNG_MAGIC), `${link} is a PNG`);
+      // How it was made: Google's batch, at the bulk price.
+      const made = JSON.parse(bare(http, r['notes.links'][i]).getContentText()).sidecar;
+      assert.equal(made.run_mode, 'bulk');
+      assert.equal(made.price.micros, 19500);
+      assert.equal(made.scene_id, r.scene_id);
+    });
+  }
+
+  // Money: three images at the bulk price spent, nothing held, and the ledger reconciles.
+  let after = budget();
+  for (const deadline = Date.now() + 20000; after.reserved_usd !== 0 && Date.now() < deadline; after = budget()) blockFor(100);
+  assert.ok(Math.abs(after.spent_usd - 3 * 0.0195) < 1e-9, `spent ${after.spent_usd}`);
+  assert.equal(after.reserved_usd, 0, JSON.stringify(after));
+  const check = spawnSync(BINARY, ['ledger', 'check'], { env: { ...process.env, ASSETGEN_STORE: `file://${data}` }, encoding: 'utf8' });
+  assert.equal(check.status, 0, `assetgen ledger check:\n${check.stdout}${check.stderr}`);
 });

@@ -4,6 +4,8 @@
 const crypto = require('node:crypto');
 
 const PRICE = 0.039;
+/** Through Google's batch (`run_mode: "bulk"`): half the live price. */
+const BULK_PRICE = PRICE / 2;
 const BASE = 'https://assetgen.test';
 
 function problem(status, code, detail, extra = {}) {
@@ -57,8 +59,10 @@ class FakeService {
 
   costOf(body) {
     const images = body.rows.reduce((n, r) => n + (r.variants || 1), 0);
-    const live = body.run_mode === 'live';
-    return { images, usd: live ? +(images * PRICE).toFixed(6) : 0, usd_if_live: +(images * PRICE).toFixed(6) };
+    const live = +(images * PRICE).toFixed(6);
+    const bulk = +(images * BULK_PRICE).toFixed(6);
+    const usd = { live, bulk }[body.run_mode] || 0;
+    return { images, usd, usd_if_live: live, usd_if_bulk: bulk };
   }
 
   budget() {
@@ -69,7 +73,7 @@ class FakeService {
     const estimate = this.costOf(body);
     const after = this.budget();
     after.remaining_usd -= estimate.usd;
-    return { status: 200, body: { estimate, budget_after: after, models: [{ model: 'gemini-2.5-flash-image', usd_per_image: PRICE }] } };
+    return { status: 200, body: { estimate, budget_after: after, models: [{ model: 'gemini-2.5-flash-image', usd_per_image: PRICE, usd_per_image_bulk: BULK_PRICE }] } };
   }
 
   submit(req) {
@@ -122,7 +126,7 @@ class FakeService {
           row.images = Array.from({ length: row.variants }, (_, v) => `${BASE}/v1/images/${id}/${row.scene_id}/${v + 1}?sig=abc"def`);
           row.objects = Array.from({ length: row.variants }, (_, v) => `images/${id}/${row.scene_id}-v${v + 1}.png`);
           row.provenance = Array.from({ length: row.variants }, (_, v) => `${BASE}/v1/provenance/${id}/${row.scene_id}/${v + 1}?sig=abc`);
-          row.cost_usd = b.run_mode === 'live' ? +(row.variants * PRICE).toFixed(6) : 0;
+          row.cost_usd = +(row.variants * ({ live: PRICE, bulk: BULK_PRICE }[b.run_mode] || 0)).toFixed(6);
           delete row.error;
         }
       }
@@ -144,9 +148,17 @@ class FakeService {
     const done = b.rows.every((r) => ['succeeded', 'failed', 'cancelled'].includes(r.status));
     const anyBad = b.rows.some((r) => r.status !== 'succeeded');
     const count = (st) => b.rows.filter((r) => r.status === st).length;
+    // A bulk batch's job: at Google (pending) until its rows have ended, as the Batch API stub's.
+    const bulk = b.run_mode !== 'bulk' ? {} : {
+      bulk: {
+        state: done ? 'succeeded' : 'pending', job: `batches/fake-${id.slice(0, 8)}`, rows: b.rows.length,
+        requests: b.rows.reduce((n, r) => n + r.variants, 0), submitted_at: b.created_at, cancel_requested: false,
+      },
+    };
     return {
       status: 200,
       body: {
+        ...bulk,
         batch_id: id,
         status: done ? (anyBad ? 'completed_with_failures' : 'succeeded') : 'running',
         created_at: b.created_at,
@@ -183,4 +195,4 @@ class FakeService {
   }
 }
 
-module.exports = { FakeService, problem, BASE, PRICE };
+module.exports = { FakeService, problem, BASE, PRICE, BULK_PRICE };

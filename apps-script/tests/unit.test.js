@@ -4,7 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { makeWorld, plain, sheetWith, FakeSheet } = require('./fakes');
-const { FakeService, problem } = require('./fake-service');
+const { FakeService, problem, BULK_PRICE } = require('./fake-service');
 
 const HEADERS = ['scene_id', 'prompt', 'variants', 'refs', 'ref_mode', 'aspect_ratio'];
 
@@ -43,7 +43,8 @@ test('onOpen adds the Assets menu, and every item runs a function that exists', 
   const menu = w.ui.menus[0];
   assert.equal(menu.name, 'Assets');
   assert.deepEqual(menu.items.map((i) => i.caption), [
-    'Generate selected rows (dry run)', 'Generate selected rows (live)', 'Estimate cost', 'Open progress page',
+    'Generate selected rows (dry run)', 'Generate selected rows (live)', 'Generate selected rows (bulk: half price, within 24 h)',
+    'Estimate cost', 'Open progress page',
     'Retry failed rows', 'Cancel batch', 'Open reference manager', 'Settings',
   ]);
   for (const item of menu.items) assert.equal(typeof w.gs[item.fn], 'function', item.fn);
@@ -423,7 +424,7 @@ test('the trigger writes status, cost, error advice, =IMAGE() and links, then de
   assert.equal(t[1].error, 'CONTENT_BLOCKED: the model blocked this prompt — Rephrase the prompt.');
   assert.equal(t[1].images, '');
   assert.equal(t[0].cost, 0);
-  assert.equal(w.sheet.peek(2, HEADERS.length + 6).format, '$0.000');
+  assert.equal(w.sheet.peek(2, HEADERS.length + 6).format, '$0.000#', 'tenths of a cent, and $0.0195 for a bulk image');
   assert.equal(w.scriptApp.triggers.length, 0, 'the trigger deleted itself');
   assert.equal(w.gs.followedBatches_().length, 0);
   assert.equal(w.locks.script.held, false);
@@ -612,7 +613,7 @@ test('estimate cost shows images, the live price, the budget and its reset; noth
   w.sheet.select('A2:F4');
   w.gs.estimateCost();
   const text = w.ui.alerts[0].text;
-  assert.match(text, /3 rows, 6 images\.\nLive: \$0\.234\. A dry run costs nothing\.\nBudget left today: \$10\.00 of \$10\.00\.\nAfter this batch: \$9\.766\. The budget resets at 00:00 UTC/);
+  assert.match(text, /3 rows, 6 images\.\nLive: \$0\.234\. A dry run costs nothing\.\nBulk: \$0\.117 \(half price; Google may take up to 24 hours\)\.\nBudget left today: \$10\.00 of \$10\.00\.\nAfter this batch: \$9\.766\. The budget resets at 00:00 UTC/);
   assert.equal(submits(w).length, 0);
   assert.equal(JSON.parse(w.service.requests[0].payload).run_mode, 'live');
 });
@@ -667,5 +668,128 @@ test('the default run mode comes first in the menu', () => {
   const w = world();
   w.gs.saveSettings({ serviceUrl: 'https://assetgen.test', defaultRunMode: 'live', maxRows: 10 });
   w.gs.onOpen();
-  assert.deepEqual(w.ui.menus[0].items.slice(0, 2).map((i) => i.fn), ['generateLive', 'generateDryRun']);
+  assert.deepEqual(w.ui.menus[0].items.slice(0, 3).map((i) => i.fn), ['generateLive', 'generateBulk', 'generateDryRun'], 'bulk next to live');
+});
+
+test('bulk: the estimate at the bulk price and a day\'s wait, then CONFIRM gates the submit', () => {
+  const w = world({ rows: scenes(3) });
+  w.sheet.select('A2:F4');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'confirm' });
+  w.gs.generateBulk();
+  assert.equal(submits(w).length, 0, 'not confirmed: nothing sent');
+  assert.match(w.ui.alerts.at(-1).text, /Not confirmed: nothing was sent/);
+  const prompt = w.ui.prompts[0];
+  assert.equal(prompt.title, 'Assets: bulk run');
+  assert.equal(prompt.text.split('\n').slice(0, 4).join('\n'), [
+    '3 rows, 6 images: $0.117 at the bulk price (half of live: $0.234).',
+    'Google runs bulk batches within 24 hours: the results can take up to a day to appear in the rows.',
+    'Budget left today: $10.00 of $10.00; after this batch $9.883.',
+    'The budget resets at 00:00 UTC (2026-11-29 01:00 Europe/Paris, in 15 h 0 min).',
+  ].join('\n'));
+  assert.match(prompt.text, /Type CONFIRM to send these rows to Google's batch and spend the money\.$/);
+  const estimate = JSON.parse(w.service.requests.find((r) => r.url.endsWith('/v1/estimate')).payload);
+  assert.equal(estimate.run_mode, 'bulk', 'estimated at the bulk price, not live');
+
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.service.manual = true;
+  w.gs.generateBulk();
+  const sent = submits(w);
+  assert.equal(sent.length, 1);
+  assert.equal(JSON.parse(sent[0].payload).run_mode, 'bulk');
+  assert.deepEqual(JSON.parse(sent[0].payload), JSON.parse(w.service.requests.filter((r) => r.url.endsWith('/v1/estimate')).at(-1).payload),
+    'the estimate priced exactly what was sent');
+  assert.match(w.ss.toasts.at(-1).msg, /\(6 images, \$0\.117 at the bulk price\)\. Results appear in the rows when Google's batch is done, within 24 hours\.$/);
+  assert.deepEqual(w.sheet.table().map((r) => r.status), ['queued', 'queued', 'queued']);
+  assert.equal(w.gs.followedBatches_()[0].runMode, 'bulk');
+});
+
+test('bulk over the budget: the estimate at the bulk price says so, and nothing is sent', () => {
+  // Six bulk images cost $0.117; $0.10 is left.
+  const w = world({ rows: scenes(3), service: new FakeService({ limitUsd: 0.1 }) });
+  w.sheet.select('A2:F4');
+  w.gs.generateBulk();
+  assert.equal(w.ui.prompts.length, 0);
+  assert.equal(submits(w).length, 0);
+  assert.equal(w.ui.alerts[0].title, 'Assets: bulk run');
+  assert.match(w.ui.alerts[0].text, /^Over today's budget: \$0\.10 left, resets at 00:00 UTC .*\n\nThis batch needs \$0\.117\./s);
+});
+
+test('a bulk batch at Google is looked at every ten minutes, a trigger run with nothing due ends at once, and its rows are written back like live ones', () => {
+  const w = world({ rows: scenes(3) });
+  w.service.manual = true;
+  w.sheet.select('A2:F4');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateBulk();
+  const id = [...w.service.batches.keys()].at(-1);
+  const looks = () => w.service.requests.filter((r) => r.method === 'GET' && r.url.endsWith(`/v1/batches/${id}`)).length;
+
+  // The first run looks once, sees the job pending at Google, and ends instead of polling for minutes.
+  let started = w.clock.now();
+  w.gs.followBatches();
+  assert.equal(looks(), 1);
+  const ran = w.clock.now() - started;
+  assert.ok(ran <= 1000, `the run ended after its one look (${ran} ms), without sleeping`);
+  assert.equal(w.scriptApp.triggers.length, 1, 'still following');
+  assert.equal(w.gs.followedBatches_()[0].lookAfter, w.clock.now() + 10 * 60 * 1000, 'next look in ten minutes');
+
+  // The trigger's runs of the next minutes do not ask at all.
+  for (let minute = 1; minute < 10; minute++) {
+    w.clock.advance(60 * 1000);
+    started = w.clock.now();
+    w.gs.followBatches();
+    assert.equal(w.clock.now(), started, 'nothing due: no request, no sleep');
+  }
+  assert.equal(looks(), 1);
+
+  // A live batch submitted meanwhile is followed at the live pace, beside the waiting bulk one.
+  const live = sheetWith(HEADERS, scenes(1).map((r) => ({ ...r, scene_id: 'LIVE-1' })), 202, 'Live');
+  w.ss.sheets.push(live);
+  w.ss.active = live;
+  live.select('A2:F2');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateLive();
+  const liveId = [...w.service.batches.keys()].at(-1);
+  w.service.advance(liveId, 1);
+  w.gs.followBatches();
+  assert.equal(live.table()[0].status, 'succeeded');
+  assert.equal(looks(), 1, 'the bulk batch was not due yet');
+
+  // Google finishes; the next look (ten minutes after the last) writes the rows as for a live batch.
+  w.service.advance(id, 3);
+  w.clock.advance(60 * 1000);
+  w.gs.followBatches();
+  assert.equal(looks(), 2);
+  const t = w.sheet.table();
+  assert.deepEqual(t.map((r) => r.status), ['succeeded', 'succeeded', 'succeeded']);
+  assert.deepEqual(t.map((r) => r.cost), [1, 2, 3].map((v) => +(v * BULK_PRICE).toFixed(6)), 'paid at the bulk price');
+  assert.deepEqual(t.map((r) => r['images.links'].length), [1, 2, 3]);
+  assert.equal(t[0]['preview.formula'], `=IMAGE("https://assetgen.test/v1/images/${id}/HERO-001/1?sig=abc""def")`);
+  assert.equal(w.scriptApp.triggers.length, 0, 'nothing left to follow: the trigger deleted itself');
+});
+
+test('bulk retry asks CONFIRM for a new Google batch; cancel says what Google\'s cancel keeps', () => {
+  const w = world({ rows: scenes(2) });
+  w.service.failScene.add('HERO-002');
+  w.sheet.select('A2:F3');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateBulk();
+  w.gs.followBatches();
+  assert.deepEqual(w.sheet.table().map((r) => r.status), ['succeeded', 'failed']);
+  w.sheet.select('A3:F3');
+  w.ui.promptAnswers.push({ button: 'CANCEL', text: '' });
+  w.gs.retryFailedRows();
+  assert.equal(w.service.requests.filter((r) => r.url.endsWith('/retry')).length, 0, 'a bulk retry spends money: not without CONFIRM');
+  const prompt = w.ui.prompts.at(-1);
+  assert.equal(prompt.title, 'Assets: retry bulk rows');
+  assert.match(prompt.text, /^1 failed rows, 2 images to make again; stored images are not paid twice\.\nThey go to a new Google batch at the bulk price, done within 24 hours\.\n\nType CONFIRM/);
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.service.manual = true;
+  w.gs.retryFailedRows();
+  assert.equal(w.service.requests.filter((r) => r.url.endsWith('/retry')).length, 1);
+  assert.deepEqual(w.sheet.table().map((r) => r.status), ['succeeded', 'queued']);
+
+  w.ui.alertAnswers.push('NO');
+  w.gs.cancelBatch();
+  assert.match(w.ui.alerts.at(-1).text, /\? Google's batch is cancelled; images it made before that are kept and paid for, the rest of the money is released\.$/);
+  assert.equal(w.service.requests.filter((r) => r.url.endsWith('/cancel')).length, 0, 'not confirmed');
 });
