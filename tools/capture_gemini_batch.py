@@ -99,6 +99,10 @@ class Recorder(BaseHTTPRequestHandler):
         else:
             self._answer(200, operation("BATCH_STATE_RUNNING"))
 
+    def do_DELETE(self):
+        self._record()
+        self._answer(200, {})
+
     def log_message(self, *args):
         pass
 
@@ -170,6 +174,10 @@ def main():
     except Exception as e:  # the SDK may check the answer; the request is what matters
         print(f"download: {e}", file=sys.stderr)
     save("gemini-batch-download-request.json", recorded[start:])
+    # A job's uploaded input, deleted once the job has ended.
+    start = len(recorded)
+    client.files.delete(name="files/input-1")
+    save("gemini-batch-delete-file-request.json", recorded[start:])
     server.shutdown()
 
 

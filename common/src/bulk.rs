@@ -17,7 +17,9 @@
 //!   released and the batch settled as usual, so the ledger reconciles to the cent;
 //! - cancel marks the job `cancel_requested`; the poller cancels it at Google and ends its rows once
 //!   Google says how it ended (results that arrived first are kept and paid for, never dropped);
-//! - a retry queues failed rows without a job; the next delivery or poll submits a new job for them.
+//! - a retry queues failed rows without a job; the next delivery or poll submits a new job for them;
+//! - once a job has ended, the JSONL input file it was submitted with (over the inline limit) is
+//!   deleted from Google's Files API, so uploads do not pile up in the project's file storage.
 //!
 //! Every step is safe to repeat: the job object is created once per sequence number, rows are
 //! claimed and ended by compare-and-swap, images and ledger events are create-only.
@@ -111,6 +113,12 @@ pub struct BulkJob {
     pub settled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The JSONL file uploaded for the job's requests (`files/…`; none for an inline job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_file: Option<String>,
+    /// The input file was deleted at Google once the job ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_deleted: bool,
 }
 
 impl BulkJob {
@@ -351,6 +359,8 @@ impl BulkRunner {
                     cancel_sent: false,
                     settled: false,
                     error: None,
+                    input_file: None,
+                    input_deleted: false,
                 };
                 match write_json(self.store(), &job_name(batch, seq), &job, Precondition::DoesNotExist).await {
                     Ok(_) => (seq, false),
@@ -494,6 +504,7 @@ impl BulkRunner {
                     j.requests = count;
                     j.lease = None;
                     j.submitted_at = Some(OffsetDateTime::now_utc());
+                    j.input_file.clone_from(&status.input_file);
                 })
                 .await?;
                 tracing::info!(batch_id = %batch, job = %status.name, requests = count, "bulk job submitted");
@@ -563,6 +574,14 @@ impl BulkRunner {
         let mut ended = 0;
         let all = jobs(self.store(), batch).await.map_err(store_problem)?;
         let now = OffsetDateTime::now_utc();
+        for job in all.iter().filter(|j| j.settled && !j.input_deleted) {
+            // An earlier poll could not delete this ended job's input file.
+            if let Some(file) = job.input_file.as_deref()
+                && self.delete_input(batch, job.job.as_deref().unwrap_or_default(), Some(file)).await
+            {
+                self.update_job(batch, job.seq, |j| j.input_deleted = true).await.map_err(store_problem)?;
+            }
+        }
         for job in all.iter().filter(|j| !j.settled) {
             if job.state == BulkState::Preparing {
                 if job.lease.as_ref().is_none_or(|l| l.until <= now) {
@@ -625,9 +644,38 @@ impl BulkRunner {
             return Ok(false);
         }
         self.ingest(manifest, &job, &status).await?;
-        self.update_job(batch, job.seq, |j| j.settled = true).await.map_err(store_problem)?;
+        // A job adopted from Google may name its input only now.
+        let input = job.input_file.clone().or_else(|| status.input_file.clone());
+        let deleted = self.delete_input(batch, &name, input.as_deref()).await;
+        self.update_job(batch, job.seq, |j| {
+            j.settled = true;
+            if j.input_file.is_none() {
+                j.input_file.clone_from(&input);
+            }
+            j.input_deleted |= deleted && j.input_file.is_some();
+        })
+        .await
+        .map_err(store_problem)?;
         tracing::info!(batch_id = %batch, job = %name, ?state, results = status.results.len(), "bulk job ended");
         Ok(true)
+    }
+
+    /// Deletes an ended job's uploaded input from Google's Files API. Whether it worked is only
+    /// recorded: the results are stored already, a file left behind costs nothing but storage (the
+    /// Files API drops files after 48 hours), and the next poll of the batch, if any, tries again.
+    async fn delete_input(&self, batch: &BatchId, job: &str, file: Option<&str>) -> bool {
+        let Some(file) = file else { return true };
+        let Some(api) = &self.api else { return false };
+        match api.delete_file(file).await {
+            Ok(()) => {
+                tracing::info!(batch_id = %batch, %job, %file, "bulk job's input file deleted");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(batch_id = %batch, %job, %file, error = %e, "bulk job's input file not deleted");
+                false
+            }
+        }
     }
 
     /// Stores a finished job's images and ends its rows.
@@ -873,6 +921,8 @@ mod tests {
             cancel_sent: false,
             settled: false,
             error: None,
+            input_file: None,
+            input_deleted: false,
         };
         let polled = BulkJob { polled_at: Some(at + time::Duration::seconds(30)), ..job.clone() };
         assert!(polled.looks_the_same_as(&job));

@@ -5,7 +5,8 @@
 //! come inline or from a JSONL file uploaded through the Files API's resumable upload, and a file
 //! job's results are a JSONL file to download, as Google does. `GET /v1beta/batches` lists the jobs
 //! (`client.batches.list()`), [`LIST_PAGE`] a page at most so that callers must follow
-//! `nextPageToken`.
+//! `nextPageToken`. The stub remembers every uploaded file until `DELETE /v1beta/files/{id}`
+//! (`client.files.delete()`; 404 for a file it does not have), so a test can see none is left.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -31,7 +32,8 @@ pub struct BulkStubConfig {
     /// Polls a job answers pending (the first half) and running (the second) before it ends.
     pub polls_before_end: u32,
     pub outcome: BulkOutcome,
-    /// A request whose prompt contains this (when not empty) gets a per-request error.
+    /// A request whose prompt contains this (when not empty) gets a per-request error; a job whose
+    /// display name contains it is refused at create (400), as Google refuses a bad batch.
     pub fail_marker: String,
 }
 
@@ -53,6 +55,8 @@ pub struct StubJob {
     /// `(key, prompt)` of each request, in order.
     pub requests: Vec<(String, String)>,
     pub from_file: bool,
+    /// The uploaded file it reads (`files/…`), for a file job.
+    pub input_file: Option<String>,
     pub polls: u32,
     pub cancelled: bool,
 }
@@ -62,6 +66,8 @@ struct Inner {
     received: Vec<Received>,
     jobs: Vec<StubJob>,
     files: HashMap<String, String>,
+    /// Uploads started, so a name is never given twice (files are deleted).
+    uploads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +92,13 @@ impl BulkStub {
     pub fn jobs(&self) -> Vec<StubJob> {
         self.inner.lock().map(|i| i.jobs.clone()).unwrap_or_default()
     }
+
+    /// The uploaded files not deleted, by name.
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.lock().map(|i| i.files.keys().cloned().collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
 }
 
 fn operation(job: &StubJob, state: &str, output: Option<Value>, error: Option<Value>) -> Value {
@@ -101,6 +114,10 @@ fn operation(job: &StubJob, state: &str, output: Option<Value>, error: Option<Va
     });
     if let Some(output) = output {
         metadata["output"] = output;
+    }
+    // Google echoes a file job's input (`inputConfig` is a field of the batch resource).
+    if let Some(file) = &job.input_file {
+        metadata["inputConfig"] = json!({"fileName": file});
     }
     let mut op = json!({"name": job.name, "metadata": metadata});
     if state != "BATCH_STATE_PENDING" && state != "BATCH_STATE_RUNNING" {
@@ -149,11 +166,16 @@ async fn create(State(shared): State<Shared>, Path(call): Path<String>, headers:
         return bad("this stub serves batchGenerateContent only");
     }
     let batch = &parsed["batch"];
+    let marker = &shared.config.fail_marker;
+    if !marker.is_empty() && batch["displayName"].as_str().is_some_and(|name| name.contains(marker.as_str())) {
+        return bad("the batch was refused (its display name carries the stub's fail marker)");
+    }
     let mut inner = match shared.inner.lock() {
         Ok(i) => i,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let (requests, from_file) = if let Some(file) = batch["inputConfig"]["fileName"].as_str() {
+    let input_file = batch["inputConfig"]["fileName"].as_str().map(str::to_owned);
+    let (requests, from_file) = if let Some(file) = input_file.as_deref() {
         let Some(text) = inner.files.get(file) else { return bad("no such file") };
         let lines: Vec<(String, String)> = text
             .lines()
@@ -176,6 +198,7 @@ async fn create(State(shared): State<Shared>, Path(call): Path<String>, headers:
         display_name: batch["displayName"].as_str().unwrap_or_default().to_owned(),
         requests,
         from_file,
+        input_file,
         polls: 0,
         cancelled: false,
     };
@@ -318,7 +341,8 @@ async fn upload(
         None => {
             let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             inner.received.push(Received { method: "POST".into(), path, headers: headers.clone(), body: parsed });
-            let id = inner.files.len() + 1;
+            inner.uploads += 1;
+            let id = inner.uploads;
             let url = format!("{}/upload/v1beta/files?upload_id=up{id}", shared.base);
             (StatusCode::OK, [("x-goog-upload-url", url), ("x-goog-upload-status", "active".to_owned())])
                 .into_response()
@@ -365,6 +389,19 @@ async fn download(
     (StatusCode::OK, [("content-type", "application/octet-stream")], out).into_response()
 }
 
+/// `DELETE /v1beta/files/{id}`: forgets the file; 404 when it has none of that name, as Google.
+async fn delete_file(State(shared): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    record(&shared, "DELETE", format!("/v1beta/files/{id}"), &headers, Value::Null);
+    let name = format!("files/{id}");
+    let removed = shared.inner.lock().map(|mut i| i.files.remove(&name).is_some()).unwrap_or(false);
+    if removed {
+        axum::Json(json!({})).into_response()
+    } else {
+        let body = json!({"error": {"code": 404, "message": format!("File {id} not found."), "status": "NOT_FOUND"}});
+        (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    }
+}
+
 /// Starts the stub on loopback.
 pub async fn serve_bulk_gemini(config: BulkStubConfig) -> anyhow::Result<BulkStub> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -376,7 +413,7 @@ pub async fn serve_bulk_gemini(config: BulkStubConfig) -> anyhow::Result<BulkStu
         .route("/v1beta/batches", get(batch_list))
         .route("/v1beta/batches/{id}", get(batch_get).post(batch_cancel))
         .route("/upload/v1beta/files", post(upload))
-        .route("/v1beta/files/{call}", get(download))
+        .route("/v1beta/files/{call}", get(download).delete(delete_file))
         .with_state(shared);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(BulkStub { base, inner })

@@ -5,7 +5,7 @@
 use assetgen_common::config::Secret;
 use assetgen_common::domain::AspectRatio;
 use assetgen_common::model::{
-    BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageRequest, JobState, KeyedRequest, RefImage,
+    BatchApi, GeminiBatchApi, GeminiModel, GeminiTimeouts, ImageRequest, JobState, KeyedRequest, ModelError, RefImage,
 };
 use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, LIST_PAGE, Received, serve_bulk_gemini};
 use base64::Engine as _;
@@ -19,6 +19,7 @@ const GET: &str = include_str!("../../common/tests/fixtures/gemini-batch-get-req
 const CANCEL: &str = include_str!("../../common/tests/fixtures/gemini-batch-cancel-request.json");
 const DOWNLOAD: &str = include_str!("../../common/tests/fixtures/gemini-batch-download-request.json");
 const LIST: &str = include_str!("../../common/tests/fixtures/gemini-batch-list-requests.json");
+const DELETE_FILE: &str = include_str!("../../common/tests/fixtures/gemini-batch-delete-file-request.json");
 const MODEL: &str = "gemini-2.5-flash-image";
 const KEY: &str = "AIzaSy-bulk-test-key";
 
@@ -231,4 +232,44 @@ async fn a_job_is_found_by_its_display_name_through_the_sdks_paged_list() {
     assert_same_call(&calls[1], &list[1], &format!("/v1beta/batches?pageSize=100&pageToken={LIST_PAGE}"));
 
     assert!(api.find("assetgen-never-submitted").await.expect("listed").is_none());
+}
+
+#[tokio::test]
+async fn an_ended_jobs_input_file_is_deleted_as_the_sdk_deletes_it_and_a_second_delete_is_done_too() {
+    let stub = stub(0).await;
+    let api = api(&stub, 10);
+    let job = api.create(MODEL, "assetgen-capture", &requests_of(&fixture(CREATE_INLINE))).await.expect("created");
+    assert_eq!(job.input_file.as_deref(), Some("files/input-up1"), "the job knows the file it was uploaded with");
+    assert_eq!(stub.files(), ["files/input-up1"]);
+    // Google echoes a file job's input when it is read back, so an adopted job knows it too.
+    let polled = api.get(&job.name).await.expect("polled");
+    assert_eq!(polled.state, JobState::Succeeded);
+    assert_eq!(polled.input_file.as_deref(), Some("files/input-up1"));
+
+    api.delete_file("files/input-up1").await.expect("deleted");
+    assert!(stub.files().is_empty(), "no file left at Google");
+    let sdk = fixture(DELETE_FILE);
+    let received = stub.received();
+    let got = received.last().expect("the delete");
+    assert_same_call(got, &sdk, &sdk["path"].as_str().expect("path").replace("input-1", "input-up1"));
+    assert_eq!(header(got, "x-goog-api-key"), Some(KEY));
+    assert!(got.body.is_null(), "a delete has no body");
+
+    // Idempotent: a file already gone (404) counts as deleted.
+    api.delete_file("files/input-up1").await.expect("a second delete is done too");
+    assert_eq!(stub.received().iter().filter(|r| r.method == "DELETE").count(), 2);
+    // A name that is not Google's shape never reaches a URL.
+    assert!(api.delete_file("files/../batches/x").await.is_err());
+    assert!(api.delete_file("batches/stub1").await.is_err());
+}
+
+#[tokio::test]
+async fn a_job_google_refuses_for_good_leaves_no_uploaded_file() {
+    let stub = stub(0).await;
+    let api = api(&stub, 10);
+    // The stub refuses (400, for good) a job whose display name carries its fail marker.
+    let refused = api.create(MODEL, "assetgen-FAIL", &requests_of(&fixture(CREATE_INLINE))).await;
+    assert!(matches!(refused, Err(ModelError::Permanent { .. })), "refused for good: {refused:?}");
+    assert!(stub.received().iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "it was uploaded");
+    assert!(stub.files().is_empty(), "and deleted again: {:?}", stub.files());
 }

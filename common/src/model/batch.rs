@@ -65,6 +65,9 @@ pub struct JobStatus {
     pub results: Vec<KeyedResult>,
     /// Google's words when the whole job failed.
     pub error: Option<String>,
+    /// The JSONL file the job reads its requests from (`files/…`), when it was not sent inline: it
+    /// stays in the project's Files API storage until deleted.
+    pub input_file: Option<String>,
 }
 
 #[async_trait]
@@ -84,4 +87,8 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
 
     /// Asks Google to cancel the job (it ends `cancelled`, or in the state it reached first).
     async fn cancel(&self, name: &str) -> Result<(), ModelError>;
+
+    /// Deletes an uploaded file (a job's JSONL input once the job has ended). A file that is
+    /// already gone counts as deleted, so a repeated delete succeeds.
+    async fn delete_file(&self, name: &str) -> Result<(), ModelError>;
 }

@@ -1,8 +1,9 @@
 //! Run mode `bulk` end to end through `assetgen serve --live` against the Batch API stub
 //! (`assetgen_tests::bulk_stub`): one job per batch, polled until it ends; images stored and paid
 //! at the bulk price (half the live one), a per-request error failing only its row, an expired job
-//! releasing everything, a cancel cancelling the job at Google; and the ledger reconciling to the
-//! cent every time (`assetgen ledger check`).
+//! releasing everything, a cancel cancelling the job at Google; the JSONL file a large job was
+//! uploaded with deleted at Google once the job ended (succeeded, expired or cancelled); and the
+//! ledger reconciling to the cent every time (`assetgen ledger check`).
 
 use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, serve_bulk_gemini};
 use assetgen_tests::{Server, spawn_serve_with_args};
@@ -130,6 +131,28 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Every JSONL file uploaded for the batch's job was deleted at Google once the job ended (the
+    /// rows end first, in the same poll: wait for it), one `DELETE /v1beta/files/{id}` each.
+    async fn no_input_file_left(&self) {
+        let uploaded: Vec<String> = self.stub.jobs().iter().filter_map(|j| j.input_file.clone()).collect();
+        assert!(!uploaded.is_empty(), "the job went as an uploaded file");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.stub.files().is_empty() {
+            assert!(Instant::now() < deadline, "files left at Google: {:?}", self.stub.files());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let deleted: Vec<String> = self
+            .stub
+            .received()
+            .into_iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path.trim_start_matches("/v1beta/").to_owned())
+            .collect();
+        assert_eq!(deleted, uploaded, "each uploaded file deleted once");
+    }
+}
+
 fn row<'a>(view: &'a Value, scene: &str) -> &'a Value {
     view["rows"].as_array().and_then(|r| r.iter().find(|r| r["scene_id"] == scene)).expect("the row")
 }
@@ -215,13 +238,17 @@ async fn a_large_batch_goes_to_google_as_an_uploaded_file() {
     assert!(received.iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "uploaded");
     assert!(received.iter().any(|r| r.path.contains("-output:download?alt=media")), "results downloaded");
     run.money_reconciles(5).await;
+    run.no_input_file_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_job_releases_everything() {
-    let run =
-        start(BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Expire, fail_marker: String::new() }, &[])
-            .await;
+    // Over the inline limit, so that the expired job's uploaded file has to go too.
+    let run = start(
+        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Expire, fail_marker: String::new() },
+        &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
+    )
+    .await;
     let id = run.submit("").await;
     let view = run.ended(&id).await;
     assert_eq!(view["status"], "failed", "{view}");
@@ -231,13 +258,14 @@ async fn an_expired_job_releases_everything() {
     }
     assert_eq!(view["bulk"]["state"], "expired");
     run.money_reconciles(0).await;
+    run.no_input_file_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     let run = start(
         BulkStubConfig { polls_before_end: 100_000, outcome: BulkOutcome::Succeed, fail_marker: String::new() },
-        &[],
+        &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
     )
     .await;
     let id = run.submit("").await;
@@ -262,6 +290,7 @@ async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     assert!(jobs[0].cancelled, "the job was cancelled at Google");
     assert!(run.stub.received().iter().any(|r| r.method == "POST" && r.path.ends_with(":cancel")));
     run.money_reconciles(0).await;
+    run.no_input_file_left().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,8 @@
 //!   `createTime`, `output.inlinedResponses.inlinedResponses[]` or `output.responsesFile`).
 //! - results of a file job: `GET /v1beta/files/{id}:download?alt=media`, one JSON line per request.
 //! - cancel: `POST /v1beta/batches/{id}:cancel`.
+//! - delete a job's uploaded input once it ended: `DELETE /v1beta/files/{id}` (`client.files.delete`);
+//!   404 means it is gone already.
 //! - find by display name: `GET /v1beta/batches?pageSize=…&pageToken=…` (`client.batches.list()`),
 //!   a page of Operations in `operations` and `nextPageToken` while more follow.
 //!
@@ -184,7 +186,8 @@ impl GeminiBatchApi {
             }
         }
         let error = operation.error.map(|e| e.message).filter(|m| !m.is_empty());
-        Ok(JobStatus { name: operation.name, state, created_at, results, error })
+        let input_file = batch.input_config.and_then(|c| c.file_name).filter(|f| Self::resource(f, "files").is_ok());
+        Ok(JobStatus { name: operation.name, state, created_at, results, error, input_file })
     }
 }
 
@@ -228,6 +231,17 @@ struct BatchResource {
     create_time: Option<String>,
     #[serde(default)]
     output: Option<BatchOutput>,
+    #[serde(default)]
+    input_config: Option<InputConfig>,
+}
+
+/// The batch's input as Google echoes it: the uploaded file's name for a file job (inline requests
+/// are not read back).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InputConfig {
+    #[serde(default)]
+    file_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +314,7 @@ impl BatchApi for GeminiBatchApi {
             })).collect::<Vec<_>>()}},
         }});
         let inline = serde_json::to_vec(&inline).map_err(|e| permanent(e.to_string()))?;
+        let mut uploaded = None;
         let body = if inline.len() <= self.inline_limit {
             inline
         } else {
@@ -310,15 +325,34 @@ impl BatchApi for GeminiBatchApi {
                 jsonl.push(b'\n');
             }
             let file = self.upload(display_name, jsonl).await?;
-            serde_json::to_vec(&json!({"batch": {"displayName": display_name, "inputConfig": {"fileName": file}}}))
-                .map_err(|e| permanent(e.to_string()))?
+            let body =
+                serde_json::to_vec(&json!({"batch": {"displayName": display_name, "inputConfig": {"fileName": file}}}))
+                    .map_err(|e| permanent(e.to_string()))?;
+            uploaded = Some(file);
+            body
         };
-        let (_, answer) =
-            self.send(self.model.client.post(url).header("content-type", "application/json").body(body)).await?;
-        let operation: Operation = serde_json::from_slice(&answer)
+        let created =
+            match self.send(self.model.client.post(url).header("content-type", "application/json").body(body)).await {
+                Ok((_, answer)) => answer,
+                Err(e @ ModelError::Permanent { .. }) => {
+                    // Google refused the job for good, so nothing reads the file: delete it now. (After
+                    // a retryable failure the job may exist after all; its poller deletes the file.)
+                    if let Some(file) = &uploaded
+                        && let Err(gone) = self.delete_file(file).await
+                    {
+                        tracing::warn!(%file, error = %gone, "the input file of a refused batch was not deleted");
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+        let operation: Operation = serde_json::from_slice(&created)
             .map_err(|e| permanent(format!("the Batch API answered with something that is not a batch ({e})")))?;
         Self::resource(&operation.name, "batches")?;
-        self.status_of(operation).await
+        let mut status = self.status_of(operation).await?;
+        // What this call uploaded, whether or not Google echoes the job's input.
+        status.input_file = status.input_file.or(uploaded);
+        Ok(status)
     }
 
     async fn find(&self, display_name: &str) -> Result<Option<JobStatus>, ModelError> {
@@ -365,5 +399,27 @@ impl BatchApi for GeminiBatchApi {
         let url = self.url(&["v1beta", "batches", &format!("{id}:cancel")])?;
         self.send(self.model.client.post(url).header("content-type", "application/json")).await?;
         Ok(())
+    }
+
+    async fn delete_file(&self, name: &str) -> Result<(), ModelError> {
+        let id = Self::resource(name, "files")?;
+        let url = self.url(&["v1beta", "files", id])?;
+        let call = self.model.timeouts.call;
+        let response = self
+            .model
+            .client
+            .delete(url)
+            .header("content-type", "application/json")
+            .header(API_KEY_HEADER, self.key()?)
+            .send()
+            .await
+            .map_err(|e| errors::from_transport(&e, call))?;
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| errors::from_transport(&e, call))?;
+        Err(errors::from_status(status, &headers, &body, self.secret()))
     }
 }
