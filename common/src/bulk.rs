@@ -18,6 +18,9 @@
 //! - cancel marks the job `cancel_requested`; the poller cancels it at Google and ends its rows once
 //!   Google says how it ended (results that arrived first are kept and paid for, never dropped);
 //! - a retry queues failed rows without a job; the next delivery or poll submits a new job for them;
+//! - a preparer that takes over a job left in preparing first looks the job up at Google by its
+//!   display name: if Google has it, the job is adopted with the rows its first preparer claimed
+//!   (the ones it asked Google for), and rows queued since then go into the next job;
 //! - once a job has ended, the JSONL input file it was submitted with (over the inline limit) is
 //!   deleted from Google's Files API, so uploads do not pile up in the project's file storage.
 //!
@@ -258,6 +261,15 @@ pub struct BulkRunner {
     pub lease_ttl: Duration,
 }
 
+/// How preparing a job ended.
+enum Prepared {
+    /// Submitted (or ended without reaching Google: nothing to ask, cancelled, refused).
+    Done,
+    /// The job taken over was at Google already and is now recorded; rows queued since its first
+    /// preparer claimed its rows are in no job yet.
+    Adopted,
+}
+
 /// Why preparing a job stopped short.
 enum Stop {
     Busy,
@@ -299,22 +311,30 @@ impl BulkRunner {
     /// Starts a job for the batch's queued rows that are in no job yet (or takes over one whose
     /// preparer died).
     async fn start_job(&self, manifest: &Manifest) -> Result<BulkDelivery, Problem> {
-        match self.prepare_and_submit(manifest).await {
-            Ok(()) => Ok(BulkDelivery::Handled),
-            Err(Stop::Busy) => Ok(BulkDelivery::Busy),
-            Err(Stop::Retry(ModelError::Retryable { code, detail, retry_after })) => {
-                Ok(BulkDelivery::Retry { code, detail, retry_after })
+        loop {
+            let outcome = self.prepare_and_submit(manifest).await;
+            // Rows queued while the adopted job sat in preparing go into a job of their own now
+            // (each adoption turns a job in preparing into one at Google, so this ends).
+            if matches!(outcome, Ok(Prepared::Adopted)) && self.has_unclaimed_rows(manifest).await? {
+                continue;
             }
-            Err(Stop::Retry(ModelError::Permanent { code, detail })) => {
-                Ok(BulkDelivery::Retry { code, detail, retry_after: None })
-            }
-            Err(Stop::Problem(p)) => Err(p),
+            return match outcome {
+                Ok(Prepared::Done | Prepared::Adopted) => Ok(BulkDelivery::Handled),
+                Err(Stop::Busy) => Ok(BulkDelivery::Busy),
+                Err(Stop::Retry(ModelError::Retryable { code, detail, retry_after })) => {
+                    Ok(BulkDelivery::Retry { code, detail, retry_after })
+                }
+                Err(Stop::Retry(ModelError::Permanent { code, detail })) => {
+                    Ok(BulkDelivery::Retry { code, detail, retry_after: None })
+                }
+                Err(Stop::Problem(p)) => Err(p),
+            };
         }
     }
 
     /// Takes (or creates) the job being prepared, claims rows for it, builds the requests and
-    /// submits them.
-    async fn prepare_and_submit(&self, manifest: &Manifest) -> Result<(), Stop> {
+    /// submits them; or adopts the job Google has already, when taking over.
+    async fn prepare_and_submit(&self, manifest: &Manifest) -> Result<Prepared, Stop> {
         let batch = &manifest.batch_id;
         let holder = uuid::Uuid::now_v7().to_string();
         let now = OffsetDateTime::now_utc();
@@ -370,8 +390,25 @@ impl BulkRunner {
             }
         };
 
+        // One name per job of a batch, so a job Google accepted can be found again: a preparer
+        // that died (or timed out) after Google took its job and before recording the job's name
+        // leaves it running at Google, and submitting again would pay for it twice. Looked up
+        // before claiming any row: rows queued since the first preparer claimed its rows (a retry,
+        // a row state submit wrote late) are not in Google's job, and must not be counted in it.
+        if resumed && let Some(api) = &self.api {
+            match api.find(&job_display_name(batch, seq)).await {
+                Ok(Some(found)) => return self.adopt(manifest, seq, &holder, found).await,
+                Ok(None) => {}
+                // Not knowing whether Google has the job is no licence to submit it: try again later.
+                Err(e) => {
+                    self.let_go(batch, seq, &holder).await?;
+                    return Err(Stop::Retry(e));
+                }
+            }
+        }
+
         // Claim the rows: queued, not waiting for a retry's hold, in no job (or in this one already,
-        // when taking over).
+        // when taking over a job Google does not have).
         let mut claimed: Vec<RowState> = Vec::new();
         for spec in &manifest.spec.rows {
             let name = layout::row_state(batch, spec.row);
@@ -450,13 +487,13 @@ impl BulkRunner {
             })
             .await?;
             self.settlement.close_if_finished(manifest).await?;
-            return Ok(());
+            return Ok(Prepared::Done);
         }
 
         let Some(api) = &self.api else {
             let detail = "this deployment has no Batch API configured".to_owned();
             self.fail_job(manifest, seq, ErrorCode::LiveNotConfigured, detail).await?;
-            return Ok(());
+            return Ok(Prepared::Done);
         };
         // Still ours (a preparer that stalled past its lease must not submit a second job).
         let current = read_json::<BulkJob>(self.store(), &job_name(batch, seq)).await?.value;
@@ -476,25 +513,9 @@ impl BulkRunner {
             self.end_rows(manifest, &job, &BTreeMap::new(), None).await?;
             self.update_job(batch, seq, |j| j.settled = true).await?;
             self.settlement.close_if_finished(manifest).await?;
-            return Ok(());
+            return Ok(Prepared::Done);
         }
-        // One name per job of a batch, so a job Google accepted can be found again: a preparer
-        // that died (or timed out) after Google took its job and before recording the job's name
-        // leaves it running at Google, and submitting again would pay for it twice.
-        let display_name = job_display_name(batch, seq);
-        let submitted = match if resumed { api.find(&display_name).await } else { Ok(None) } {
-            Ok(Some(found)) => {
-                tracing::info!(batch_id = %batch, job = %found.name, "bulk job found at Google, adopted");
-                Ok(found)
-            }
-            Ok(None) => api.create(&manifest.spec.model, &display_name, &requests).await,
-            // Not knowing whether Google has the job is no licence to submit it: try again later.
-            Err(e) => {
-                self.let_go(batch, seq, &holder).await?;
-                return Err(Stop::Retry(e));
-            }
-        };
-        match submitted {
+        match api.create(&manifest.spec.model, &job_display_name(batch, seq), &requests).await {
             Ok(status) => {
                 let count = u32::try_from(requests.len()).unwrap_or(u32::MAX);
                 self.update_job(batch, seq, |j| {
@@ -508,7 +529,7 @@ impl BulkRunner {
                 })
                 .await?;
                 tracing::info!(batch_id = %batch, job = %status.name, requests = count, "bulk job submitted");
-                Ok(())
+                Ok(Prepared::Done)
             }
             Err(e @ ModelError::Retryable { .. }) => {
                 self.let_go(batch, seq, &holder).await?;
@@ -516,9 +537,51 @@ impl BulkRunner {
             }
             Err(ModelError::Permanent { code, detail }) => {
                 self.fail_job(manifest, seq, code, detail).await?;
-                Ok(())
+                Ok(Prepared::Done)
             }
         }
+    }
+
+    /// Records `found`, the job Google already has under this job's display name, as this job. Its
+    /// rows are the open rows claimed for it: its first preparer claimed them before asking Google
+    /// for their images, and nothing claims rows for a job while another holds its lease.
+    async fn adopt(&self, manifest: &Manifest, seq: u32, holder: &str, found: JobStatus) -> Result<Prepared, Stop> {
+        let batch = &manifest.batch_id;
+        let stored = crate::batch_view::load(self.store(), batch).await?;
+        let mut rows = Vec::new();
+        let mut requests = 0_u32;
+        for spec in &manifest.spec.rows {
+            let Some((_, state)) = stored.rows.get(&spec.row) else { continue };
+            if state.bulk_job == Some(seq) && !state.status.is_terminal() {
+                rows.push(spec.row);
+                requests += u32::try_from(spec.variants.numbers().filter(|v| !state.has_variant(*v)).count())
+                    .unwrap_or(u32::MAX);
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut ours = false;
+        update_json::<BulkJob, StoreError, _>(self.store(), &job_name(batch, seq), |j| {
+            // Still ours (a preparer that stalled past its lease must not record a job either).
+            ours = j.state == BulkState::Preparing && j.lease.as_ref().is_some_and(|l| l.holder == holder);
+            if !ours {
+                return Ok(None);
+            }
+            let mut next = j.clone();
+            next.state = found.state.into();
+            next.job = Some(found.name.clone());
+            next.rows.clone_from(&rows);
+            next.requests = requests;
+            next.lease = None;
+            next.submitted_at = Some(now);
+            next.input_file.clone_from(&found.input_file);
+            Ok(Some(next))
+        })
+        .await?;
+        if !ours {
+            return Err(Stop::Busy);
+        }
+        tracing::info!(batch_id = %batch, job = %found.name, rows = rows.len(), "bulk job found at Google, adopted");
+        Ok(Prepared::Adopted)
     }
 
     /// Gives up the lease of a job being prepared, so the next delivery or poll tries again at once.
