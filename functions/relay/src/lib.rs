@@ -3,9 +3,11 @@
 
 mod events;
 pub mod hub;
+mod image_access;
 mod images;
 mod provenance;
 pub mod refs;
+mod signed_redirect;
 mod unsent;
 mod web;
 

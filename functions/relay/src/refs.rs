@@ -12,6 +12,7 @@
 //! list, add and set the global references, as with a Google ID token.
 
 use crate::RelayState;
+use crate::signed_redirect::signed_redirect;
 use assetgen_common::batch_view::store_problem;
 use assetgen_common::domain::{RefScheme, RefUrl, RefUrlError, RefUrlPolicy};
 use assetgen_common::layout;
@@ -356,7 +357,7 @@ pub async fn get_ref(
     let name = layout::reference(&sha256);
     match query.sig.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(sig) if state.access.links.verify(&name, sig) => {
-            if let Some(redirect) = signed_redirect(&state, &name).await? {
+            if let Some(redirect) = signed_redirect(state.store.as_ref(), &name).await? {
                 return Ok(redirect);
             }
         }
@@ -386,21 +387,6 @@ pub async fn get_ref(
         h.insert(header::ETAG, v);
     }
     Ok(response)
-}
-
-/// How long a signed storage URL a reference link redirects to is valid.
-const SIGNED_URL_TTL: std::time::Duration = std::time::Duration::from_secs(900);
-
-/// A 302 to a fresh signed URL of `name`, where the store signs URLs (GCS); `None` elsewhere.
-async fn signed_redirect(state: &RelayState, name: &str) -> Result<Option<Response>, Problem> {
-    let Some(url) = state.store.signed_url(name, SIGNED_URL_TTL).await.map_err(store_problem)? else {
-        return Ok(None);
-    };
-    let location =
-        HeaderValue::from_str(&url).map_err(|_| Problem::internal("the signed URL is not a valid header"))?;
-    let headers =
-        [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"))];
-    Ok(Some((StatusCode::FOUND, headers).into_response()))
 }
 
 fn empty_set() -> RefSet {
