@@ -26,6 +26,7 @@ pub mod observe;
 pub mod open_index;
 pub mod pipeline;
 pub mod problem;
+pub mod problem_responses;
 pub mod provenance;
 pub mod queue;
 pub mod reconcile;

@@ -83,6 +83,7 @@ any batch, never retry it (a retry spends the owner's budget).
 /// metrics, and problems for everything else.
 pub fn app(api: utoipa_axum::router::OpenApiRouter, readiness: Readiness, title: &str) -> Router {
     let (router, mut doc) = api.split_for_parts();
+    crate::problem_responses::add_problem_schema(&mut doc);
     doc.info.title = title.to_owned();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.info.description = Some(API_DESCRIPTION.to_owned());

@@ -2,6 +2,7 @@ use crate::{GenerateState, Redelivery};
 use assetgen_common::generation::Delivery;
 use assetgen_common::observe::{RequestContext, current_request_id, names, with_request};
 use assetgen_common::problem::{ErrorCode, Problem};
+use assetgen_common::problem_responses::PushProblems;
 use assetgen_common::queue::{PushEnvelope, RowMessage, RowQueue};
 use assetgen_common::request::read_body;
 use axum::Json;
@@ -36,32 +37,33 @@ pub struct Acked {
     pub detail: Option<String>,
 }
 
-/// What a push carried.
-enum Push {
-    Row(PushEnvelope, RowMessage),
-    /// A well-formed envelope whose data is not one of our row messages: acknowledged and logged,
-    /// since no redelivery can make it one.
-    Unreadable(String),
+/// A push that carries one of our row messages, with the span and request context its work runs in.
+struct RowPush {
+    envelope: PushEnvelope,
+    message: RowMessage,
+    span: tracing::Span,
+    context: RequestContext,
 }
 
 /// Reads a push: the Pub/Sub envelope, or the same body sent by an Eventarc trigger as a binary-mode
-/// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`). A body that is not an
-/// envelope is a client's mistake, never Pub/Sub's: 400.
-async fn envelope(state: &GenerateState, headers: &HeaderMap, body: Body) -> Result<Push, Problem> {
-    state.auth.authenticate(headers).await?;
-    let bytes = read_body(body, MAX_ENVELOPE_BYTES).await?;
+/// CloudEvent (`ce-type: google.cloud.pubsub.topic.v1.messagePublished`). `Err` is the push's
+/// answer already. A body that is not an envelope is a client's mistake, never Pub/Sub's: 400. A
+/// well-formed envelope whose data is not one of our row messages is acknowledged and logged,
+/// since no redelivery can make it one (and a dead-letter subscription would redeliver it for ever).
+async fn row_push(state: &GenerateState, headers: &HeaderMap, body: Body) -> Result<RowPush, Response> {
+    state.auth.authenticate(headers).await.map_err(IntoResponse::into_response)?;
+    let bytes = read_body(body, MAX_ENVELOPE_BYTES).await.map_err(IntoResponse::into_response)?;
     let envelope = PushEnvelope::parse(&bytes).map_err(|e| {
         let mut p = Problem::new(ErrorCode::InvalidJson, e.to_string());
         p.status = StatusCode::BAD_REQUEST.as_u16();
-        p
+        p.into_response()
     })?;
     if let Some(ce_id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
         tracing::debug!(ce_id, "push arrived as a CloudEvent");
     }
-    Ok(match envelope.row_message() {
-        Ok(message) => Push::Row(envelope, message),
-        Err(e) => Push::Unreadable(e.to_string()),
-    })
+    let message = envelope.row_message().map_err(|e| dropped(e.to_string()))?;
+    let (span, context) = row_scope(&envelope, &message);
+    Ok(RowPush { envelope, message, span, context })
 }
 
 fn dropped(why: String) -> Response {
@@ -126,20 +128,16 @@ fn acked(outcome: &str) -> Response {
     request_body(content = PushEnvelope, description = "Pub/Sub push envelope; `message.data` is base64 JSON `{batch_id, row}`"),
     responses(
         (status = 200, description = "Acknowledged: done, already done, busy elsewhere, deferred, or dropped (data that is no row message, or names no batch we know)", body = Acked),
-        (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid push token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A token that may not push", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than 64 KiB: not from Pub/Sub", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited: redeliver later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
+        PushProblems,
     ))]
-pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
-    let (envelope, message) = match envelope(&state, &headers, body).await {
-        Ok(Push::Row(envelope, message)) => (envelope, message),
-        Ok(Push::Unreadable(why)) => return dropped(why),
-        Err(p) => return p.into_response(),
-    };
-    let (span, context) = row_scope(&envelope, &message);
+pub async fn push_row(
+    State(state): State<Arc<GenerateState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let RowPush { envelope, message, span, context } = row_push(&state, &headers, body).await?;
     let (span_again, context_again, message_again) = (span.clone(), context.clone(), message.clone());
     let (message_id, attempt) = (envelope.message.id().to_owned(), envelope.delivery_attempt());
     let worker = state.clone();
@@ -154,7 +152,7 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         .await
         .unwrap_or_else(|e| Err(Problem::internal(format!("the row's task failed: {e}"))));
     metrics::counter!(names::ROWS, "outcome" => outcome(&delivery)).increment(1);
-    match (delivery, &state.redelivery) {
+    Ok(match (delivery, &state.redelivery) {
         (Ok(Delivery::Retry { code: ErrorCode::ModelRateLimited, retry_after, .. }), Redelivery::Republish(queue)) => {
             // Only the quota stood in the way; a nack would bring the row closer to dead-lettering.
             let hold = retry_after.unwrap_or(DEFAULT_DEFERRAL_HOLD).min(MAX_DEFERRAL_HOLD);
@@ -173,7 +171,7 @@ pub async fn push_row(State(state): State<Arc<GenerateState>>, headers: HeaderMa
         }
         (Ok(delivery), _) => answer(delivery),
         (Err(p), _) => p.into_response(),
-    }
+    })
 }
 
 /// Behind the local queue, a copy that found its row held comes back in a moment, uncounted: if
@@ -212,20 +210,15 @@ async fn defer(queue: &dyn RowQueue, message: RowMessage, hold: Duration, outcom
     request_body(content = PushEnvelope, description = "Pub/Sub push envelope of the dead-letter subscription"),
     responses(
         (status = 200, description = "Acknowledged: the row failed, had ended, or the message was dropped", body = Acked),
-        (status = 400, description = "Not a push envelope", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid push token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A token that may not push", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than 64 KiB: not from Pub/Sub", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Row still held by a delivery, or storage unavailable: redeliver later", body = Problem, content_type = "application/problem+json"),
+        PushProblems,
     ))]
-pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: HeaderMap, body: Body) -> Response {
-    let (envelope, message) = match envelope(&state, &headers, body).await {
-        Ok(Push::Row(envelope, message)) => (envelope, message),
-        // A dead-letter subscription redelivers for ever: an unreadable message is dropped, loudly.
-        Ok(Push::Unreadable(why)) => return dropped(why),
-        Err(p) => return p.into_response(),
-    };
-    let (span, context) = row_scope(&envelope, &message);
+pub async fn dead_letter(
+    State(state): State<Arc<GenerateState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let RowPush { envelope, message, span, context } = row_push(&state, &headers, body).await?;
     let work = async {
         tracing::warn!(deliveries = envelope.delivery_attempt(), "row dead-lettered");
         state.worker.dead_letter(&message, envelope.delivery_attempt()).await
@@ -233,7 +226,7 @@ pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: Heade
     let delivery = with_request(context, work).instrument(span).await;
     let label = if matches!(delivery, Ok(Delivery::Finished(_))) { "dead_lettered".into() } else { outcome(&delivery) };
     metrics::counter!(names::ROWS, "outcome" => label).increment(1);
-    match delivery {
+    Ok(match delivery {
         // A live delivery still holds the row: ask again later (a dead-letter subscription has no
         // attempts to spend) rather than fail a row that may yet succeed.
         Ok(Delivery::Busy) => {
@@ -241,5 +234,5 @@ pub async fn dead_letter(State(state): State<Arc<GenerateState>>, headers: Heade
         }
         Ok(delivery) => answer(delivery),
         Err(p) => p.into_response(),
-    }
+    })
 }

@@ -5,6 +5,7 @@ use crate::unsent::Unsent;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::observe::{GaugeGuard, GaugeShare, names};
 use assetgen_common::problem::Problem;
+use assetgen_common::problem_responses::BatchProblems;
 use assetgen_common::shim::Connection;
 use assetgen_common::tail::{Sequenced, merge};
 use axum::Extension;
@@ -70,8 +71,7 @@ pub struct SseEvent {
         (status = 200, description = "An event stream; each event is one `SseEvent`", content_type = "text/event-stream", body = SseEvent),
         (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        BatchProblems,
     ))]
 pub async fn batch_events(
     State(state): State<Arc<RelayState>>,

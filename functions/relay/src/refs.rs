@@ -17,6 +17,7 @@ use assetgen_common::batch_view::store_problem;
 use assetgen_common::domain::{RefScheme, RefUrl, RefUrlError, RefUrlPolicy};
 use assetgen_common::layout;
 use assetgen_common::problem::{ErrorCode, FieldError, Problem};
+use assetgen_common::problem_responses::SignedInProblems;
 use assetgen_common::refs::fetch::{FetchError, RefFetcher, sniff_image_type};
 use assetgen_common::request::{base_url, read_body};
 use assetgen_common::store::{
@@ -155,9 +156,7 @@ fn not_image(detail: impl Into<String>) -> Problem {
         (status = 200, description = "The same bytes were already stored", body = StoredRef),
         (status = 413, description = "Larger than 8 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an image", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedInProblems,
     ))]
 pub async fn upload_ref(
     State(state): State<Arc<RelayState>>,
@@ -293,12 +292,7 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// The references in the library, newest first (at most 500).
-#[utoipa::path(get, path = "/v1/refs", tag = "refs", responses(
-        (status = 200, body = RefList),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/v1/refs", tag = "refs", responses((status = 200, body = RefList), SignedInProblems))]
 pub async fn list_refs(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefList>, Problem> {
     state.access.authenticate_refs(&headers).await?;
     let mut found: Vec<ObjectMeta> = state
@@ -394,12 +388,7 @@ fn empty_set() -> RefSet {
 }
 
 /// The global references: added to every row of the next batches, after the row's own.
-#[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses(
-        (status = 200, body = RefSet),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/v1/refs/sets/global", tag = "refs", responses((status = 200, body = RefSet), SignedInProblems))]
 pub async fn get_global_set(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Result<Json<RefSet>, Problem> {
     state.access.authenticate_refs(&headers).await?;
     match read_json::<RefSet>(state.store.as_ref(), GLOBAL_SET).await {
@@ -448,10 +437,8 @@ fn validate_set(request: &RefSetRequest, policy: RefUrlPolicy) -> Result<Vec<Str
     responses(
         (status = 200, description = "The set as stored", body = RefSet),
         (status = 422, description = "A URL is not valid, or too many", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedInProblems,
     ))]
 pub async fn put_global_set(
     State(state): State<Arc<RelayState>>,

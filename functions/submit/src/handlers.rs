@@ -9,6 +9,7 @@ use assetgen_common::batch_view::{self, Presenter};
 use assetgen_common::domain::BatchId;
 use assetgen_common::idempotent_control::ControlOp;
 use assetgen_common::problem::{ErrorCode, Problem};
+use assetgen_common::problem_responses::{BatchControlProblems, BatchProblems, SignedInProblems};
 use assetgen_common::request::{base_url, read_body};
 use assetgen_common::submission::links;
 use axum::Json;
@@ -77,11 +78,9 @@ pub async fn create_batch(
     responses(
         (status = 200, body = EstimateResponse),
         (status = 422, description = "Invalid rows", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Live runs are not configured on this deployment", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedInProblems,
     ))]
 pub async fn estimate(
     State(state): State<Arc<SubmitState>>,
@@ -100,9 +99,8 @@ pub async fn estimate(
     responses(
         (status = 200, body = BatchView),
         (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        BatchProblems,
     ))]
 pub async fn get_batch(
     State(state): State<Arc<SubmitState>>,
@@ -117,12 +115,7 @@ pub async fn get_batch(
 }
 
 /// The caller's budget for today (UTC).
-#[utoipa::path(get, path = "/v1/budget", tag = "submit", responses(
-        (status = 200, body = BudgetView),
-        (status = 401, description = "Not signed in, or the token is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/v1/budget", tag = "submit", responses((status = 200, body = BudgetView), SignedInProblems))]
 pub async fn get_budget(
     State(state): State<Arc<SubmitState>>,
     headers: HeaderMap,
@@ -161,11 +154,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request return the first one's answer")),
     responses(
         (status = 200, description = "The rows cancelled", body = ControlOutcome),
-        (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A page link (read only), or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The Idempotency-Key is not printable ASCII, or was used for another request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        BatchControlProblems,
     ))]
 pub async fn cancel(
     State(state): State<Arc<SubmitState>>,
@@ -173,8 +163,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = authorized(&state, &headers, &id, &query, BatchAction::Cancel).await?;
-    Ok(Json(state.control.once(ControlOp::Cancel, &batch, idempotency_key(&headers)?).await?))
+    control(&state, &headers, &id, &query, ControlOp::Cancel).await
 }
 
 /// Queues the failed rows again, holding the money their missing images need first (from the
@@ -185,13 +174,10 @@ pub async fn cancel(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request return the first one's answer")),
     responses(
         (status = 200, description = "The rows queued again", body = ControlOutcome),
-        (status = 401, description = "Not signed in, or a bad token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Over the daily budget", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A page link (read only), an admin who is not the owner, or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No failed rows", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The Idempotency-Key is not printable ASCII, or was used for another request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        BatchControlProblems,
     ))]
 pub async fn retry(
     State(state): State<Arc<SubmitState>>,
@@ -199,8 +185,24 @@ pub async fn retry(
     Path(id): Path<String>,
     Query(query): Query<AccessToken>,
 ) -> Result<Json<ControlOutcome>, Problem> {
-    let batch = authorized(&state, &headers, &id, &query, BatchAction::Retry).await?;
-    Ok(Json(state.control.once(ControlOp::Retry, &batch, idempotency_key(&headers)?).await?))
+    control(&state, &headers, &id, &query, ControlOp::Retry).await
+}
+
+/// Cancel and retry, once the caller may do `op` to the batch: an `Idempotency-Key` makes a
+/// repeated request return the first one's answer.
+async fn control(
+    state: &SubmitState,
+    headers: &HeaderMap,
+    id: &str,
+    query: &AccessToken,
+    op: ControlOp,
+) -> Result<Json<ControlOutcome>, Problem> {
+    let action = match op {
+        ControlOp::Cancel => BatchAction::Cancel,
+        ControlOp::Retry => BatchAction::Retry,
+    };
+    let batch = authorized(state, headers, id, query, action).await?;
+    Ok(Json(state.control.once(op, &batch, idempotency_key(headers)?).await?))
 }
 
 /// A one-hour token that lets its bearer cancel and retry this batch, for its owner only (signed
@@ -212,8 +214,7 @@ pub async fn retry(
         (status = 200, body = ControlTokenResponse),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "An admin who is not the owner, a link, or an account not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        BatchProblems,
     ))]
 pub async fn control_token(
     State(state): State<Arc<SubmitState>>,
