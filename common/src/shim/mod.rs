@@ -7,12 +7,14 @@ mod health;
 mod logging;
 mod observe;
 mod ops_page;
+mod pipeline_start;
 mod watched_io;
 
 pub use health::{Readiness, health_routes};
 pub use logging::{LogFormat, cloud_trace, init_logging};
 pub use observe::{metrics_routes, observe_request};
 pub use ops_page::ops_routes;
+pub use pipeline_start::PipelineStart;
 pub use watched_io::{Connection, ConnectionWrites, WRITE_STALL_LIMIT, WatchedListener, WatchedStream};
 
 use crate::drain;

@@ -3,9 +3,9 @@
 
 mod job;
 
-use assetgen_common::config::{Config, Profile, QueueUrl};
+use assetgen_common::config::QueueUrl;
 use assetgen_common::domain::BatchId;
-use assetgen_common::pipeline::Pipeline;
+use assetgen_common::shim::PipelineStart;
 use assetgen_common::{cloud, shim};
 use assetgen_generate::{GenerateState, Redelivery, router};
 use std::process::ExitCode;
@@ -17,11 +17,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env(Profile::Cloud)?;
-    let parts = cloud::parts(&config).await?;
-    let store = parts.store.clone();
-    let readiness = shim::Readiness::store(store.clone()).with_queue(parts.queue.clone());
-    let pipeline = Pipeline::assemble(parts);
+    let PipelineStart { config, store, readiness, pipeline } = PipelineStart::from_env().await?;
     let as_job = std::env::var_os("CLOUD_RUN_TASK_INDEX").is_some() || std::env::args().any(|a| a == "--job");
     if as_job {
         let task = job::Task::from_env()?;

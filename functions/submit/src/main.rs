@@ -1,7 +1,6 @@
 //! The submit function on Cloud Run: configuration from the environment, then serve.
 
-use assetgen_common::config::{Config, Profile};
-use assetgen_common::pipeline::Pipeline;
+use assetgen_common::shim::PipelineStart;
 use assetgen_common::{cloud, shim};
 use assetgen_submit::{SubmitState, cors, router};
 use std::process::ExitCode;
@@ -13,11 +12,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env(Profile::Cloud)?;
-    let parts = cloud::parts(&config).await?;
-    let store = parts.store.clone();
-    let readiness = shim::Readiness::store(store.clone()).with_queue(parts.queue.clone());
-    let pipeline = Pipeline::assemble(parts);
+    let PipelineStart { config, store, readiness, pipeline } = PipelineStart::from_env().await?;
     let state = SubmitState {
         submitter: pipeline.submitter,
         control: pipeline.control,
