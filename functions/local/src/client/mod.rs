@@ -16,7 +16,9 @@ mod provenance;
 mod table;
 
 use anyhow::Context as _;
-use assetgen_common::api::{BatchRequest, BatchView, EstimateResponse, SubmitResponse};
+use assetgen_common::api::{
+    BatchRequest, BatchView, ControlTokenResponse, EstimateResponse, ManagerTokenResponse, SubmitResponse,
+};
 use assetgen_common::domain::RunMode;
 use confirm::Asker;
 use follow::{FollowError, Mode, Retry};
@@ -212,43 +214,43 @@ async fn execute(options: &ClientOptions, command: ClientCommand, console: &mut 
 
 /// `refs`: a reference manager token for the signed-in user, as the `/refs` link that carries it.
 async fn refs_manager(api: &Api, args: RefsArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let url = api.url(&["v1", "refs", "manager-token"]);
-    let issued: assetgen_common::api::ManagerTokenResponse = match api.post(url, &serde_json::json!({})).await? {
-        Ok(issued) => issued,
-        Err(refusal) => return refused(&refusal, None, c),
-    };
-    if args.json {
-        print_json_line(c.out, &issued)?;
-        return Ok(EXIT_OK);
-    }
-    writeln!(c.out, "{}", issued.page)?;
-    writeln!(
-        c.err,
-        "this link signs the reference manager in as you until {}; keep it to yourself",
-        issued.expires_at
-    )?;
-    Ok(EXIT_OK)
+    let Some(issued) = accepted(manager_token(api).await?, None, c)? else { return Ok(EXIT_REFUSED) };
+    let grants = "signs the reference manager in as you";
+    print_token_link(c, args.json, &issued, &issued.page, grants, issued.expires_at)
 }
 
 /// `page`: a control token for the batch (its owner only), as the page link that carries it.
 async fn page(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let batch_id = args.batch_id.trim();
-    if batch_id.is_empty() {
-        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
-        return Ok(EXIT_REFUSED);
-    }
+    let Some(batch_id) = batch_id(&args, c)? else { return Ok(EXIT_REFUSED) };
     let url = api.url(&["v1", "batches", batch_id, "control-token"]);
-    let issued: assetgen_common::api::ControlTokenResponse = match api.post(url, &serde_json::json!({})).await? {
-        Ok(issued) => issued,
-        Err(refusal) => return refused(&refusal, None, c),
-    };
-    if args.json {
-        print_json_line(c.out, &issued)?;
+    let answer: Result<ControlTokenResponse, Refusal> = api.post(url, &serde_json::json!({})).await?;
+    let Some(issued) = accepted(answer, None, c)? else { return Ok(EXIT_REFUSED) };
+    let grants = "can cancel and retry the batch";
+    print_token_link(c, args.json, &issued, &issued.page, grants, issued.expires_at)
+}
+
+/// A link that carries a token: with `--json` the whole answer; else the link alone on stdout (for
+/// scripts and `open`), and on stderr what it `grants` and until when, since whoever holds it can.
+fn print_token_link<T: Serialize>(
+    c: &mut Console<'_>,
+    json: bool,
+    issued: &T,
+    link: &str,
+    grants: &str,
+    expires_at: time::OffsetDateTime,
+) -> anyhow::Result<u8> {
+    if json {
+        print_json_line(c.out, issued)?;
         return Ok(EXIT_OK);
     }
-    writeln!(c.out, "{}", issued.page)?;
-    writeln!(c.err, "this link can cancel and retry the batch until {}; keep it to yourself", issued.expires_at)?;
+    writeln!(c.out, "{link}")?;
+    writeln!(c.err, "this link {grants} until {expires_at}; keep it to yourself")?;
     Ok(EXIT_OK)
+}
+
+/// A reference manager token for the caller (`POST /v1/refs/manager-token` on submit).
+async fn manager_token(api: &Api) -> anyhow::Result<Result<ManagerTokenResponse, Refusal>> {
+    api.post(api.url(&["v1", "refs", "manager-token"]), &serde_json::json!({})).await
 }
 
 async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
@@ -265,10 +267,8 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
         )?;
         return Ok(EXIT_NOT_CONFIRMED);
     }
-    if args.batch.global_set
-        && let Err(refusal) = add_global_set(api, &mut request).await?
-    {
-        return refused(&refusal, None, c);
+    if args.batch.global_set && accepted(add_global_set(api, &mut request).await?, None, c)?.is_none() {
+        return Ok(EXIT_REFUSED);
     }
     if args.batch.costs_money() && !args.yes {
         let answer = confirm_live(api, &request, &lines, c).await?;
@@ -276,10 +276,8 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
             return Ok(answer);
         }
     }
-    let response: SubmitResponse = match api.post(api.url(&["v1", "batches"]), &request).await? {
-        Ok(response) => response,
-        Err(refusal) => return refused(&refusal, Some(&lines), c),
-    };
+    let answer: Result<SubmitResponse, Refusal> = api.post(api.url(&["v1", "batches"]), &request).await?;
+    let Some(response) = accepted(answer, Some(&lines), c)? else { return Ok(EXIT_REFUSED) };
     if args.json {
         print_json_line(c.out, &response)?;
     } else {
@@ -323,10 +321,8 @@ async fn submit(api: &Api, args: SubmitArgs, c: &mut Console<'_>) -> anyhow::Res
 /// Shows what a live batch will cost and the budget left, and asks before anything is spent.
 /// `EXIT_OK` to go on; otherwise the exit code (nothing was submitted).
 async fn confirm_live(api: &Api, request: &BatchRequest, lines: &[u64], c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let response: EstimateResponse = match api.post(api.url(&["v1", "estimate"]), request).await? {
-        Ok(response) => response,
-        Err(refusal) => return refused(&refusal, Some(lines), c),
-    };
+    let answer: Result<EstimateResponse, Refusal> = api.post(api.url(&["v1", "estimate"]), request).await?;
+    let Some(response) = accepted(answer, Some(lines), c)? else { return Ok(EXIT_REFUSED) };
     let (e, after) = (&response.estimate, &response.budget_after);
     // The estimate is what a submit holds; the budget before it is what is left after plus that.
     let left_now = after.remaining_usd + e.usd;
@@ -367,15 +363,11 @@ async fn confirm_live(api: &Api, request: &BatchRequest, lines: &[u64], c: &mut 
 
 async fn estimate(api: &Api, args: EstimateArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
     let Some((mut request, lines)) = read_request(&args.file, &args.batch, c)? else { return Ok(EXIT_REFUSED) };
-    if args.batch.global_set
-        && let Err(refusal) = add_global_set(api, &mut request).await?
-    {
-        return refused(&refusal, None, c);
+    if args.batch.global_set && accepted(add_global_set(api, &mut request).await?, None, c)?.is_none() {
+        return Ok(EXIT_REFUSED);
     }
-    let response: EstimateResponse = match api.post(api.url(&["v1", "estimate"]), &request).await? {
-        Ok(response) => response,
-        Err(refusal) => return refused(&refusal, Some(&lines), c),
-    };
+    let answer: Result<EstimateResponse, Refusal> = api.post(api.url(&["v1", "estimate"]), &request).await?;
+    let Some(response) = accepted(answer, Some(&lines), c)? else { return Ok(EXIT_REFUSED) };
     if args.json {
         print_json_line(c.out, &response)?;
         return Ok(EXIT_OK);
@@ -411,15 +403,9 @@ async fn estimate(api: &Api, args: EstimateArgs, c: &mut Console<'_>) -> anyhow:
 }
 
 async fn status(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let batch_id = args.batch_id.trim();
-    if batch_id.is_empty() {
-        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
-        return Ok(EXIT_REFUSED);
-    }
-    let view: BatchView = match api.get(api.url(&["v1", "batches", batch_id])).await? {
-        Ok(view) => view,
-        Err(refusal) => return refused(&refusal, None, c),
-    };
+    let Some(batch_id) = batch_id(&args, c)? else { return Ok(EXIT_REFUSED) };
+    let answer: Result<BatchView, Refusal> = api.get(api.url(&["v1", "batches", batch_id])).await?;
+    let Some(view) = accepted(answer, None, c)? else { return Ok(EXIT_REFUSED) };
     if args.json {
         print_json_line(c.out, &view)?;
     } else {
@@ -430,16 +416,10 @@ async fn status(api: &Api, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Res
 
 /// `cancel` or `retry`: POST to the batch's action and say which rows it changed.
 async fn control(api: &Api, action: &str, args: StatusArgs, c: &mut Console<'_>) -> anyhow::Result<u8> {
-    let batch_id = args.batch_id.trim();
-    if batch_id.is_empty() {
-        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
-        return Ok(EXIT_REFUSED);
-    }
-    let outcome: serde_json::Value =
-        match api.post(api.url(&["v1", "batches", batch_id, action]), &serde_json::json!({})).await? {
-            Ok(outcome) => outcome,
-            Err(refusal) => return refused(&refusal, None, c),
-        };
+    let Some(batch_id) = batch_id(&args, c)? else { return Ok(EXIT_REFUSED) };
+    let url = api.url(&["v1", "batches", batch_id, action]);
+    let answer: Result<serde_json::Value, Refusal> = api.post(url, &serde_json::json!({})).await?;
+    let Some(outcome) = accepted(answer, None, c)? else { return Ok(EXIT_REFUSED) };
     if args.json {
         print_json_line(c.out, &outcome)?;
         return Ok(EXIT_OK);
@@ -517,8 +497,7 @@ async fn add_global_set(api: &Api, request: &mut BatchRequest) -> anyhow::Result
 /// The global set read from the reference library named by a manager token's page link
 /// (`{relay}/refs#token=…`), with that token.
 async fn global_set_from_library(api: &Api) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
-    let url = api.url(&["v1", "refs", "manager-token"]);
-    let issued: assetgen_common::api::ManagerTokenResponse = match api.post(url, &serde_json::json!({})).await? {
+    let issued = match manager_token(api).await? {
         Ok(issued) => issued,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -530,6 +509,32 @@ async fn global_set_from_library(api: &Api) -> anyhow::Result<Result<serde_json:
     }
     let library = api.elsewhere_with_bearer(library, &issued.token)?;
     library.get(library.url(&["v1", "refs", "sets", "global"])).await
+}
+
+/// The batch id a command was given, or `None` once an empty one was reported.
+fn batch_id<'a>(args: &'a StatusArgs, c: &mut Console<'_>) -> anyhow::Result<Option<&'a str>> {
+    let batch_id = args.batch_id.trim();
+    if batch_id.is_empty() {
+        writeln!(c.err, "error: the batch id is empty; use the id `submit` printed")?;
+        return Ok(None);
+    }
+    Ok(Some(batch_id))
+}
+
+/// What the server answered, or `None` once its refusal was printed (the command then exits with
+/// `EXIT_REFUSED`); `csv_lines` names the CSV line of each row a problem names.
+fn accepted<T>(
+    answer: Result<T, Refusal>,
+    csv_lines: Option<&[u64]>,
+    c: &mut Console<'_>,
+) -> anyhow::Result<Option<T>> {
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(refusal) => {
+            refused(&refusal, csv_lines, c)?;
+            Ok(None)
+        }
+    }
 }
 
 fn refused(refusal: &Refusal, csv_lines: Option<&[u64]>, c: &mut Console<'_>) -> anyhow::Result<u8> {
@@ -594,6 +599,13 @@ mod tests {
         assert_eq!(args.batch.global_refs, vec!["https://a.test/x.png", "y.png"]);
         assert_eq!(args.batch.model.as_deref(), Some("m"));
         Ok(())
+    }
+
+    /// Writes `contents` as a CSV file in `dir`; its path, as the command line names it.
+    fn write_csv(dir: &tempfile::TempDir, contents: &str) -> anyhow::Result<String> {
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, contents)?;
+        Ok(csv.to_string_lossy().into_owned())
     }
 
     struct Captured {
@@ -671,8 +683,7 @@ mod tests {
     async fn submit_follow_sends_the_csv_and_prints_the_table() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("style.png"), b"png")?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants,refs\nA,a car,2,style.png\nB,a boat,,\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants,refs\nA,a car,2,style.png\nB,a boat,,\n")?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join("images/b1"))?;
         std::fs::write(data.join("images/b1/A-v2.png"), b"png")?;
@@ -684,7 +695,6 @@ mod tests {
         };
         let router = Router::new().route("/v1/batches", post(accept)).route(EVENTS_PATH, get(relay));
         let (d, base) = deployment(router).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let run = execute_captured(&base, &["submit", &csv_arg, "--follow", "--model", "m1"], &data).await?;
 
         assert_eq!(run.code, 1, "row B failed: {}", run.err);
@@ -716,10 +726,8 @@ mod tests {
     #[tokio::test]
     async fn submit_json_prints_the_answer_as_one_line() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt\nA,a car\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt\nA,a car\n")?;
         let (d, base) = deployment(Router::new().route("/v1/batches", post(accept))).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let run = execute_captured(&base, &["submit", &csv_arg, "--json", "--live", "--yes"], dir.path()).await?;
         assert_eq!(run.code, 0, "{}", run.err);
         assert_eq!(run.out.lines().count(), 1);
@@ -749,8 +757,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_submit_prints_the_problem_with_csv_lines_and_exits_2() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,1\n\nB,a boat,5\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,1\n\nB,a boat,5\n")?;
         let refuse = || async {
             Problem::from_field_errors(vec![FieldError {
                 code: ErrorCode::InvalidVariants,
@@ -762,7 +769,6 @@ mod tests {
             .into_response()
         };
         let base = serve(Router::new().route("/v1/batches", post(refuse))).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let run = execute_captured(&base, &["submit", &csv_arg, "--follow"], dir.path()).await?;
         assert_eq!(run.code, 2);
         assert!(run.out.is_empty(), "{}", run.out);
@@ -799,10 +805,8 @@ mod tests {
     #[tokio::test]
     async fn a_live_submit_without_a_terminal_or_yes_submits_nothing_and_exits_4() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,3\n")?;
         let (d, base) = priced_deployment(3, 9.5).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
 
         let run = execute_captured(&base, &["submit", &csv_arg, "--live", "--follow"], dir.path()).await?;
         assert_eq!(run.code, EXIT_NOT_CONFIRMED, "{}", run.err);
@@ -824,10 +828,8 @@ mod tests {
     #[tokio::test]
     async fn on_a_terminal_a_live_submit_shows_the_price_and_budget_and_goes_only_on_yes() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\nB,a boat,2\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,3\nB,a boat,2\n")?;
         let (d, base) = priced_deployment(4, 9.5).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let args = ["submit", csv_arg.as_str(), "--live"];
 
         for declined in [Some(false), None] {
@@ -857,10 +859,8 @@ mod tests {
     #[tokio::test]
     async fn a_live_batch_over_the_budget_left_is_not_offered() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,3\n")?;
         let (d, base) = priced_deployment(3, 0.1).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let run =
             execute_asking(&base, &["submit", &csv_arg, "--live"], dir.path(), Asker::Scripted(Some(true))).await?;
         assert_eq!(run.code, EXIT_REFUSED, "{}", run.err);
@@ -872,9 +872,7 @@ mod tests {
     #[tokio::test]
     async fn a_bad_csv_is_reported_before_any_request() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,two\n")?;
-        let csv_arg = csv.to_string_lossy().into_owned();
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,two\n")?;
         // Nothing listens on port 9: a request would end in an error, not in exit code 2.
         let run = execute_captured("http://127.0.0.1:9", &["estimate", &csv_arg], dir.path()).await?;
         assert_eq!(run.code, 2);
@@ -889,8 +887,7 @@ mod tests {
     #[tokio::test]
     async fn estimate_prints_the_price_and_the_budget_after() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("b.csv");
-        std::fs::write(&csv, "scene_id,prompt,variants\nA,a car,3\n")?;
+        let csv_arg = write_csv(&dir, "scene_id,prompt,variants\nA,a car,3\n")?;
         let answer = || async {
             Json(EstimateResponse {
                 estimate: Estimate { images: 3, usd: 0.0, usd_if_live: 0.117, usd_if_bulk: 0.0585 },
@@ -903,7 +900,6 @@ mod tests {
             })
         };
         let base = serve(Router::new().route("/v1/estimate", post(answer))).await?;
-        let csv_arg = csv.to_string_lossy().into_owned();
         let run = execute_captured(&base, &["estimate", &csv_arg], dir.path()).await?;
         assert_eq!(run.code, 0, "{}", run.err);
         assert_eq!(
@@ -955,8 +951,7 @@ mod tests {
     #[tokio::test]
     async fn global_set_adds_the_tagged_refs_after_the_explicit_ones() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("rows.csv");
-        std::fs::write(&csv, "scene_id,prompt\nA,a cat\n")?;
+        let file = write_csv(&dir, "scene_id,prompt\nA,a cat\n")?;
         let seen: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
         let got = seen.clone();
         let set = || async {
@@ -976,7 +971,6 @@ mod tests {
             Router::new().route("/v1/refs/sets/global", get(set)).route("/v1/estimate", axum::routing::post(estimate)),
         )
         .await?;
-        let file = csv.to_string_lossy().into_owned();
         let run = execute_captured(
             &base,
             &["estimate", &file, "--global-ref", "https://a.test/2.png", "--global-set"],
@@ -995,8 +989,7 @@ mod tests {
     #[tokio::test]
     async fn global_set_is_read_from_the_library_a_manager_token_names() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let csv = dir.path().join("rows.csv");
-        std::fs::write(&csv, "scene_id,prompt\nA,a cat\n")?;
+        let file = write_csv(&dir, "scene_id,prompt\nA,a cat\n")?;
         let headers_seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
         let seen = headers_seen.clone();
         let set = move |headers: HeaderMap| {
@@ -1039,7 +1032,6 @@ mod tests {
                 ),
         )
         .await?;
-        let file = csv.to_string_lossy().into_owned();
         let run = execute_captured(&submit, &["estimate", &file, "--global-set"], dir.path()).await?;
         assert_eq!(run.code, 0, "{}", run.err);
         let request = body.lock().expect("lock").clone().expect("the estimate request");
