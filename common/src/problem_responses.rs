@@ -41,6 +41,31 @@ impl IntoResponses for BatchProblems {
     }
 }
 
+/// What a route that reads one batch (its status, its event stream) can answer besides its own:
+/// [`BatchProblems`], and neither a sign-in nor a page link that opens the batch.
+#[derive(Debug)]
+pub struct BatchReadProblems;
+
+impl IntoResponses for BatchReadProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut answers = BatchProblems::responses();
+        answers.append(&mut problems(&[(401, "Not signed in, or a bad link")]));
+        answers
+    }
+}
+
+/// What a route that opens one stored object (an image, its provenance, a reference) to the holder
+/// of its link (`?sig=`) or to a signed-in caller can answer besides its own: neither, or the
+/// store or the key set down. What is not found differs by route, so 404 stays with each route.
+#[derive(Debug)]
+pub struct SignedLinkProblems;
+
+impl IntoResponses for SignedLinkProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        problems(&[(401, "No signature and not signed in"), (503, UNAVAILABLE)])
+    }
+}
+
 /// Cancel and retry of a batch: [`BatchProblems`], a caller with neither the owner's sign-in nor
 /// the batch's control token, and an `Idempotency-Key` that cannot be used.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use crate::unsent::Unsent;
 use assetgen_common::events::{BatchEvent, Cursor};
 use assetgen_common::observe::{GaugeGuard, GaugeShare, names};
 use assetgen_common::problem::Problem;
-use assetgen_common::problem_responses::BatchProblems;
+use assetgen_common::problem_responses::BatchReadProblems;
 use assetgen_common::shim::Connection;
 use assetgen_common::tail::{Sequenced, merge};
 use axum::Extension;
@@ -69,9 +69,8 @@ pub struct SseEvent {
     ),
     responses(
         (status = 200, description = "An event stream; each event is one `SseEvent`", content_type = "text/event-stream", body = SseEvent),
-        (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not on the allow-list", body = Problem, content_type = "application/problem+json"),
-        BatchProblems,
+        BatchReadProblems,
     ))]
 pub async fn batch_events(
     State(state): State<Arc<RelayState>>,

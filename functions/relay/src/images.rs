@@ -2,6 +2,7 @@ use crate::RelayState;
 use crate::image_access::{ImagePath, ImageQuery, no_image, open_image};
 use crate::signed_redirect::signed_redirect;
 use assetgen_common::problem::Problem;
+use assetgen_common::problem_responses::SignedLinkProblems;
 use assetgen_common::store::StoreError;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -16,10 +17,9 @@ use std::sync::Arc;
     responses(
         (status = 200, description = "The image (stores that cannot sign URLs)", content_type = "image/png", body = Vec<u8>),
         (status = 302, description = "To a freshly signed V4 URL of the image (GCS)"),
-        (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such image, a signature for another one, or not yours: the same answer", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedLinkProblems,
     ))]
 pub async fn image(
     State(state): State<Arc<RelayState>>,

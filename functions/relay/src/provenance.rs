@@ -1,6 +1,7 @@
 use crate::RelayState;
 use crate::image_access::{ImagePath, ImageQuery, open_image};
 use assetgen_common::problem::Problem;
+use assetgen_common::problem_responses::SignedLinkProblems;
 use assetgen_common::provenance::view::{self, ProvenanceView};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -15,10 +16,9 @@ use std::sync::Arc;
     params(ImagePath, ImageQuery),
     responses(
         (status = 200, description = "The image's provenance", body = ProvenanceView),
-        (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not on the allow-list", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such image, no provenance, a signature for another image, or not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedLinkProblems,
     ))]
 pub async fn provenance(
     State(state): State<Arc<RelayState>>,

@@ -17,7 +17,7 @@ use assetgen_common::batch_view::store_problem;
 use assetgen_common::domain::{RefScheme, RefUrl, RefUrlError, RefUrlPolicy};
 use assetgen_common::layout;
 use assetgen_common::problem::{ErrorCode, FieldError, Problem};
-use assetgen_common::problem_responses::SignedInProblems;
+use assetgen_common::problem_responses::{SignedInProblems, SignedLinkProblems};
 use assetgen_common::refs::fetch::{FetchError, RefFetcher, sniff_image_type};
 use assetgen_common::request::{base_url, read_body};
 use assetgen_common::store::{
@@ -332,10 +332,9 @@ pub struct RefQuery {
         (status = 200, description = "The image", content_type = "image/*", body = Vec<u8>),
         (status = 302, description = "To a freshly signed V4 URL of the reference (GCS, signed links)"),
         (status = 304, description = "The client's copy (If-None-Match) is current"),
-        (status = 401, description = "No signature and not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such reference, or a signature for another one", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Storage or sign-in checks unavailable: try again", body = Problem, content_type = "application/problem+json"),
+        SignedLinkProblems,
     ))]
 pub async fn get_ref(
     State(state): State<Arc<RelayState>>,

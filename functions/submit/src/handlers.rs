@@ -9,7 +9,7 @@ use assetgen_common::batch_view::{self, Presenter};
 use assetgen_common::domain::BatchId;
 use assetgen_common::idempotent_control::ControlOp;
 use assetgen_common::problem::{ErrorCode, Problem};
-use assetgen_common::problem_responses::{BatchControlProblems, BatchProblems, SignedInProblems};
+use assetgen_common::problem_responses::{BatchControlProblems, BatchProblems, BatchReadProblems, SignedInProblems};
 use assetgen_common::request::{base_url, read_body};
 use assetgen_common::submission::links;
 use axum::Json;
@@ -98,9 +98,8 @@ pub async fn estimate(
     params(("id" = String, Path, description = "Batch id"), AccessToken),
     responses(
         (status = 200, body = BatchView),
-        (status = 401, description = "Not signed in, or a bad link", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Signed in, but not allowed to do this", body = Problem, content_type = "application/problem+json"),
-        BatchProblems,
+        BatchReadProblems,
     ))]
 pub async fn get_batch(
     State(state): State<Arc<SubmitState>>,
