@@ -101,9 +101,13 @@ impl Sweep {
             }
             let mut stuck = Vec::new();
             let mut all_ended = true;
+            // Submit writes the manifest, then the row states, then publishes: a batch younger
+            // than the grace may still be in that submit's hands.
+            let past_grace = uuid_age(&batch_id).is_none_or(|age| age > self.queued_grace);
             for spec in &batch.manifest.spec.rows {
                 match batch.rows.get(&spec.row).map(|(_, s)| s) {
-                    None => stuck.push(spec.row),
+                    None if past_grace => stuck.push(spec.row),
+                    None => all_ended = false,
                     Some(s) if s.status.is_terminal() => {}
                     Some(s) if s.awaiting_hold => {
                         all_ended = false;

@@ -70,6 +70,24 @@ async fn a_queued_row_within_its_grace_is_left_to_its_message() {
 }
 
 #[tokio::test]
+async fn a_row_state_not_written_yet_is_left_to_its_submit_within_the_grace_and_published_after() {
+    let rig = Rig::new(|_| {});
+    let batch = rig.submit_rows(vec![row("A", 1), row("B", 1)]).await;
+    rig.pipeline.worker.process(&rig.queue.published()[0]).await.expect("row 0 done");
+    // As the sweep sees a submit that has written the manifest and row 0's state, not yet row 1's
+    // (or one that died there).
+    let name = layout::row_state(&batch, 1);
+    rig.store.delete(&name, assetgen_common::store::Precondition::None).await.expect("delete");
+    let within = Arc::new(RecordingQueue::default());
+    let sweep = Sweep { queue: within.clone(), queued_grace: Duration::from_secs(600), ..rig.pipeline.sweep.clone() };
+    assert_eq!(sweep.run().await.expect("sweep").republished, 0, "the submit may still write it");
+    assert!(within.published().is_empty());
+    let after = Arc::new(RecordingQueue::default());
+    assert_eq!(sweep_of(&rig, after.clone()).run().await.expect("sweep").republished, 1);
+    assert_eq!(after.published().iter().map(|m| m.row).collect::<Vec<_>>(), vec![1], "its submit died: published");
+}
+
+#[tokio::test]
 async fn ended_batches_are_settled_and_orphan_holds_freed() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let budget = daily_budget(&store, 10);
