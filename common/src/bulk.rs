@@ -21,8 +21,10 @@
 //! - a preparer that takes over a job left in preparing first looks the job up at Google by its
 //!   display name: if Google has it, the job is adopted with the rows its first preparer claimed
 //!   (the ones it asked Google for), and rows queued since then go into the next job;
-//! - once a job has ended, the JSONL input file it was submitted with (over the inline limit) is
-//!   deleted from Google's Files API, so uploads do not pile up in the project's file storage.
+//! - once a job has ended and its results are stored, the files it left in Google's Files API are
+//!   deleted: the JSONL input it was submitted with (over the inline limit) and the file Google
+//!   wrote its results to (a large job's `responsesFile`), so they do not pile up in the project's
+//!   file storage.
 //!
 //! Every step is safe to repeat: the job object is created once per sequence number, rows are
 //! claimed and ended by compare-and-swap, images and ledger events are create-only.
@@ -122,9 +124,23 @@ pub struct BulkJob {
     /// The input file was deleted at Google once the job ended.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub input_deleted: bool,
+    /// The file Google wrote the job's results to (`files/…`; none when they came inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_file: Option<String>,
+    /// The results file was deleted at Google once the results were stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub results_deleted: bool,
 }
 
 impl BulkJob {
+    /// The files of this job still at Google that it no longer needs: once it has ended, its input;
+    /// once its results are stored, its results file.
+    fn files_left(&self) -> impl Iterator<Item = (FileRole, &str)> {
+        let input = self.input_file.as_deref().filter(|_| !self.input_deleted).map(|f| (FileRole::Input, f));
+        let results = self.results_file.as_deref().filter(|_| !self.results_deleted).map(|f| (FileRole::Results, f));
+        input.into_iter().chain(results)
+    }
+
     /// Whether a watcher would see a change from `other` to `self`. The poller stamps `polled_at`
     /// (and a preparing delivery its lease) on every pass while Google holds the job; those tell a
     /// page nothing, and counting them as moves would wake the relay's tail every poll and keep it
@@ -132,6 +148,24 @@ impl BulkJob {
     pub fn looks_the_same_as(&self, other: &Self) -> bool {
         let shown = |j: &Self| Self { polled_at: None, lease: None, ..j.clone() };
         shown(self) == shown(other)
+    }
+}
+
+/// What a file of a job at Google holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileRole {
+    /// The JSONL requests the job was uploaded with.
+    Input,
+    /// The JSONL results Google wrote.
+    Results,
+}
+
+impl std::fmt::Display for FileRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Input => "input",
+            Self::Results => "results",
+        })
     }
 }
 
@@ -381,6 +415,8 @@ impl BulkRunner {
                     error: None,
                     input_file: None,
                     input_deleted: false,
+                    results_file: None,
+                    results_deleted: false,
                 };
                 match write_json(self.store(), &job_name(batch, seq), &job, Precondition::DoesNotExist).await {
                     Ok(_) => (seq, false),
@@ -637,13 +673,9 @@ impl BulkRunner {
         let mut ended = 0;
         let all = jobs(self.store(), batch).await.map_err(store_problem)?;
         let now = OffsetDateTime::now_utc();
-        for job in all.iter().filter(|j| j.settled && !j.input_deleted) {
-            // An earlier poll could not delete this ended job's input file.
-            if let Some(file) = job.input_file.as_deref()
-                && self.delete_input(batch, job.job.as_deref().unwrap_or_default(), Some(file)).await
-            {
-                self.update_job(batch, job.seq, |j| j.input_deleted = true).await.map_err(store_problem)?;
-            }
+        for job in all.iter().filter(|j| j.settled) {
+            // An earlier poll could not delete this ended job's files.
+            self.delete_files(batch, job).await?;
         }
         for job in all.iter().filter(|j| !j.settled) {
             if job.state == BulkState::Preparing {
@@ -707,38 +739,55 @@ impl BulkRunner {
             return Ok(false);
         }
         self.ingest(manifest, &job, &status).await?;
-        // A job adopted from Google may name its input only now.
-        let input = job.input_file.clone().or_else(|| status.input_file.clone());
-        let deleted = self.delete_input(batch, &name, input.as_deref()).await;
-        self.update_job(batch, job.seq, |j| {
-            j.settled = true;
-            if j.input_file.is_none() {
-                j.input_file.clone_from(&input);
-            }
-            j.input_deleted |= deleted && j.input_file.is_some();
-        })
-        .await
-        .map_err(store_problem)?;
+        // Settled (with the files it names) before a file is deleted: a poll after a crash in
+        // between finds the job settled and deletes what is left, and never reads the job's results
+        // again from a results file that is gone.
+        let job = self
+            .update_job(batch, job.seq, |j| {
+                j.settled = true;
+                // A job adopted from Google may name its input only now.
+                if j.input_file.is_none() {
+                    j.input_file.clone_from(&status.input_file);
+                }
+                if j.results_file.is_none() {
+                    j.results_file.clone_from(&status.results_file);
+                }
+            })
+            .await
+            .map_err(store_problem)?;
         tracing::info!(batch_id = %batch, job = %name, ?state, results = status.results.len(), "bulk job ended");
+        self.delete_files(batch, &job).await?;
         Ok(true)
     }
 
-    /// Deletes an ended job's uploaded input from Google's Files API. Whether it worked is only
-    /// recorded: the results are stored already, a file left behind costs nothing but storage (the
-    /// Files API drops files after 48 hours), and the next poll of the batch, if any, tries again.
-    async fn delete_input(&self, batch: &BatchId, job: &str, file: Option<&str>) -> bool {
-        let Some(file) = file else { return true };
-        let Some(api) = &self.api else { return false };
-        match api.delete_file(file).await {
-            Ok(()) => {
-                tracing::info!(batch_id = %batch, %job, %file, "bulk job's input file deleted");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(batch_id = %batch, %job, %file, error = %e, "bulk job's input file not deleted");
-                false
+    /// Deletes the files a settled job left in Google's Files API (its input, its results file).
+    /// Whether each delete worked is only recorded: the results are stored already, a file left
+    /// behind costs nothing but storage (the Files API drops files after 48 hours), and the next
+    /// poll of the batch, if any, tries again.
+    async fn delete_files(&self, batch: &BatchId, job: &BulkJob) -> Result<(), Problem> {
+        let Some(api) = &self.api else { return Ok(()) };
+        let name = job.job.as_deref().unwrap_or_default();
+        let mut deleted = Vec::new();
+        for (role, file) in job.files_left() {
+            match api.delete_file(file).await {
+                Ok(()) => {
+                    tracing::info!(batch_id = %batch, job = %name, %file, %role, "bulk job's file deleted at Google");
+                    deleted.push(role);
+                }
+                Err(e) => {
+                    tracing::warn!(batch_id = %batch, job = %name, %file, %role, error = %e, "bulk job's file not deleted at Google");
+                }
             }
         }
+        if !deleted.is_empty() {
+            self.update_job(batch, job.seq, |j| {
+                j.input_deleted |= deleted.contains(&FileRole::Input);
+                j.results_deleted |= deleted.contains(&FileRole::Results);
+            })
+            .await
+            .map_err(store_problem)?;
+        }
+        Ok(())
     }
 
     /// Stores a finished job's images and ends its rows.
@@ -986,6 +1035,8 @@ mod tests {
             error: None,
             input_file: None,
             input_deleted: false,
+            results_file: None,
+            results_deleted: false,
         };
         let polled = BulkJob { polled_at: Some(at + time::Duration::seconds(30)), ..job.clone() };
         assert!(polled.looks_the_same_as(&job));

@@ -2,11 +2,14 @@
 //! `common/tests/fixtures/gemini-batch-*.json`) and serves a job's life cycle: pending, running,
 //! then succeeded (every request answered with an image, except those whose prompt contains the
 //! configured marker, which get a per-request error), expired or failed; cancelled when asked. Jobs
-//! come inline or from a JSONL file uploaded through the Files API's resumable upload, and a file
-//! job's results are a JSONL file to download, as Google does. `GET /v1beta/batches` lists the jobs
-//! (`client.batches.list()`), [`LIST_PAGE`] a page at most so that callers must follow
-//! `nextPageToken`. The stub remembers every uploaded file until `DELETE /v1beta/files/{id}`
-//! (`client.files.delete()`; 404 for a file it does not have), so a test can see none is left.
+//! come inline or from a JSONL file uploaded through the Files API's resumable upload. A file job's
+//! results (every job's, when [`BulkStubConfig::results_as_file`] asks) are a JSONL file Google
+//! writes when the job succeeds, named in `output.responsesFile` and downloaded with
+//! `GET /v1beta/files/{id}:download?alt=media`, as Google does for large jobs. `GET /v1beta/batches`
+//! lists the jobs (`client.batches.list()`), [`LIST_PAGE`] a page at most so that callers must follow
+//! `nextPageToken`. The stub remembers every file, uploaded or written with results, until
+//! `DELETE /v1beta/files/{id}` (`client.files.delete()`; 404 for a file it does not have, and for a
+//! download of it), so a test can see none is left.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -35,6 +38,9 @@ pub struct BulkStubConfig {
     /// A request whose prompt contains this (when not empty) gets a per-request error; a job whose
     /// display name contains it is refused at create (400), as Google refuses a bad batch.
     pub fail_marker: String,
+    /// Results come as a file for every job that succeeds, inline ones too (Google writes a large
+    /// job's results to a file); otherwise only a job that came as a file gets them as a file.
+    pub results_as_file: bool,
 }
 
 /// One request as the stub received it.
@@ -59,6 +65,8 @@ pub struct StubJob {
     pub input_file: Option<String>,
     pub polls: u32,
     pub cancelled: bool,
+    /// The file its results were written to (`files/…`), once it succeeded with results in a file.
+    pub results_file: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +209,7 @@ async fn create(State(shared): State<Shared>, Path(call): Path<String>, headers:
         input_file,
         polls: 0,
         cancelled: false,
+        results_file: None,
     };
     let answer = operation(&job, "BATCH_STATE_PENDING", None, None);
     inner.jobs.push(job);
@@ -262,22 +271,33 @@ async fn batch_get(State(shared): State<Shared>, Path(id): Path<String>, headers
         Ok(i) => i,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let Some(job) = inner.jobs.iter_mut().find(|j| j.name == name) else {
+    let Some(at) = inner.jobs.iter().position(|j| j.name == name) else {
         let body = json!({"error": {"code": 404, "message": "Batch not found.", "status": "NOT_FOUND"}});
         return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     };
-    job.polls += 1;
-    let job = job.clone();
+    inner.jobs[at].polls += 1;
+    let config = &shared.config;
+    let succeeded = !inner.jobs[at].cancelled
+        && inner.jobs[at].polls > config.polls_before_end
+        && config.outcome == BulkOutcome::Succeed;
+    if succeeded && (inner.jobs[at].from_file || config.results_as_file) && inner.jobs[at].results_file.is_none() {
+        // Google writes the results file once, when the job succeeds; it stays until deleted.
+        let file = format!("files/{id}-output");
+        let text = results_file_text(&shared, &inner.jobs[at]);
+        inner.files.insert(file.clone(), text);
+        inner.jobs[at].results_file = Some(file);
+    }
+    let job = inner.jobs[at].clone();
     drop(inner);
-    let half = shared.config.polls_before_end / 2;
+    let half = config.polls_before_end / 2;
     let body = if job.cancelled {
         operation(&job, "BATCH_STATE_CANCELLED", None, None)
     } else if job.polls <= half {
         operation(&job, "BATCH_STATE_PENDING", None, None)
-    } else if job.polls <= shared.config.polls_before_end {
+    } else if job.polls <= config.polls_before_end {
         operation(&job, "BATCH_STATE_RUNNING", None, None)
     } else {
-        match shared.config.outcome {
+        match config.outcome {
             BulkOutcome::Expire => operation(&job, "BATCH_STATE_EXPIRED", None, None),
             BulkOutcome::Fail => operation(
                 &job,
@@ -285,12 +305,10 @@ async fn batch_get(State(shared): State<Shared>, Path(id): Path<String>, headers
                 None,
                 Some(json!({"code": 13, "message": "Internal error encountered."})),
             ),
-            BulkOutcome::Succeed if job.from_file => operation(
-                &job,
-                "BATCH_STATE_SUCCEEDED",
-                Some(json!({"responsesFile": format!("files/{id}-output")})),
-                None,
-            ),
+            // Named even once deleted, as Google keeps naming it in the batch's output.
+            BulkOutcome::Succeed if job.results_file.is_some() => {
+                operation(&job, "BATCH_STATE_SUCCEEDED", Some(json!({"responsesFile": job.results_file})), None)
+            }
             BulkOutcome::Succeed => {
                 let items: Vec<Value> = job
                     .requests
@@ -311,6 +329,20 @@ async fn batch_get(State(shared): State<Shared>, Path(id): Path<String>, headers
         }
     };
     axum::Json(body).into_response()
+}
+
+/// A job's results as Google writes them to a file: one `{key, response|error}` line per request.
+fn results_file_text(shared: &Shared, job: &StubJob) -> String {
+    let mut out = String::new();
+    for (n, (key, prompt)) in job.requests.iter().enumerate() {
+        let line = match answer(shared, n, prompt) {
+            Ok(response) => json!({"key": key, "response": response}),
+            Err(error) => json!({"key": key, "error": error}),
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
 }
 
 async fn batch_cancel(State(shared): State<Shared>, Path(call): Path<String>, headers: HeaderMap) -> Response {
@@ -371,22 +403,16 @@ async fn download(
 ) -> Response {
     let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     record(&shared, "GET", path, &headers, Value::Null);
-    let Some(id) = call.strip_suffix(":download").and_then(|f| f.strip_suffix("-output")) else {
-        return bad("unknown file");
-    };
-    let name = format!("batches/{id}");
-    let job = shared.inner.lock().ok().and_then(|i| i.jobs.iter().find(|j| j.name == name).cloned());
-    let Some(job) = job else { return bad("unknown file") };
-    let mut out = String::new();
-    for (n, (key, prompt)) in job.requests.iter().enumerate() {
-        let line = match answer(&shared, n, prompt) {
-            Ok(response) => json!({"key": key, "response": response}),
-            Err(error) => json!({"key": key, "error": error}),
-        };
-        out.push_str(&line.to_string());
-        out.push('\n');
+    let Some(id) = call.strip_suffix(":download") else { return bad("unknown method") };
+    let name = format!("files/{id}");
+    match shared.inner.lock().ok().and_then(|i| i.files.get(&name).cloned()) {
+        Some(text) => (StatusCode::OK, [("content-type", "application/octet-stream")], text).into_response(),
+        None => {
+            let body =
+                json!({"error": {"code": 404, "message": format!("File {id} not found."), "status": "NOT_FOUND"}});
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
     }
-    (StatusCode::OK, [("content-type", "application/octet-stream")], out).into_response()
 }
 
 /// `DELETE /v1beta/files/{id}`: forgets the file; 404 when it has none of that name, as Google.

@@ -40,6 +40,7 @@ async fn a_job_google_accepted_but_we_did_not_record_is_adopted_not_submitted_ag
         polls_before_end: 2,
         outcome: BulkOutcome::Succeed,
         fail_marker: String::new(),
+        results_as_file: false,
     })
     .await
     .expect("stub");
@@ -140,6 +141,7 @@ async fn rows_queued_while_a_job_sat_in_preparing_go_into_the_next_job_when_it_i
         polls_before_end: 2,
         outcome: BulkOutcome::Succeed,
         fail_marker: String::new(),
+        results_as_file: false,
     })
     .await
     .expect("stub");

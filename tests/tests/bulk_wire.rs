@@ -28,9 +28,14 @@ fn fixture(text: &str) -> Value {
 }
 
 async fn stub(polls_before_end: u32) -> BulkStub {
-    serve_bulk_gemini(BulkStubConfig { polls_before_end, outcome: BulkOutcome::Succeed, fail_marker: "FAIL".into() })
-        .await
-        .expect("stub")
+    serve_bulk_gemini(BulkStubConfig {
+        polls_before_end,
+        outcome: BulkOutcome::Succeed,
+        fail_marker: "FAIL".into(),
+        results_as_file: false,
+    })
+    .await
+    .expect("stub")
 }
 
 fn api(stub: &BulkStub, inline_limit: usize) -> GeminiBatchApi {
@@ -245,9 +250,11 @@ async fn an_ended_jobs_input_file_is_deleted_as_the_sdk_deletes_it_and_a_second_
     let polled = api.get(&job.name).await.expect("polled");
     assert_eq!(polled.state, JobState::Succeeded);
     assert_eq!(polled.input_file.as_deref(), Some("files/input-up1"));
+    // A file job's results come as a file too (deleted in its own test below).
+    let results = polled.results_file.clone().expect("a results file");
 
     api.delete_file("files/input-up1").await.expect("deleted");
-    assert!(stub.files().is_empty(), "no file left at Google");
+    assert_eq!(stub.files(), [results], "the input is gone at Google");
     let sdk = fixture(DELETE_FILE);
     let received = stub.received();
     let got = received.last().expect("the delete");
@@ -272,4 +279,48 @@ async fn a_job_google_refuses_for_good_leaves_no_uploaded_file() {
     assert!(matches!(refused, Err(ModelError::Permanent { .. })), "refused for good: {refused:?}");
     assert!(stub.received().iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "it was uploaded");
     assert!(stub.files().is_empty(), "and deleted again: {:?}", stub.files());
+}
+
+#[tokio::test]
+async fn a_results_file_is_downloaded_and_then_deleted_as_the_sdk_does_both() {
+    // Sent inline, answered in a file, as Google answers a large job (`output.responsesFile`).
+    let stub = serve_bulk_gemini(BulkStubConfig {
+        polls_before_end: 0,
+        outcome: BulkOutcome::Succeed,
+        fail_marker: "FAIL".into(),
+        results_as_file: true,
+    })
+    .await
+    .expect("stub");
+    let api = api(&stub, usize::MAX);
+    let job = api.create(MODEL, "assetgen-capture", &requests_of(&fixture(CREATE_INLINE))).await.expect("created");
+    assert_eq!(job.input_file, None, "sent inline");
+    assert_eq!(job.results_file, None, "no results before the job ends");
+    let id = job.name.trim_start_matches("batches/").to_owned();
+
+    let done = api.get(&job.name).await.expect("polled");
+    assert_eq!(done.state, JobState::Succeeded);
+    let file = format!("files/{id}-output");
+    assert_eq!(done.results_file.as_deref(), Some(file.as_str()), "the job names the file its results were read from");
+    assert_eq!(done.results.len(), 3);
+    assert!(done.results.iter().all(|r| r.outcome.as_ref().is_ok_and(|i| i.bytes.starts_with(b"\x89PNG"))));
+    assert_eq!(stub.files(), std::slice::from_ref(&file), "Google keeps the results file until it is deleted");
+    let download = fixture(DOWNLOAD);
+    let received = stub.received();
+    let got = received.iter().find(|r| r.path.contains(":download")).expect("the results were downloaded");
+    let path = download["path"].as_str().expect("path").replace("batch-test-batch-1-output", &format!("{id}-output"));
+    assert_same_call(got, &download, &path);
+
+    api.delete_file(&file).await.expect("deleted");
+    assert!(stub.files().is_empty(), "no file left at Google");
+    let sdk = fixture(DELETE_FILE);
+    let received = stub.received();
+    let got = received.last().expect("the delete");
+    assert_same_call(got, &sdk, &sdk["path"].as_str().expect("path").replace("input-1", &format!("{id}-output")));
+    assert!(got.body.is_null(), "a delete has no body");
+    api.delete_file(&file).await.expect("a second delete is done too");
+
+    // Google still names the file but it is gone, so the results cannot be read again: a job is
+    // recorded as settled before its files are deleted, and is never read again after.
+    assert!(api.get(&job.name).await.is_err(), "the results file is gone");
 }

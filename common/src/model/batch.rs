@@ -68,6 +68,10 @@ pub struct JobStatus {
     /// The JSONL file the job reads its requests from (`files/…`), when it was not sent inline: it
     /// stays in the project's Files API storage until deleted.
     pub input_file: Option<String>,
+    /// The file Google wrote the results to (`output.responsesFile`, `files/…`), for a job that
+    /// ended with its results in a file rather than inline (large jobs): read here, and like the
+    /// input it stays in the project's Files API storage until deleted.
+    pub results_file: Option<String>,
 }
 
 #[async_trait]
@@ -88,7 +92,8 @@ pub trait BatchApi: Send + Sync + std::fmt::Debug {
     /// Asks Google to cancel the job (it ends `cancelled`, or in the state it reached first).
     async fn cancel(&self, name: &str) -> Result<(), ModelError>;
 
-    /// Deletes an uploaded file (a job's JSONL input once the job has ended). A file that is
-    /// already gone counts as deleted, so a repeated delete succeeds.
+    /// Deletes a file of a job from the Files API (its JSONL input, its results file) once the job
+    /// has ended and its results are stored. A file that is already gone counts as deleted, so a
+    /// repeated delete succeeds.
     async fn delete_file(&self, name: &str) -> Result<(), ModelError>;
 }

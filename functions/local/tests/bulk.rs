@@ -2,7 +2,8 @@
 //! (`assetgen_tests::bulk_stub`): one job per batch, polled until it ends; images stored and paid
 //! at the bulk price (half the live one), a per-request error failing only its row, an expired job
 //! releasing everything, a cancel cancelling the job at Google; the JSONL file a large job was
-//! uploaded with deleted at Google once the job ended (succeeded, expired or cancelled); and the
+//! uploaded with and the results file Google wrote for it deleted at Google once the job ended and
+//! its results were stored (succeeded, expired or cancelled); and the
 //! ledger reconciling to the cent every time (`assetgen ledger check`).
 
 use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, serve_bulk_gemini};
@@ -132,24 +133,32 @@ impl Run {
 }
 
 impl Run {
-    /// Every JSONL file uploaded for the batch's job was deleted at Google once the job ended (the
-    /// rows end first, in the same poll: wait for it), one `DELETE /v1beta/files/{id}` each.
-    async fn no_input_file_left(&self) {
-        let uploaded: Vec<String> = self.stub.jobs().iter().filter_map(|j| j.input_file.clone()).collect();
-        assert!(!uploaded.is_empty(), "the job went as an uploaded file");
+    /// Every file the batch's jobs left at Google — the JSONL input a large job was uploaded with,
+    /// the results file Google wrote for it — was deleted once the job ended and its results were
+    /// stored (the rows end first, in the same poll: wait for it), one `DELETE /v1beta/files/{id}`
+    /// each.
+    async fn no_file_left(&self, expect_inputs: bool, expect_results: bool) {
+        let jobs = self.stub.jobs();
+        let inputs: Vec<String> = jobs.iter().filter_map(|j| j.input_file.clone()).collect();
+        let results: Vec<String> = jobs.iter().filter_map(|j| j.results_file.clone()).collect();
+        assert_eq!(!inputs.is_empty(), expect_inputs, "jobs that went as an uploaded file: {inputs:?}");
+        assert_eq!(!results.is_empty(), expect_results, "jobs whose results came as a file: {results:?}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.stub.files().is_empty() {
             assert!(Instant::now() < deadline, "files left at Google: {:?}", self.stub.files());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let deleted: Vec<String> = self
+        let mut deleted: Vec<String> = self
             .stub
             .received()
             .into_iter()
             .filter(|r| r.method == "DELETE")
             .map(|r| r.path.trim_start_matches("/v1beta/").to_owned())
             .collect();
-        assert_eq!(deleted, uploaded, "each uploaded file deleted once");
+        deleted.sort();
+        let mut expected: Vec<String> = inputs.into_iter().chain(results).collect();
+        expected.sort();
+        assert_eq!(deleted, expected, "each file deleted once");
     }
 }
 
@@ -160,7 +169,12 @@ fn row<'a>(view: &'a Value, scene: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_with_one_failed_request_fails_only_that_row() {
     let run = start(
-        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Succeed, fail_marker: "FAIL-ME".into() },
+        BulkStubConfig {
+            polls_before_end: 2,
+            outcome: BulkOutcome::Succeed,
+            fail_marker: "FAIL-ME".into(),
+            results_as_file: false,
+        },
         &[],
     )
     .await;
@@ -222,7 +236,12 @@ async fn a_job_with_one_failed_request_fails_only_that_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_batch_goes_to_google_as_an_uploaded_file() {
     let run = start(
-        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Succeed, fail_marker: "FAIL-ME".into() },
+        BulkStubConfig {
+            polls_before_end: 2,
+            outcome: BulkOutcome::Succeed,
+            fail_marker: "FAIL-ME".into(),
+            results_as_file: false,
+        },
         &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
     )
     .await;
@@ -238,14 +257,72 @@ async fn a_large_batch_goes_to_google_as_an_uploaded_file() {
     assert!(received.iter().any(|r| r.path.starts_with("/upload/v1beta/files?upload_id=")), "uploaded");
     assert!(received.iter().any(|r| r.path.contains("-output:download?alt=media")), "results downloaded");
     run.money_reconciles(5).await;
-    run.no_input_file_left().await;
+    run.no_file_left(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_results_file_is_deleted_at_google_once_its_rows_are_stored() {
+    // Sent inline, answered in a file (as Google answers a large job): the results file is the
+    // only file at Google, read and then deleted.
+    let run = start(
+        BulkStubConfig {
+            polls_before_end: 2,
+            outcome: BulkOutcome::Succeed,
+            fail_marker: "FAIL-ME".into(),
+            results_as_file: true,
+        },
+        &[],
+    )
+    .await;
+    let id = run.submit("FAIL-ME").await;
+    let view = run.ended(&id).await;
+    assert_eq!(view["status"], "completed_with_failures", "{view}");
+    for scene in ["CAT-001", "CAT-003", "CAT-004"] {
+        let r = row(&view, scene);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["images"].as_array().map(Vec::len), r["variants"].as_u64().map(|v| v as usize), "{r}");
+        assert!(
+            (r["cost_usd"].as_f64().expect("cost") - r["variants"].as_f64().expect("n") * BULK_PRICE_USD).abs() < 1e-9
+        );
+    }
+    let failed = row(&view, "CAT-002");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "MODEL_REJECTED", "{failed}");
+    assert!(failed["images"].as_array().is_some_and(Vec::is_empty));
+
+    let jobs = run.stub.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(!jobs[0].from_file, "a small batch goes inline");
+    let file = jobs[0].results_file.clone().expect("the results came as a file");
+    let downloads = run.stub.received().into_iter().filter(|r| r.path.contains(":download")).count();
+    assert!(downloads >= 1, "the results were read from {file}");
+    // The images are the file's: real PNGs.
+    let image = row(&view, "CAT-004")["images"][2].as_str().expect("a link").to_owned();
+    let bytes = run.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG at {image}");
+    run.money_reconciles(5).await;
+    run.no_file_left(false, true).await;
+
+    // The job's object records the file and its delete.
+    let object: Value = serde_json::from_slice(
+        &std::fs::read(run.data.join("batches").join(&id).join("bulk").join("0000.json")).expect("the job's object"),
+    )
+    .expect("json");
+    assert_eq!(object["results_file"], file.as_str(), "{object}");
+    assert_eq!(object["results_deleted"], true, "{object}");
+    assert_eq!(object["settled"], true, "{object}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_job_releases_everything() {
     // Over the inline limit, so that the expired job's uploaded file has to go too.
     let run = start(
-        BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Expire, fail_marker: String::new() },
+        BulkStubConfig {
+            polls_before_end: 2,
+            outcome: BulkOutcome::Expire,
+            fail_marker: String::new(),
+            results_as_file: false,
+        },
         &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
     )
     .await;
@@ -258,13 +335,18 @@ async fn an_expired_job_releases_everything() {
     }
     assert_eq!(view["bulk"]["state"], "expired");
     run.money_reconciles(0).await;
-    run.no_input_file_left().await;
+    run.no_file_left(true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     let run = start(
-        BulkStubConfig { polls_before_end: 100_000, outcome: BulkOutcome::Succeed, fail_marker: String::new() },
+        BulkStubConfig {
+            polls_before_end: 100_000,
+            outcome: BulkOutcome::Succeed,
+            fail_marker: String::new(),
+            results_as_file: false,
+        },
         &[("ASSETGEN_BULK_INLINE_BYTES", "200")],
     )
     .await;
@@ -290,7 +372,7 @@ async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     assert!(jobs[0].cancelled, "the job was cancelled at Google");
     assert!(run.stub.received().iter().any(|r| r.method == "POST" && r.path.ends_with(":cancel")));
     run.money_reconciles(0).await;
-    run.no_input_file_left().await;
+    run.no_file_left(true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -298,9 +380,16 @@ async fn a_watching_page_is_told_when_google_moves_the_job() {
     use eventsource_stream::Eventsource;
     use futures::StreamExt;
     // Two polls pending, two running: the job moves while no row changes.
-    let run =
-        start(BulkStubConfig { polls_before_end: 4, outcome: BulkOutcome::Succeed, fail_marker: String::new() }, &[])
-            .await;
+    let run = start(
+        BulkStubConfig {
+            polls_before_end: 4,
+            outcome: BulkOutcome::Succeed,
+            fail_marker: String::new(),
+            results_as_file: false,
+        },
+        &[],
+    )
+    .await;
     let id = run.submit("").await;
     let events = run
         .client

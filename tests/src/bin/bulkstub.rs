@@ -4,7 +4,7 @@
 //! serves until it is killed.
 //!
 //! ```text
-//! bulkstub [--polls-before-end N] [--fail-marker TEXT]
+//! bulkstub [--polls-before-end N] [--fail-marker TEXT] [--results-as-file]
 //! ```
 
 use anyhow::{Context, bail};
@@ -12,8 +12,15 @@ use assetgen_tests::bulk_stub::{BulkOutcome, BulkStubConfig, serve_bulk_gemini};
 use std::io::Write;
 use std::process::ExitCode;
 
+const USAGE: &str = "bulkstub [--polls-before-end N] [--fail-marker TEXT] [--results-as-file]";
+
 fn config() -> anyhow::Result<BulkStubConfig> {
-    let mut config = BulkStubConfig { polls_before_end: 2, outcome: BulkOutcome::Succeed, fail_marker: String::new() };
+    let mut config = BulkStubConfig {
+        polls_before_end: 2,
+        outcome: BulkOutcome::Succeed,
+        fail_marker: String::new(),
+        results_as_file: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -22,7 +29,8 @@ fn config() -> anyhow::Result<BulkStubConfig> {
                 config.polls_before_end = n.parse().with_context(|| format!("--polls-before-end {n:?}"))?;
             }
             "--fail-marker" => config.fail_marker = args.next().context("--fail-marker needs a text")?,
-            other => bail!("unknown argument {other:?}; usage: bulkstub [--polls-before-end N] [--fail-marker TEXT]"),
+            "--results-as-file" => config.results_as_file = true,
+            other => bail!("unknown argument {other:?}; usage: {USAGE}"),
         }
     }
     Ok(config)

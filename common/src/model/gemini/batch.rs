@@ -10,8 +10,8 @@
 //!   `createTime`, `output.inlinedResponses.inlinedResponses[]` or `output.responsesFile`).
 //! - results of a file job: `GET /v1beta/files/{id}:download?alt=media`, one JSON line per request.
 //! - cancel: `POST /v1beta/batches/{id}:cancel`.
-//! - delete a job's uploaded input once it ended: `DELETE /v1beta/files/{id}` (`client.files.delete`);
-//!   404 means it is gone already.
+//! - delete a job's files once it ended and its results are stored (its uploaded input, its results
+//!   file): `DELETE /v1beta/files/{id}` (`client.files.delete`); 404 means it is gone already.
 //! - find by display name: `GET /v1beta/batches?pageSize=…&pageToken=…` (`client.batches.list()`),
 //!   a page of Operations in `operations` and `nextPageToken` while more follow.
 //!
@@ -172,6 +172,7 @@ impl GeminiBatchApi {
             .as_deref()
             .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
         let mut results = Vec::new();
+        let mut results_file = None;
         if let Some(output) = batch.output {
             if let Some(inlined) = output.inlined_responses {
                 results.extend(inlined.inlined_responses.into_iter().filter_map(KeyedLine::into_result));
@@ -183,11 +184,12 @@ impl GeminiBatchApi {
                         .map_err(|e| permanent(format!("a line of the batch's results is not JSON ({e})")))?;
                     results.extend(line.into_result());
                 }
+                results_file = Some(file);
             }
         }
         let error = operation.error.map(|e| e.message).filter(|m| !m.is_empty());
         let input_file = batch.input_config.and_then(|c| c.file_name).filter(|f| Self::resource(f, "files").is_ok());
-        Ok(JobStatus { name: operation.name, state, created_at, results, error, input_file })
+        Ok(JobStatus { name: operation.name, state, created_at, results, error, input_file, results_file })
     }
 }
 
