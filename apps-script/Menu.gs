@@ -9,14 +9,15 @@ function onOpen(e) {
   var dry = ['Generate selected rows (dry run)', 'generateDryRun'];
   var live = ['Generate selected rows (live)', 'generateLive'];
   var bulk = ['Generate selected rows (bulk: half price, within 24 h)', 'generateBulk'];
-  var liveFirst = false;
+  var defaultMode = 'dry_run';
   try {
-    liveFirst = getSettings_().defaultRunMode === 'live'; // the default run mode (Settings) comes first
+    defaultMode = getSettings_().defaultRunMode; // the default run mode (Settings) comes first
   } catch (err) {
     // Where properties cannot be read (AuthMode.NONE), the menu still appears, dry run first.
   }
   // Bulk sits next to live: the same images through Google's batch, for rows that can wait.
-  (liveFirst ? [live, bulk, dry] : [dry, live, bulk]).forEach(function (item) {
+  var order = { dry_run: [dry, live, bulk], live: [live, bulk, dry], bulk: [bulk, live, dry] };
+  (order[defaultMode] || order.dry_run).forEach(function (item) {
     menu.addItem(item[0], item[1]);
   });
   menu

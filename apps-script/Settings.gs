@@ -12,6 +12,9 @@ var SETTING_KEYS = {
   maxRows: 'assetgen.maxRows',
 };
 
+/** The run modes the menu's first Generate item can default to (the service's RunMode). */
+var RUN_MODES = ['dry_run', 'live', 'bulk'];
+
 /** The server's default ASSETGEN_MAX_ROWS (common/src/limits.rs). */
 var DEFAULT_MAX_ROWS = 10;
 
@@ -19,7 +22,7 @@ var DEFAULT_MAX_ROWS = 10;
  * @typedef {Object} Settings
  * @property {string} serviceUrl base URL of the deployment, no trailing slash
  * @property {string} refsUrl the reference manager's page
- * @property {string} defaultRunMode dry_run or live
+ * @property {string} defaultRunMode dry_run, live or bulk: the menu's first Generate item
  * @property {number} maxRows rows per batch the server accepts (its ASSETGEN_MAX_ROWS)
  */
 
@@ -31,7 +34,8 @@ function getSettings_() {
   return {
     serviceUrl: serviceUrl,
     refsUrl: props.getProperty(SETTING_KEYS.refsUrl) || (serviceUrl ? serviceUrl + '/refs' : ''),
-    defaultRunMode: props.getProperty(SETTING_KEYS.defaultRunMode) || 'dry_run',
+    defaultRunMode: RUN_MODES.indexOf(String(props.getProperty(SETTING_KEYS.defaultRunMode))) >= 0
+      ? String(props.getProperty(SETTING_KEYS.defaultRunMode)) : 'dry_run',
     maxRows: maxRows > 0 ? maxRows : DEFAULT_MAX_ROWS,
   };
 }
@@ -82,8 +86,8 @@ function saveSettings(form) {
     errors.refsUrl = 'Use the https:// address of the reference manager, or leave it empty for SERVICE/refs.';
   }
   var mode = String((form && form.defaultRunMode) || 'dry_run').trim();
-  if (mode !== 'dry_run' && mode !== 'live') {
-    errors.defaultRunMode = 'Choose dry_run or live.';
+  if (RUN_MODES.indexOf(mode) < 0) {
+    errors.defaultRunMode = 'Choose dry_run, live or bulk (half price, results within 24 hours).';
   }
   var rawMax = String((form && form.maxRows) || DEFAULT_MAX_ROWS).trim();
   var maxRows = Number(rawMax);

@@ -93,13 +93,20 @@ test('the sidebar, the Settings dialog and the link dialog work in a browser', a
     await page.screenshot({ path: path.join(shots, 'sheet-settings-errors.png') });
     await page.fill('input[name=serviceUrl]', 'https://assetgen.example.com/');
     await page.fill('input[name=maxRows]', '12');
-    await page.selectOption('select[name=defaultRunMode]', 'live');
+    assert.deepEqual(await page.$$eval('select[name=defaultRunMode] option', (os) => os.map((o) => o.value)), ['dry_run', 'live', 'bulk']);
+    await page.selectOption('select[name=defaultRunMode]', 'bulk');
     await page.click('#save');
     await page.waitForFunction(() => window.__closed === true);
     assert.deepEqual(plain(w.gs.getSettings_()), {
-      serviceUrl: 'https://assetgen.example.com', refsUrl: 'https://assetgen.example.com/refs', defaultRunMode: 'live', maxRows: 12,
+      serviceUrl: 'https://assetgen.example.com', refsUrl: 'https://assetgen.example.com/refs', defaultRunMode: 'bulk', maxRows: 12,
     });
     await page.close();
+    // Opened again, the dialog shows the bulk default chosen.
+    w.gs.openSettings();
+    const again = await browser.newPage({ viewport: { width: 460, height: 420 } });
+    await again.setContent(withStub(w.ui.dialogs.at(-1).html.getContent()));
+    assert.equal(await again.$eval('select[name=defaultRunMode]', (s) => s.value), 'bulk');
+    await again.close();
   });
 
   await t.test('the link dialog opens the URL it was given', async () => {

@@ -671,6 +671,50 @@ test('the default run mode comes first in the menu', () => {
   assert.deepEqual(w.ui.menus[0].items.slice(0, 3).map((i) => i.fn), ['generateLive', 'generateBulk', 'generateDryRun'], 'bulk next to live');
 });
 
+test('Settings: the default run mode can be bulk; the menu\'s first item then submits in bulk after the bulk CONFIRM', () => {
+  const w = world({ rows: scenes(2) });
+  const refused = w.gs.saveSettings({ serviceUrl: 'https://assetgen.test', defaultRunMode: 'Bulk', maxRows: 10 });
+  assert.equal(refused.ok, false, 'one spelling, as the service has');
+  assert.equal(refused.errors.defaultRunMode, 'Choose dry_run, live or bulk (half price, results within 24 hours).');
+  assert.equal(w.gs.getSettings_().defaultRunMode, 'dry_run', 'nothing stored');
+  assert.deepEqual(plain(w.gs.saveSettings({ serviceUrl: 'https://assetgen.test', defaultRunMode: 'bulk', maxRows: 10 })), { ok: true, errors: {} });
+  assert.equal(w.props.document.getProperty('assetgen.defaultRunMode'), 'bulk');
+  assert.equal(w.gs.getSettings_().defaultRunMode, 'bulk');
+
+  w.gs.onOpen();
+  const items = w.ui.menus[0].items;
+  assert.deepEqual(items.slice(0, 3).map((i) => i.fn), ['generateBulk', 'generateLive', 'generateDryRun'], 'live next to bulk');
+  assert.equal(items[0].caption, 'Generate selected rows (bulk: half price, within 24 h)');
+
+  // The default action: estimated at the bulk price, the bulk CONFIRM; not confirmed, nothing sent.
+  w.sheet.select('A2:F3');
+  w.ui.promptAnswers.push({ button: 'CANCEL', text: '' });
+  w.gs[items[0].fn]();
+  assert.equal(w.ui.prompts.length, 1);
+  assert.equal(w.ui.prompts[0].title, 'Assets: bulk run');
+  assert.match(w.ui.prompts[0].text, /^2 rows, 3 images: \$0\.0585 at the bulk price \(half of live: \$0\.117\)\.\nGoogle runs bulk batches within 24 hours/);
+  assert.match(w.ui.prompts[0].text, /Type CONFIRM to send these rows to Google's batch and spend the money\.$/);
+  assert.equal(JSON.parse(w.service.requests.find((r) => r.url.endsWith('/v1/estimate')).payload).run_mode, 'bulk');
+  assert.equal(submits(w).length, 0);
+  assert.match(w.ui.alerts.at(-1).text, /Not confirmed: nothing was sent/);
+
+  // Confirmed: one submit, in bulk, followed as a bulk batch.
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.service.manual = true;
+  w.gs[items[0].fn]();
+  assert.equal(w.ui.prompts.length, 2);
+  const sent = submits(w);
+  assert.equal(sent.length, 1);
+  assert.equal(JSON.parse(sent[0].payload).run_mode, 'bulk');
+  assert.equal(w.gs.followedBatches_()[0].runMode, 'bulk');
+
+  // A stored value the dialog would refuse (edited by hand) is read as the dry run, never as a paid mode.
+  w.props.document.setProperty('assetgen.defaultRunMode', 'everything');
+  assert.equal(w.gs.getSettings_().defaultRunMode, 'dry_run');
+  w.gs.onOpen();
+  assert.equal(w.ui.menus.at(-1).items[0].fn, 'generateDryRun');
+});
+
 test('bulk: the estimate at the bulk price and a day\'s wait, then CONFIRM gates the submit', () => {
   const w = world({ rows: scenes(3) });
   w.sheet.select('A2:F4');
