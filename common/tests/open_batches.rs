@@ -75,9 +75,9 @@ async fn the_sweep_reads_only_open_batches_whatever_the_batches_ever_run() {
     }
     let sweep = |rig: &Rig| Sweep { queue: Arc::new(RecordingQueue::default()), ..rig.pipeline.sweep.clone() };
     let measure = || async {
-        let before = counting.calls.snapshot();
+        let before = counting.calls().snapshot();
         let report = sweep(&rig).run().await.expect("sweep");
-        let after = counting.calls.snapshot();
+        let after = counting.calls().snapshot();
         let calls = (after.0 - before.0, after.1 - before.1, after.2 - before.2, after.3 - before.3);
         (report, calls)
     };

@@ -1,9 +1,8 @@
 //! A store decorator that counts calls by kind: how many reads and writes a component really
 //! makes (the relay's "one list per poll, whatever the number of clients", in numbers).
 
-use super::{Generation, Object, ObjectMeta, ObjectStore, Precondition, StoreError};
+use super::{Intercepted, Interceptor, ObjectStore, StoreCall, StoreError};
 use async_trait::async_trait;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,58 +22,41 @@ impl StoreCalls {
     }
 }
 
-#[derive(Debug)]
-pub struct CountingStore {
-    inner: Arc<dyn ObjectStore>,
-    pub calls: Arc<StoreCalls>,
+#[async_trait]
+impl Interceptor for StoreCalls {
+    async fn before(&self, call: StoreCall, _: &str) -> Result<(), StoreError> {
+        let counter = match call {
+            StoreCall::Get => &self.gets,
+            StoreCall::Put => &self.puts,
+            StoreCall::List => &self.lists,
+            StoreCall::Delete => &self.deletes,
+            // Signing reads nothing from the store.
+            StoreCall::SignedUrl => return Ok(()),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
+
+/// Counts the calls that reach the store behind it in [`StoreCalls`].
+pub type CountingStore = Intercepted<Arc<StoreCalls>>;
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, calls: Arc::default() }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingStore {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.calls.gets.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(name).await
+        Self::wrap(inner, Arc::default())
     }
 
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        self.calls.puts.fetch_add(1, Ordering::Relaxed);
-        self.inner.put(name, body, content_type, when).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.calls.lists.fetch_add(1, Ordering::Relaxed);
-        self.inner.list(prefix).await
-    }
-
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.calls.deletes.fetch_add(1, Ordering::Relaxed);
-        self.inner.delete(name, when).await
-    }
-
-    async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
-        self.inner.signed_url(name, ttl).await
-    }
-
-    fn settled_generation(&self) -> Option<Generation> {
-        self.inner.settled_generation()
+    /// The counts so far, shared: they go on counting after the store is handed on.
+    pub fn calls(&self) -> &Arc<StoreCalls> {
+        self.interceptor()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Precondition;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn counts_each_kind_of_call_and_passes_them_through() {
@@ -83,7 +65,7 @@ mod tests {
         store.get("a").await.expect("get");
         store.list("").await.expect("list");
         store.delete("a", Precondition::None).await.expect("delete");
-        assert_eq!(store.calls.snapshot(), (1, 1, 1, 1));
+        assert_eq!(store.calls().snapshot(), (1, 1, 1, 1));
         assert!(matches!(store.get("a").await, Err(StoreError::NotFound(_))), "calls reach the inner store");
     }
 }

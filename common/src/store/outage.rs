@@ -3,73 +3,40 @@
 //! does, and nothing reaches the store behind it. The test creates the file for a few seconds
 //! mid-batch and removes it.
 
-use super::{Generation, Object, ObjectMeta, ObjectStore, Precondition, StoreError};
+use super::{Intercepted, Interceptor, ObjectStore, StoreCall, StoreError};
 use async_trait::async_trait;
-use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The flag file whose existence is the outage.
 #[derive(Debug)]
-pub struct OutageStore {
-    inner: Arc<dyn ObjectStore>,
-    flag: PathBuf,
-}
+pub struct OutageFlag(PathBuf);
 
-impl OutageStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, flag: PathBuf) -> Self {
-        Self { inner, flag }
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.flag.exists() {
-            Err(StoreError::Unavailable(format!("injected outage: {} exists", self.flag.display())))
+#[async_trait]
+impl Interceptor for OutageFlag {
+    async fn before(&self, _: StoreCall, _: &str) -> Result<(), StoreError> {
+        if self.0.exists() {
+            Err(StoreError::Unavailable(format!("injected outage: {} exists", self.0.display())))
         } else {
             Ok(())
         }
     }
 }
 
-#[async_trait]
-impl ObjectStore for OutageStore {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.check()?;
-        self.inner.get(name).await
-    }
+/// A store that is down while its [`OutageFlag`] file exists.
+pub type OutageStore = Intercepted<OutageFlag>;
 
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        self.check()?;
-        self.inner.put(name, body, content_type, when).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.check()?;
-        self.inner.list(prefix).await
-    }
-
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete(name, when).await
-    }
-
-    fn settled_generation(&self) -> Option<Generation> {
-        self.inner.settled_generation()
-    }
-
-    async fn signed_url(&self, name: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError> {
-        self.check()?;
-        self.inner.signed_url(name, ttl).await
+impl OutageStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, flag: PathBuf) -> Self {
+        Self::wrap(inner, OutageFlag(flag))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Precondition;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn calls_fail_while_the_flag_exists_and_pass_through_otherwise() {

@@ -3,48 +3,52 @@
 //! inner store unless a hook answers it first; `settled_generation` always passes through (the
 //! relay's event cursor depends on it).
 
-use crate::store::{Generation, Object, ObjectMeta, ObjectStore, Precondition, StoreError};
+use crate::store::{Intercepted, Interceptor, ObjectStore, StoreCall, StoreError};
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
-/// Which call a hook is looking at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreCall {
-    Get,
-    Put,
-    List,
-    Delete,
-}
-
 type BeforeHook = Box<dyn Fn(StoreCall, &str) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
 type SignHook = Box<dyn Fn(&str, Duration) -> String + Send + Sync>;
 
-/// Wraps a store; see the module's documentation.
-pub struct HookedStore {
-    inner: Arc<dyn ObjectStore>,
+/// The hooks of a [`HookedStore`].
+#[derive(Default)]
+pub struct Hooks {
     before: Option<BeforeHook>,
     sign: Option<SignHook>,
 }
 
-impl std::fmt::Debug for HookedStore {
+impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HookedStore")
-            .field("inner", &self.inner)
-            .field("before", &self.before.is_some())
-            .field("signs", &self.sign.is_some())
-            .finish()
+        f.debug_struct("Hooks").field("before", &self.before.is_some()).field("signs", &self.sign.is_some()).finish()
     }
 }
+
+#[async_trait]
+impl Interceptor for Hooks {
+    async fn before(&self, call: StoreCall, name: &str) -> Result<(), StoreError> {
+        match &self.before {
+            // The hook is for reads and writes; signing has its own.
+            Some(hook) if call != StoreCall::SignedUrl => hook(call, name).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn sign(&self, name: &str, ttl: Duration) -> Option<String> {
+        self.sign.as_ref().map(|sign| sign(name, ttl))
+    }
+}
+
+/// Wraps a store; see the module's documentation.
+pub type HookedStore = Intercepted<Hooks>;
 
 impl HookedStore {
     /// Passes everything through until hooks are added.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, before: None, sign: None }
+        Self::wrap(inner, Hooks::default())
     }
 
     /// Runs `hook` before every get, put, list and delete, with the object's name (a list's
@@ -56,7 +60,7 @@ impl HookedStore {
         F: Fn(StoreCall, &str) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
     {
-        self.before = Some(Box::new(move |call, name| Box::pin(hook(call, name))));
+        self.interceptor_mut().before = Some(Box::new(move |call, name| Box::pin(hook(call, name))));
         self
     }
 
@@ -84,55 +88,8 @@ impl HookedStore {
 
     /// Signs URLs, as GCS does: `signed_url` answers `sign(name, ttl)`.
     pub fn signing(mut self, sign: impl Fn(&str, Duration) -> String + Send + Sync + 'static) -> Self {
-        self.sign = Some(Box::new(sign));
+        self.interceptor_mut().sign = Some(Box::new(sign));
         self
-    }
-
-    async fn check(&self, call: StoreCall, name: &str) -> Result<(), StoreError> {
-        match &self.before {
-            Some(hook) => hook(call, name).await,
-            None => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for HookedStore {
-    async fn get(&self, name: &str) -> Result<Object, StoreError> {
-        self.check(StoreCall::Get, name).await?;
-        self.inner.get(name).await
-    }
-
-    async fn put(
-        &self,
-        name: &str,
-        body: Bytes,
-        content_type: &str,
-        when: Precondition,
-    ) -> Result<Generation, StoreError> {
-        self.check(StoreCall::Put, name).await?;
-        self.inner.put(name, body, content_type, when).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.check(StoreCall::List, prefix).await?;
-        self.inner.list(prefix).await
-    }
-
-    async fn delete(&self, name: &str, when: Precondition) -> Result<(), StoreError> {
-        self.check(StoreCall::Delete, name).await?;
-        self.inner.delete(name, when).await
-    }
-
-    fn settled_generation(&self) -> Option<Generation> {
-        self.inner.settled_generation()
-    }
-
-    async fn signed_url(&self, name: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
-        match &self.sign {
-            Some(sign) => Ok(Some(sign(name, ttl))),
-            None => self.inner.signed_url(name, ttl).await,
-        }
     }
 }
 

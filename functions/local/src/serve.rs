@@ -108,7 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os("ASSETGEN_STORE_STATS").is_some() {
         // Operators' and benchmarks' view of what the store is asked, every 10 s on stderr.
         let counting = Arc::new(CountingStore::new(store));
-        let calls = counting.calls.clone();
+        let calls = counting.calls().clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {

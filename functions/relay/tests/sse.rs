@@ -180,7 +180,7 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = counting.calls.snapshot().2;
+    let before = counting.calls().snapshot().2;
     for m in &r.messages {
         r.worker.process(m).await.expect("process");
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -197,7 +197,7 @@ async fn fifty_clients_share_one_tail_and_all_see_every_row() {
         }
     }
     // About 5 × 60 ms / 20 ms ≈ 15 polls for the whole run: one tail, not fifty.
-    let lists = counting.calls.snapshot().2 - before;
+    let lists = counting.calls().snapshot().2 - before;
     assert!(lists < 60, "the store was listed {lists} times for 50 clients");
 }
 

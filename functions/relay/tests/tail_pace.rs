@@ -36,7 +36,7 @@ async fn quiet_batch(
 }
 
 fn lists(counting: &CountingStore) -> u64 {
-    counting.calls.snapshot().2
+    counting.calls().snapshot().2
 }
 
 fn request(batch_id: &str, last_event_id: Option<&str>) -> Request<Body> {
