@@ -121,6 +121,19 @@ fn exceeded(user: &UserId, day: Date, limit: Money, committed: Money, wanted: Mo
     p
 }
 
+/// The day with `batch`'s hold settled at `spent`, or `None` (nothing to write) when the batch holds
+/// nothing or is already settled at that.
+fn with_settled(current: &BudgetDay, batch: &str, spent: Money) -> Option<BudgetDay> {
+    if current.batches.get(batch)?.settled == Some(spent) {
+        return None;
+    }
+    let mut next = current.clone();
+    if let Some(hold) = next.batches.get_mut(batch) {
+        hold.settled = Some(spent);
+    }
+    Some(next)
+}
+
 #[async_trait]
 impl Budget for DailyBudget {
     async fn reserve(&self, user: &UserId, day: Date, batch: &BatchId, amount: Money) -> Result<Reservation, Problem> {
@@ -137,18 +150,7 @@ impl Budget for DailyBudget {
 
     async fn settle(&self, user: &UserId, day: Date, batch: &BatchId, spent: Money) -> Result<(), Problem> {
         let key = batch.to_string();
-        self.modify(user, day, |current| {
-            let hold = current.batches.get(&key)?;
-            if hold.settled == Some(spent) {
-                return None;
-            }
-            let mut next = current.clone();
-            if let Some(h) = next.batches.get_mut(&key) {
-                h.settled = Some(spent);
-            }
-            Some(next)
-        })
-        .await
+        self.modify(user, day, |current| with_settled(current, &key, spent)).await
     }
 
     async fn rounds(&self, user: &UserId, day: Date, batch: &BatchId) -> Result<Option<u32>, Problem> {
@@ -172,15 +174,10 @@ impl Budget for DailyBudget {
         self.modify(user, day, |current| {
             let hold = current.batches.get(&key);
             settled = hold.map(|h| h.reserves.len() as u32) == rounds;
-            let hold = hold.filter(|_| settled)?;
-            if hold.settled == Some(spent) {
+            if !settled {
                 return None;
             }
-            let mut next = current.clone();
-            if let Some(h) = next.batches.get_mut(&key) {
-                h.settled = Some(spent);
-            }
-            Some(next)
+            with_settled(current, &key, spent)
         })
         .await?;
         Ok(settled)
