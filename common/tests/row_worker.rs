@@ -239,22 +239,9 @@ async fn a_reference_that_streams_forever_is_cut_off_and_the_row_retried_later()
     use assetgen_common::domain::RefUrlPolicy;
     use assetgen_common::refs::fetch::FetchPolicy;
     use axum::routing::get;
-    // An image's magic, then one byte every 20 ms for ever: no end, and never the size cap.
-    let drip = || async {
-        let magic =
-            futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")) });
-        let drip = futures::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\0")), ()))
-        });
-        (
-            [(axum::http::header::CONTENT_TYPE, "image/png")],
-            axum::body::Body::from_stream(futures::StreamExt::chain(magic, drip)),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/drip.png", get(drip))).await });
+    let server =
+        testkit::serve_on_loopback(axum::Router::new().route("/drip.png", get(|| async { testkit::endless_png() })))
+            .await;
 
     let kit = testkit::Rig::new(|p| {
         p.ref_policy = RefUrlPolicy { allow_private: true, allow_local_files: false };

@@ -3,7 +3,7 @@
 use assetgen_common::auth::Access;
 use assetgen_common::refs::fetch::FetchPolicy;
 use assetgen_common::store::{MemoryStore, ObjectStore, Precondition, read_json};
-use assetgen_common::testkit::HookedStore;
+use assetgen_common::testkit::{HookedStore, endless_png, serve_on_loopback};
 use assetgen_relay::refs::RefSet;
 use assetgen_relay::{RelayConfig, RelayState, router};
 use axum::body::Body;
@@ -340,22 +340,10 @@ async fn a_fetched_reference_is_stored_like_an_upload_under_the_same_address_rul
 #[tokio::test]
 async fn a_reference_that_streams_forever_is_cut_off_and_the_library_keeps_working() {
     use axum::routing::get;
-    // An image's magic, then one byte every 20 ms for ever: no end, and never the 8 MiB cap.
-    let drip = || async {
-        let magic =
-            futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")) });
-        let drip = futures::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\0")), ()))
-        });
-        ([(header::CONTENT_TYPE, "image/png")], Body::from_stream(futures::StreamExt::chain(magic, drip)))
-    };
     let app = axum::Router::new()
-        .route("/drip.png", get(drip))
+        .route("/drip.png", get(|| async { endless_png() }))
         .route("/one.png", get(|| async { ([(header::CONTENT_TYPE, "image/png")], PNG_ONE) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = serve_on_loopback(app).await;
 
     let r = rig_with(FetchPolicy {
         allow_private: true,
