@@ -1,7 +1,7 @@
 //! Money on the local stack: concurrent reservations never exceed the limit, every image is paid
 //! once, unmade images are released, retries and cancels settle, and the ledger reconciles.
 
-use assetgen_common::api::{BatchRequest, RowStatus};
+use assetgen_common::api::{BatchRequest, BudgetView, RowStatus};
 use assetgen_common::budget::Budget;
 use assetgen_common::domain::{BatchId, Money};
 use assetgen_common::generation::Delivery;
@@ -25,6 +25,16 @@ async fn deliver_all(rig: &Rig, messages: &[RowMessage]) {
         let d = rig.pipeline.worker.process(m).await.expect("no store error");
         assert!(d.ack(), "{d:?}");
     }
+}
+
+/// The test user's budget today.
+async fn artists_day(rig: &Rig) -> BudgetView {
+    rig.pipeline
+        .submitter
+        .budget
+        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
+        .await
+        .expect("view")
 }
 
 async fn assert_reconciles(store: &dyn ObjectStore) -> reconcile::CheckReport {
@@ -57,8 +67,7 @@ async fn sixty_concurrent_submits_never_reserve_past_the_limit(store: Arc<dyn Ob
         }
     }
     assert_eq!(accepted.len(), 42, "exactly as many as fit");
-    let today = OffsetDateTime::now_utc().date();
-    let view = rig.pipeline.submitter.budget.view(&who("artist@studio.test").user, today).await.expect("view");
+    let view = artists_day(&rig).await;
     assert!((view.reserved_usd - 42.0 * 0.234).abs() < 1e-9 && view.reserved_usd <= 10.0, "{view:?}");
     let manifests =
         store.list("batches/").await.expect("list").iter().filter(|m| m.name.ends_with("manifest.json")).count();
@@ -93,13 +102,7 @@ async fn stored_images_are_spent_blocked_ones_released_and_the_batch_settles() {
 
     let report = assert_reconciles(store.as_ref()).await;
     assert_eq!((report.spent, report.released), (Money::from_micros(2 * PRICE), Money::from_micros(3 * PRICE)));
-    let view = rig
-        .pipeline
-        .submitter
-        .budget
-        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
-        .await
-        .expect("view");
+    let view = artists_day(&rig).await;
     assert!((view.spent_usd - 0.078).abs() < 1e-9 && view.reserved_usd == 0.0, "settled at what was spent: {view:?}");
 }
 
@@ -117,13 +120,7 @@ async fn an_idempotent_retry_returns_the_first_batch_and_holds_once() {
     let (a, b) = (submit("k-1", request.clone()), submit("k-1", request.clone()));
     let (a, b) = (a.await.expect("join").expect("first"), b.await.expect("join").expect("second"));
     assert_eq!(a.batch_id, b.batch_id, "the same batch");
-    let view = rig
-        .pipeline
-        .submitter
-        .budget
-        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
-        .await
-        .expect("view");
+    let view = artists_day(&rig).await;
     assert!((view.reserved_usd - 0.117).abs() < 1e-9, "held once: {view:?}");
     let reused = submit("k-1", live(vec![row("Z", 1)])).await.expect("join").expect_err("another request");
     assert_eq!(reused.code, ErrorCode::IdempotencyKeyReused);
@@ -174,13 +171,7 @@ async fn cancel_stops_queued_rows_and_frees_their_money() {
     }
     let report = assert_reconciles(store.as_ref()).await;
     assert_eq!((report.spent, report.released), (Money::from_micros(2 * PRICE), Money::from_micros(4 * PRICE)));
-    let view = rig
-        .pipeline
-        .submitter
-        .budget
-        .view(&who("artist@studio.test").user, OffsetDateTime::now_utc().date())
-        .await
-        .expect("view");
+    let view = artists_day(&rig).await;
     assert!((view.remaining_usd - (10.0 - 0.078)).abs() < 1e-9, "{view:?}");
 }
 
