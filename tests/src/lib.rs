@@ -1,7 +1,12 @@
 //! Helpers for the end-to-end tests and the load driver: run the real `assetgen` binary on a free
 //! port, and serve reference images from loopback.
 
+mod api_client;
+pub mod events;
+pub mod money;
 pub mod topology;
+
+pub use api_client::ApiClient;
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -45,6 +50,20 @@ pub fn release_binary() -> anyhow::Result<PathBuf> {
 pub struct Server {
     pub child: Child,
     pub base: String,
+}
+
+impl Server {
+    /// A client of this server's API, as the default user.
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(&self.base)
+    }
+
+    /// Kills the server with SIGKILL, without warning (as a crash or an out-of-memory kill), and
+    /// reaps it.
+    pub fn kill_now(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
 }
 
 impl Drop for Server {
@@ -164,6 +183,29 @@ pub fn acceptance_csv(rows: usize, refs_base: &str) -> String {
         csv.push_str(&format!("BATCH-{:03},product on clean bg #{i},{},{refs},{mode}\n", i + 1, (i % 3) + 1));
     }
     csv
+}
+
+/// [`acceptance_csv`]'s rows as the JSON rows of a `POST /v1/batches` body.
+pub fn acceptance_rows(rows: usize, refs_base: &str) -> Vec<serde_json::Value> {
+    acceptance_csv(rows, refs_base)
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let c: Vec<&str> = line.split(',').collect();
+            let refs: Vec<&str> = c[3].split('|').filter(|r| !r.is_empty()).collect();
+            serde_json::json!({"scene_id": c[0], "prompt": c[1], "variants": c[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": c[4]})
+        })
+        .collect()
+}
+
+/// Waits (checking every 20 ms) until `done` holds; fails the test, naming `what`, if it does not
+/// within `within`.
+pub async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What the flaky Gemini stub saw.

@@ -7,8 +7,9 @@
 //! fake-gcs-server URL), and a cloud binary refuses dev auth. Also measures each function's cold
 //! start.
 
+use assetgen_tests::money::{assert_ledger_checks, assert_spent_exactly};
 use assetgen_tests::topology::{ADMIN, OTHER, OWNER, PUSH_SERVICE_ACCOUNT, Topology, TopologyOptions};
-use assetgen_tests::{serve_gemini_stub, workspace_binary};
+use assetgen_tests::{ApiClient, serve_gemini_stub, workspace_binary};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -49,16 +50,8 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
         {"scene_id": "C", "prompt": "ALWAYS-FAIL a chair", "variants": 1},
         {"scene_id": "D", "prompt": "a desk", "variants": 3},
     ]);
-    let response = client
-        .post(format!("{}/v1/batches", submit.base))
-        .bearer_auth(&owner)
-        .json(&json!({"rows": rows, "run_mode": "live"}))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(response.status(), 202);
-    let accepted: Value = response.json().await.expect("json");
-    let id = accepted["batch_id"].as_str().expect("id").to_owned();
+    let as_owner = ApiClient::new(&submit.base).with_token(&owner);
+    let (id, _) = as_owner.submit(&json!({"rows": rows, "run_mode": "live"})).await;
 
     // Follow the batch on the relay, a separate process reading the same bucket.
     assert_other_users_and_tokens_are_refused(&client, &topology, &id).await;
@@ -88,33 +81,12 @@ async fn rows_travel_submit_pubsub_generate_relay_and_a_hopeless_row_is_dead_let
 
     // The money settled: six images spent, the blocked row's image released. The row's state says
     // failed a moment before the dead-letter handler has settled the batch: wait for it, bounded.
-    let settled_by = Instant::now() + Duration::from_secs(10);
-    let budget: Value = loop {
-        let budget: Value = client
-            .get(format!("{}/v1/budget", submit.base))
-            .bearer_auth(&owner)
-            .send()
-            .await
-            .expect("budget")
-            .json()
-            .await
-            .expect("json");
-        if budget["reserved_usd"].as_f64() == Some(0.0) || Instant::now() > settled_by {
-            break budget;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!((budget["spent_usd"].as_f64().expect("spent") - 6.0 * 0.039).abs() < 1e-9, "{budget}");
-    assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "{budget}");
-    let check = Command::new(workspace_binary("assetgen").expect("assetgen"))
-        .args(["ledger", "check"])
-        .env("ASSETGEN_STORE", format!("gs://{}", topology.bucket))
-        .env("STORAGE_EMULATOR_HOST", &topology.gcs.endpoint)
-        .output()
-        .expect("ledger check");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert_spent_exactly(&as_owner.settled_budget(Duration::from_secs(10)).await, 6, 0.039);
+    let store = format!("gs://{}", topology.bucket);
+    let store_env = [("ASSETGEN_STORE", store.as_str()), ("STORAGE_EMULATOR_HOST", topology.gcs.endpoint.as_str())];
+    assert_ledger_checks(&workspace_binary("assetgen").expect("assetgen"), &store_env);
 
-    assert_image_links_open_with_no_header(&client, &topology, &id, &done).await;
+    assert_image_links_open_with_no_header(&as_owner, &topology, &id, &done).await;
 
     let calls = stub.calls.load(std::sync::atomic::Ordering::SeqCst);
     println!(
@@ -152,21 +124,13 @@ async fn assert_other_users_and_tokens_are_refused(client: &reqwest::Client, top
             .expect("post");
         assert_eq!(answer.status(), 404, "{action} by another user");
     }
-    let admin = client
-        .get(format!("{}/v1/batches/{id}", topology.submit.base))
-        .bearer_auth(topology.user_token(ADMIN))
-        .send()
-        .await
-        .expect("get");
+    let batch_as =
+        |token: String| client.get(format!("{}/v1/batches/{id}", topology.submit.base)).bearer_auth(token).send();
+    let admin = batch_as(topology.user_token(ADMIN)).await.expect("get");
     assert_eq!(admin.status(), 200, "an admin sees every batch");
     // A push token on the user routes, and a user's token on the push route.
     let push_token = topology.issuer.id_token(PUSH_SERVICE_ACCOUNT, &topology.push_audience);
-    let on_users = client
-        .get(format!("{}/v1/batches/{id}", topology.submit.base))
-        .bearer_auth(&push_token)
-        .send()
-        .await
-        .expect("get");
+    let on_users = batch_as(push_token).await.expect("get");
     assert_eq!(on_users.status(), 401, "a push token on /v1");
     let on_push = client
         .post(format!("{}/pubsub/rows", topology.generate.base))
@@ -180,16 +144,8 @@ async fn assert_other_users_and_tokens_are_refused(client: &reqwest::Client, top
 
 /// The `images` of the batch view are links that need no header: each answers 302 to a signed
 /// fake-gcs-server URL whose bytes are the PNG; a link with another image's signature is refused.
-async fn assert_image_links_open_with_no_header(client: &reqwest::Client, topology: &Topology, id: &str, done: &Value) {
-    let view: Value = client
-        .get(format!("{}/v1/batches/{id}", topology.submit.base))
-        .bearer_auth(topology.user_token(OWNER))
-        .send()
-        .await
-        .expect("view")
-        .json()
-        .await
-        .expect("json");
+async fn assert_image_links_open_with_no_header(as_owner: &ApiClient, topology: &Topology, id: &str, done: &Value) {
+    let view = as_owner.batch(id).await;
     let links: Vec<String> = view["rows"]
         .as_array()
         .expect("rows")

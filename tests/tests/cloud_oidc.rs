@@ -3,20 +3,10 @@
 //! account for generate's audience (added by the topology's forwarder, as Google's push would) is
 //! taken, and the row is made. A user's ID token on the push route is refused too.
 
+use assetgen_tests::ApiClient;
 use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-async fn batch(client: &reqwest::Client, topology: &Topology, id: &str) -> Value {
-    let answer = client
-        .get(format!("{}/v1/batches/{id}", topology.submit.base))
-        .bearer_auth(topology.user_token(OWNER))
-        .send()
-        .await
-        .expect("status");
-    assert_eq!(answer.status(), 200);
-    answer.json().await.expect("json")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_accounts_token() {
@@ -25,16 +15,9 @@ async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_acc
     let topology = Topology::start(options).await.expect("the topology starts");
     let client = reqwest::Client::new();
 
+    let as_owner = ApiClient::new(&topology.submit.base).with_token(&topology.user_token(OWNER));
     let rows = json!([{"scene_id": "PUSH-001", "prompt": "a mug", "variants": 1}]);
-    let answer = client
-        .post(format!("{}/v1/batches", topology.submit.base))
-        .bearer_auth(topology.user_token(OWNER))
-        .json(&json!({"rows": rows, "run_mode": "dry_run"}))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(answer.status(), 202);
-    let id = answer.json::<Value>().await.expect("json")["batch_id"].as_str().expect("id").to_owned();
+    let (id, _) = as_owner.submit(&json!({"rows": rows, "run_mode": "dry_run"})).await;
 
     // The emulator pushes, and pushes again, with no Authorization header: refused every time.
     let started = Instant::now();
@@ -47,7 +30,7 @@ async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_acc
         assert!(!push.arrived_with_authorization, "the emulator's push carries no Authorization");
         assert_eq!((push.path.as_str(), push.signed, push.status), ("/pubsub/rows", false, 401), "{push:?}");
     }
-    let view = batch(&client, &topology, &id).await;
+    let view = as_owner.batch(&id).await;
     assert_eq!((view["rows"][0]["status"].as_str(), view["rows"][0]["attempts"].as_u64()), (Some("queued"), Some(0)));
 
     // A user's ID token is not a push token, on the very body the emulator sent.
@@ -63,14 +46,8 @@ async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_acc
 
     // As Google's push: a fresh ID token of the push service account for generate's audience.
     topology.forwarder.set_signing(true);
-    let view = loop {
-        let view = batch(&client, &topology, &id).await;
-        if view["status"] == "succeeded" {
-            break view;
-        }
-        assert!(started.elapsed() < Duration::from_secs(90), "the row was never made: {view}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let within = Duration::from_secs(90).saturating_sub(started.elapsed());
+    let view = as_owner.until(&id, within, "the row being made", |view| view["status"] == "succeeded").await;
     assert_eq!(view["totals"]["images_done"], 1);
     let signed: Vec<_> = topology.forwarder.forwarded().into_iter().filter(|p| p.signed).collect();
     assert!(signed.iter().any(|p| (200..300).contains(&p.status)), "a signed push was taken: {signed:?}");

@@ -10,9 +10,10 @@
 
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
+use assetgen_tests::ApiClient;
 use assetgen_tests::topology::{OWNER, PUSH_SERVICE_ACCOUNT, PushForwarder, TestIssuer, USER_AUDIENCE, free_port};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -245,36 +246,11 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     }
 
     // One dry-run row: submit (a user's token) → Pub/Sub → generate (a push token) → the bucket.
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/v1/batches", submit.base))
-        .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
-        .json(
-            &json!({"rows": [{"scene_id": "MUG-1", "prompt": "a ceramic mug", "variants": 1}], "run_mode": "dry_run"}),
-        )
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", response.text().await.unwrap_or_default());
-    let accepted: Value = response.json().await.expect("json");
-    let id = accepted["batch_id"].as_str().expect("a batch id").to_owned();
+    let as_owner = ApiClient::new(&submit.base).with_token(&issuer.id_token(OWNER, USER_AUDIENCE));
+    let rows = json!([{"scene_id": "MUG-1", "prompt": "a ceramic mug", "variants": 1}]);
+    let (id, _) = as_owner.submit(&json!({"rows": rows, "run_mode": "dry_run"})).await;
     let started = Instant::now();
-    let view: Value = loop {
-        let view: Value = client
-            .get(format!("{}/v1/batches/{id}", submit.base))
-            .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if view["status"] != "queued" && view["status"] != "running" {
-            break view;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the row never finished: {view}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let view = as_owner.ended(&id, Duration::from_secs(60)).await;
     assert_eq!(view["status"], "succeeded", "{view}");
     let objects = view["rows"][0]["objects"].as_array().expect("the row's objects").clone();
     assert_eq!(objects.len(), 1, "{view}");
@@ -283,7 +259,8 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     let png = store.get(objects[0].as_str().expect("an object name")).await.expect("the image is in the bucket");
     assert!(png.body.starts_with(b"\x89PNG"), "a PNG");
     // The relay, a third container, reads the same batch for the same user.
-    let relayed = client
+    let relayed = as_owner
+        .client
         .get(format!("{}/v1/batches/{id}/events", relay.base))
         .bearer_auth(issuer.id_token(OWNER, USER_AUDIENCE))
         .timeout(Duration::from_secs(10))

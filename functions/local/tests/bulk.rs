@@ -7,11 +7,11 @@
 //! ledger reconciling to the cent every time (`assetgen ledger check`).
 
 use assetgen_tests::bulk_stub::{BulkOutcome, BulkStub, BulkStubConfig, serve_bulk_gemini};
-use assetgen_tests::{Server, spawn_serve_with_args};
+use assetgen_tests::money::{assert_ledger_checks, assert_spent_exactly};
+use assetgen_tests::{ApiClient, Server, spawn_serve_with_args};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
 /// Half of gemini-2.5-flash-image's $0.039.
@@ -20,9 +20,9 @@ const BULK_PRICE_USD: f64 = 0.0195;
 struct Run {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
-    server: Server,
+    _server: Server,
     stub: BulkStub,
-    client: reqwest::Client,
+    api: ApiClient,
 }
 
 async fn start(config: BulkStubConfig, extra_env: &[(&str, &str)]) -> Run {
@@ -38,7 +38,7 @@ async fn start(config: BulkStubConfig, extra_env: &[(&str, &str)]) -> Run {
     ];
     env.extend_from_slice(extra_env);
     let server = spawn_serve_with_args(Path::new(ASSETGEN), dir.path(), &env, &["--live"]).expect("serve --live");
-    Run { _dir: dir, data, server, stub, client: reqwest::Client::new() }
+    Run { _dir: dir, data, api: server.api(), _server: server, stub }
 }
 
 /// Four rows, seven images; the second row's prompt carries `marker`.
@@ -53,82 +53,27 @@ fn rows(marker: &str) -> Value {
 
 impl Run {
     async fn submit(&self, marker: &str) -> String {
-        let accepted: Value = self
-            .client
-            .post(format!("{}/v1/batches", self.server.base))
-            .json(&json!({"rows": rows(marker), "run_mode": "bulk"}))
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("json");
-        let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("accepted: {accepted}")).to_owned();
+        let (id, accepted) = self.api.submit(&json!({"rows": rows(marker), "run_mode": "bulk"})).await;
         let usd = accepted["estimate"]["usd"].as_f64().expect("usd");
         assert!((usd - 7.0 * BULK_PRICE_USD).abs() < 1e-9, "held at the bulk price: {usd}");
         assert!((accepted["budget"]["reserved_usd"].as_f64().expect("reserved") - usd).abs() < 1e-9);
         id
     }
 
-    async fn view(&self, id: &str) -> Value {
-        self.client
-            .get(format!("{}/v1/batches/{id}", self.server.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
     async fn until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let view = self.view(id).await;
-            if done(&view) {
-                return view;
-            }
-            assert!(Instant::now() < deadline, "{what} never happened: {view}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.api.until(id, Duration::from_secs(60), what, done).await
     }
 
     async fn ended(&self, id: &str) -> Value {
-        self.until(id, "the batch ending", |v| {
-            ["succeeded", "completed_with_failures", "failed", "cancelled"]
-                .contains(&v["status"].as_str().unwrap_or(""))
-        })
-        .await
+        self.api.ended(id, Duration::from_secs(60)).await
     }
 
     /// Spent is `images` at the bulk price, nothing stays held, and the ledger reconciles.
     async fn money_reconciles(&self, images: usize) {
         // The hold is settled just after the last row ends (by the same poll): wait for it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let budget = loop {
-            let budget: Value = self
-                .client
-                .get(format!("{}/v1/budget", self.server.base))
-                .send()
-                .await
-                .expect("budget")
-                .json()
-                .await
-                .expect("json");
-            if budget["reserved_usd"].as_f64() == Some(0.0) || Instant::now() > deadline {
-                break budget;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let spent = budget["spent_usd"].as_f64().expect("spent");
-        assert!((spent - images as f64 * BULK_PRICE_USD).abs() < 1e-9, "spent {spent} for {images} images");
-        assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing: {budget}");
-        let check = Command::new(ASSETGEN)
-            .args(["ledger", "check"])
-            .env("ASSETGEN_STORE", format!("file://{}", self.data.display()))
-            .output()
-            .expect("ledger check");
-        assert!(check.status.success(), "ledger check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+        assert_spent_exactly(&self.api.settled_budget(Duration::from_secs(20)).await, images, BULK_PRICE_USD);
+        let store = format!("file://{}", self.data.display());
+        assert_ledger_checks(Path::new(ASSETGEN), &[("ASSETGEN_STORE", &store)]);
     }
 }
 
@@ -211,7 +156,7 @@ async fn a_job_with_one_failed_request_fails_only_that_row() {
 
     // The images are real PNGs, served like live ones.
     let image = row(&view, "CAT-004")["images"][2].as_str().expect("a link").to_owned();
-    let bytes = run.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
+    let bytes = run.api.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
     assert!(bytes.starts_with(b"\x89PNG"), "a PNG at {image}");
 
     // Each image explains itself like a live one: a sidecar naming the bulk run, its price and
@@ -353,15 +298,8 @@ async fn cancel_cancels_the_job_at_google_and_releases_the_money() {
     let id = run.submit("").await;
     run.until(&id, "the job being submitted", |v| v["bulk"]["job"].is_string()).await;
 
-    let cancelled: Value = run
-        .client
-        .post(format!("{}/v1/batches/{id}/cancel", run.server.base))
-        .send()
-        .await
-        .expect("cancel")
-        .json()
-        .await
-        .expect("json");
+    let cancelled: Value =
+        run.api.post(&format!("/v1/batches/{id}/cancel")).send().await.expect("cancel").json().await.expect("json");
     assert_eq!(cancelled["rows"], json!([0, 1, 2, 3]), "every row is being cancelled: {cancelled}");
 
     let view = run.ended(&id).await;
@@ -391,14 +329,8 @@ async fn a_watching_page_is_told_when_google_moves_the_job() {
     )
     .await;
     let id = run.submit("").await;
-    let events = run
-        .client
-        .get(format!("{}/v1/batches/{id}/events", run.server.base))
-        .send()
-        .await
-        .expect("events")
-        .bytes_stream()
-        .eventsource();
+    let events =
+        run.api.get(&format!("/v1/batches/{id}/events")).send().await.expect("events").bytes_stream().eventsource();
     let mut events = std::pin::pin!(events);
     let mut states = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -4,7 +4,6 @@
 //! submitted" is checked in the server's store and budget, not in the client's word.
 
 use assetgen_tests::{Server, serve_flaky_gemini, spawn_serve_with_args};
-use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,15 +24,7 @@ struct Ledger {
 
 async fn ledger(server: &Server, data: &Path) -> Ledger {
     let batches = std::fs::read_dir(data.join("batches")).map(|d| d.count()).unwrap_or(0);
-    let budget: Value = reqwest::Client::new()
-        .get(format!("{}/v1/budget", server.base))
-        .header("x-assetgen-user", USER)
-        .send()
-        .await
-        .expect("budget")
-        .json()
-        .await
-        .expect("json");
+    let budget = server.api().as_dev_user(USER).budget().await;
     Ledger {
         batches,
         reserved_usd: budget["reserved_usd"].as_f64().unwrap_or(f64::NAN),

@@ -90,23 +90,8 @@ async fn spreadsheet_csv_files_work_and_bad_ones_change_nothing() {
     assert_eq!(scenes, vec![("HERO-1", "a mug\r\non a desk"), ("HERO-2", "plain, with a comma")], "{manifest}");
 
     // Wait for the dry run to end, so that nothing moves in the store by itself.
-    let client = reqwest::Client::new();
-    let mut status = Value::Null;
-    for _ in 0..600 {
-        status = client
-            .get(format!("{base}/v1/batches/{batch_id}"))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if status["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status["status"], "succeeded", "{status}");
+    let ended = server.api().ended(&batch_id, Duration::from_secs(60)).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let header: Vec<String> =

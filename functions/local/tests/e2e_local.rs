@@ -75,8 +75,7 @@ async fn a_hundred_row_dry_run_travels_the_whole_way() {
     assert!(images.join("BATCH-003-v3.png").exists(), "i=2 asks for 3 variants");
 
     // The status endpoint agrees, and content dedup is visible in row state.
-    let status: Value =
-        reqwest::get(format!("{}/v1/batches/{batch_id}", server.base)).await.expect("get").json().await.expect("json");
+    let status = server.api().batch(&batch_id).await;
     let rows = status["rows"].as_array().expect("rows");
     assert!(rows.iter().all(|r| r["status"] == "succeeded"));
     let with_refs = rows.iter().filter(|r| !r["refs"].as_array().expect("refs").is_empty()).count();

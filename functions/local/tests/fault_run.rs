@@ -6,34 +6,71 @@
 
 use assetgen_common::store::{FileStore, ObjectStore};
 use assetgen_common::testkit::FakeGcs;
-use assetgen_tests::{acceptance_csv, serve_flaky_gemini, serve_gemini_stub_with, serve_refs, spawn_serve_with_args};
+use assetgen_tests::money::{assert_ledger_checks, assert_spent_exactly};
+use assetgen_tests::{
+    ApiClient, GeminiStubStats, Server, acceptance_rows, serve_flaky_gemini, serve_gemini_stub_with, serve_refs,
+    spawn_serve_with_args, wait_until,
+};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
 const PRICE_USD: f64 = 0.039;
 
-fn rows(refs: &str) -> Vec<Value> {
-    rows_of(100, refs)
+/// A live batch on `assetgen serve --live` (`binary`, in `dir`, on the store `store_env` names, the
+/// model at `gemini`), with every message delivered twice and 3 s leases, so that rows a killed
+/// server held are soon taken again.
+struct FaultRun<'a> {
+    binary: &'a Path,
+    dir: &'a Path,
+    store_env: &'a [(&'a str, &'a str)],
+    gemini: &'a str,
+    rows: Vec<Value>,
+    /// SIGKILL once the model has made this many images.
+    kill_after: u64,
+    /// How long the batch may take after the restart.
+    within: Duration,
 }
 
-fn rows_of(n: usize, refs: &str) -> Vec<Value> {
-    acceptance_csv(n, refs)
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let c: Vec<&str> = line.split(',').collect();
-            let refs: Vec<&str> = c[3].split('|').filter(|r| !r.is_empty()).collect();
-            json!({"scene_id": c[0], "prompt": c[1], "variants": c[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": c[4]})
-        })
-        .collect()
+/// What a [`FaultRun`] left: the restarted server, the batch as submitted and as it ended, and the
+/// images the model had made when the first server was killed.
+struct Killed {
+    _server: Server,
+    api: ApiClient,
+    id: String,
+    accepted: Value,
+    view: Value,
+    at_kill: u64,
 }
 
-async fn batch(client: &reqwest::Client, base: &str, id: &str) -> Value {
-    client.get(format!("{base}/v1/batches/{id}")).send().await.expect("get").json().await.expect("json")
+impl FaultRun<'_> {
+    /// Submits the rows, kills the server without warning mid-batch, starts it again on the same
+    /// data, and waits for the batch to end.
+    async fn run(self, stub: &GeminiStubStats) -> Killed {
+        let max_rows = self.rows.len().to_string();
+        let mut env = vec![
+            ("ASSETGEN_MAX_ROWS", max_rows.as_str()),
+            ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
+            ("GEMINI_API_KEY", "test-key"),
+            ("GEMINI_BASE_URL", self.gemini),
+            ("ASSETGEN_QUEUE_DUPLICATES", "2"),
+            ("ASSETGEN_LEASE_TTL_SECS", "3"),
+        ];
+        env.extend_from_slice(self.store_env);
+        let spawn = || spawn_serve_with_args(self.binary, self.dir, &env, &["--live"]).expect("serve --live");
+        let mut server = spawn();
+        let (id, accepted) = server.api().submit(&json!({"rows": self.rows, "run_mode": "live"})).await;
+        let kill_after = self.kill_after;
+        wait_until(Duration::from_secs(60), "the batch getting going", || stub.succeeded() >= kill_after).await;
+        server.kill_now();
+        let at_kill = stub.succeeded();
+        let server = spawn();
+        let api = server.api();
+        let view = api.ended(&id, self.within).await;
+        Killed { _server: server, api, id, accepted, view, at_kill }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,50 +101,17 @@ async fn on_fake_gcs_server() {
 async fn fault_run(dir: &Path, store: Arc<dyn ObjectStore>, store_env: &[(&str, &str)]) {
     let refs = serve_refs().await.expect("refs");
     let (gemini, stub) = serve_flaky_gemini(20).await.expect("stub");
-    let mut env = vec![
-        ("ASSETGEN_MAX_ROWS", "100"),
-        ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
-        ("GEMINI_API_KEY", "test-key"),
-        ("GEMINI_BASE_URL", gemini.as_str()),
-        ("ASSETGEN_QUEUE_DUPLICATES", "2"),
-        ("ASSETGEN_LEASE_TTL_SECS", "3"),
-    ];
-    env.extend_from_slice(store_env);
-    let spawn = || spawn_serve_with_args(Path::new(ASSETGEN), dir, &env, &["--live"]).expect("serve --live");
-    let mut server = spawn();
-    let client = reqwest::Client::new();
-    let accepted: Value = client
-        .post(format!("{}/v1/batches", server.base))
-        .json(&json!({"rows": rows(&refs), "run_mode": "live"}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("accepted: {accepted}")).to_owned();
-    assert!((accepted["estimate"]["usd"].as_f64().expect("usd") - 199.0 * PRICE_USD).abs() < 1e-9);
-
-    // Kill it mid-batch, without warning.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stub.succeeded() < 70 {
-        assert!(Instant::now() < deadline, "the batch did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("reaped");
-    let at_kill = stub.succeeded();
-    server = spawn();
-
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let view = loop {
-        let view = batch(&client, &server.base, &id).await;
-        if ["succeeded", "completed_with_failures", "failed"].contains(&view["status"].as_str().unwrap_or_default()) {
-            break view;
-        }
-        assert!(Instant::now() < deadline, "the batch never ended: {}", view["totals"]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = FaultRun {
+        binary: Path::new(ASSETGEN),
+        dir,
+        store_env,
+        gemini: &gemini,
+        rows: acceptance_rows(100, &refs),
+        kill_after: 70,
+        within: Duration::from_secs(240),
     };
+    let Killed { _server, api, id, accepted, view, at_kill } = run.run(&stub).await;
+    assert!((accepted["estimate"]["usd"].as_f64().expect("usd") - 199.0 * PRICE_USD).abs() < 1e-9);
 
     let rows = view["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 100, "no row lost");
@@ -129,18 +133,8 @@ async fn fault_run(dir: &Path, store: Arc<dyn ObjectStore>, store_env: &[(&str, 
     assert_eq!(listed.len(), stored_objects + sidecars, "and nothing else is stored");
 
     // Money: spent equals the stored images' price, and the ledger reconciles to the cent.
-    let budget: Value =
-        client.get(format!("{}/v1/budget", server.base)).send().await.expect("budget").json().await.expect("json");
-    let spent = budget["spent_usd"].as_f64().expect("spent");
-    assert!((spent - stored_in_state as f64 * PRICE_USD).abs() < 1e-9, "spent {spent} for {stored_in_state} images");
-    assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing any more");
-    let check = Command::new(ASSETGEN)
-        .args(["ledger", "check"])
-        .envs(store_env.iter().copied())
-        .output()
-        .expect("ledger check");
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "ledger check failed:\n{report}");
+    let spent = assert_spent_exactly(&api.budget().await, stored_in_state, PRICE_USD);
+    let report = assert_ledger_checks(Path::new(ASSETGEN), store_env);
 
     // An image the model made but the killed process never stored is made again: that is the
     // only way to generate twice, and it is bounded by what was in flight at the kill.
@@ -173,49 +167,18 @@ async fn duplicates_and_a_kill_lose_no_image() {
     let refs = serve_refs().await.expect("refs");
     // A little latency, so that the kill lands mid-batch with rows held.
     let (gemini, stub) = serve_gemini_stub_with(20, "", Duration::from_millis(200)).await.expect("stub");
-    let env = [
-        ("ASSETGEN_MAX_ROWS", "30"),
-        ("ASSETGEN_ALLOW_PRIVATE_REFS", "true"),
-        ("GEMINI_API_KEY", "test-key"),
-        ("GEMINI_BASE_URL", gemini.as_str()),
-        ("ASSETGEN_QUEUE_DUPLICATES", "2"),
-        ("ASSETGEN_LEASE_TTL_SECS", "3"),
-        ("ASSETGEN_STORE", store_env.as_str()),
-    ];
-    let spawn = || spawn_serve_with_args(Path::new(&binary), dir.path(), &env, &["--live"]).expect("serve --live");
-    let mut server = spawn();
-    let client = reqwest::Client::new();
-    let accepted: Value = client
-        .post(format!("{}/v1/batches", server.base))
-        .json(&json!({"rows": rows_of(30, &refs), "run_mode": "live"}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("accepted: {accepted}")).to_owned();
+    let run = FaultRun {
+        binary: Path::new(&binary),
+        dir: dir.path(),
+        store_env: &[("ASSETGEN_STORE", &store_env)],
+        gemini: &gemini,
+        rows: acceptance_rows(30, &refs),
+        kill_after: 20,
+        within: Duration::from_secs(180),
+    };
+    let Killed { _server, api, id, accepted, view, at_kill } = run.run(&stub).await;
     assert_eq!(accepted["estimate"]["images"], 60);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stub.succeeded() < 20 {
-        assert!(Instant::now() < deadline, "the batch did not get going");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("reaped");
-    let at_kill = stub.succeeded();
-    server = spawn();
-
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let view = loop {
-        let view = batch(&client, &server.base, &id).await;
-        if ["succeeded", "completed_with_failures", "failed"].contains(&view["status"].as_str().unwrap_or_default()) {
-            break view;
-        }
-        assert!(Instant::now() < deadline, "the batch never ended: {}", view["totals"]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     let rows = view["rows"].as_array().expect("rows");
     let failed: Vec<String> = rows
         .iter()
@@ -235,15 +198,6 @@ async fn duplicates_and_a_kill_lose_no_image() {
     assert!(failed.is_empty(), "no row may fail because of duplicates, a kill or passing errors: {failed:#?}");
     assert_eq!((images, stored), (60, 60), "every image made, recorded and stored");
 
-    let budget: Value =
-        client.get(format!("{}/v1/budget", server.base)).send().await.expect("budget").json().await.expect("json");
-    let spent = budget["spent_usd"].as_f64().expect("spent");
-    assert!((spent - 60.0 * PRICE_USD).abs() < 1e-9, "spent {spent} for 60 images");
-    assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0));
-    let check = Command::new(&binary)
-        .args(["ledger", "check"])
-        .env("ASSETGEN_STORE", &store_env)
-        .output()
-        .expect("ledger check");
-    assert!(check.status.success(), "ledger check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+    assert_spent_exactly(&api.budget().await, 60, PRICE_USD);
+    assert_ledger_checks(Path::new(&binary), &[("ASSETGEN_STORE", &store_env)]);
 }

@@ -3,7 +3,8 @@
 //! deadline. In each, every row must end succeeded, each image be paid once, and the ledger
 //! reconcile with the budget to the cent.
 
-use assetgen_tests::{GeminiStubStats, Server, serve_flaky_gemini, spawn_serve_with_args};
+use assetgen_tests::money::{assert_ledger_checks, assert_spent_exactly};
+use assetgen_tests::{GeminiStubStats, Server, serve_flaky_gemini, spawn_serve_with_args, wait_until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -13,52 +14,19 @@ use std::time::{Duration, Instant};
 const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
 const PRICE_USD: f64 = 0.039;
 
-fn rows(n: usize, variants: impl Fn(usize) -> usize) -> Vec<Value> {
-    (0..n)
+/// A live batch of `n` rows.
+fn batch(n: usize, variants: impl Fn(usize) -> usize) -> Value {
+    let rows: Vec<Value> = (0..n)
         .map(|i| json!({"scene_id": format!("F-{i:03}"), "prompt": format!("a chair, angle {i}"), "variants": variants(i), "refs": [], "ref_mode": "style_only"}))
-        .collect()
-}
-
-async fn submit(client: &reqwest::Client, base: &str, rows: Vec<Value>) -> String {
-    let accepted: Value = client
-        .post(format!("{base}/v1/batches"))
-        .json(&json!({"rows": rows, "run_mode": "live"}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    accepted["batch_id"].as_str().unwrap_or_else(|| panic!("not accepted: {accepted}")).to_owned()
-}
-
-async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .collect();
+    json!({"rows": rows, "run_mode": "live"})
 }
 
 /// Waits for the batch to end and checks the money: every row succeeded, every stored image is
 /// recorded and paid once, nothing is held any more, and `assetgen ledger check` passes.
-async fn ends_with_exact_money(client: &reqwest::Client, server: &Server, dir: &Path, id: &str, images: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let view = loop {
-        let view: Value = client
-            .get(format!("{}/v1/batches/{id}", server.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if ["succeeded", "completed_with_failures", "failed"].contains(&view["status"].as_str().unwrap_or_default()) {
-            break view;
-        }
-        assert!(Instant::now() < deadline, "the batch never ended: {}", view["totals"]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+async fn ends_with_exact_money(server: &Server, dir: &Path, id: &str, images: usize) {
+    let api = server.api();
+    let view = api.ended(id, Duration::from_secs(90)).await;
     assert_eq!(view["status"], "succeeded", "{view}");
     let in_state: usize =
         view["rows"].as_array().expect("rows").iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
@@ -69,17 +37,9 @@ async fn ends_with_exact_money(client: &reqwest::Client, server: &Server, dir: &
         .filter(|f| f.path().extension().is_some_and(|e| e == "png"))
         .count();
     assert_eq!(stored, images, "every stored image is recorded, nothing else is stored");
-    let budget: Value =
-        client.get(format!("{}/v1/budget", server.base)).send().await.expect("budget").json().await.expect("json");
-    let spent = budget["spent_usd"].as_f64().expect("spent");
-    assert!((spent - images as f64 * PRICE_USD).abs() < 1e-9, "spent {spent} for {images} images");
-    assert_eq!(budget["reserved_usd"].as_f64(), Some(0.0), "the ended batch holds nothing");
-    let check = Command::new(ASSETGEN)
-        .args(["ledger", "check"])
-        .env("ASSETGEN_STORE", format!("file://{}", dir.join("data").display()))
-        .output()
-        .expect("ledger check");
-    assert!(check.status.success(), "ledger check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+    assert_spent_exactly(&api.budget().await, images, PRICE_USD);
+    let store = format!("file://{}", dir.join("data").display());
+    assert_ledger_checks(Path::new(ASSETGEN), &[("ASSETGEN_STORE", &store)]);
 }
 
 fn live_env(gemini: &str) -> Vec<(&'static str, String)> {
@@ -95,8 +55,8 @@ fn spawn(dir: &Path, env: &[(&'static str, String)]) -> Server {
     spawn_serve_with_args(Path::new(ASSETGEN), dir, &env, &["--live"]).expect("serve --live")
 }
 
-async fn metrics(client: &reqwest::Client, server: &Server) -> String {
-    client.get(format!("{}/metrics", server.base)).send().await.expect("metrics").text().await.expect("text")
+async fn metrics(server: &Server) -> String {
+    server.api().get("/metrics").send().await.expect("metrics").text().await.expect("text")
 }
 
 /// Sum of the Prometheus samples of `name` whose line has every label given.
@@ -125,8 +85,7 @@ async fn sigterm_mid_row_gives_the_row_back_within_cloud_runs_ten_seconds_and_lo
     stub.delay_ms.store(60_000, Ordering::SeqCst);
     let env = live_env(&gemini);
     let mut server = spawn(dir.path(), &env);
-    let client = reqwest::Client::new();
-    let id = submit(&client, &server.base, rows(2, |_| 1)).await;
+    let (id, _) = server.api().submit(&batch(2, |_| 1)).await;
     wait_until(Duration::from_secs(30), "both rows in their model call", || stub.in_flight.load(Ordering::SeqCst) == 2)
         .await;
 
@@ -153,7 +112,7 @@ async fn sigterm_mid_row_gives_the_row_back_within_cloud_runs_ten_seconds_and_lo
     // A new instance takes the rows at once and finishes them; each image is paid once.
     stub.delay_ms.store(0, Ordering::SeqCst);
     server = spawn(dir.path(), &env);
-    ends_with_exact_money(&client, &server, dir.path(), &id, 2).await;
+    ends_with_exact_money(&server, dir.path(), &id, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,9 +124,7 @@ async fn a_store_outage_mid_batch_only_delays_it_and_money_stays_exact() {
     let mut env = live_env(&gemini);
     env.push(("ASSETGEN_FAULT_STORE_OUTAGE_FILE", outage.display().to_string()));
     let server = spawn(dir.path(), &env);
-    let client = reqwest::Client::new();
-    let batch = rows(12, |i| i % 3 + 1);
-    let id = submit(&client, &server.base, batch).await;
+    let (id, _) = server.api().submit(&batch(12, |i| i % 3 + 1)).await;
 
     wait_until(Duration::from_secs(30), "the batch under way", || stub.succeeded() >= 6).await;
     std::fs::write(&outage, b"503").expect("outage on");
@@ -176,8 +133,8 @@ async fn a_store_outage_mid_batch_only_delays_it_and_money_stays_exact() {
     std::fs::remove_file(&outage).expect("outage off");
     println!("store down for 3 s after {down_at} images");
 
-    ends_with_exact_money(&client, &server, dir.path(), &id, 24).await;
-    let text = metrics(&client, &server).await;
+    ends_with_exact_money(&server, dir.path(), &id, 24).await;
+    let text = metrics(&server).await;
     assert!(sample_sum(&text, "assetgen_problems_total", &["code=\"STORE_UNAVAILABLE\""]) > 0.0, "the outage was met");
     assert!(sample_sum(&text, "assetgen_rows_total", &["outcome=\"error\""]) > 0.0, "deliveries failed in it");
     println!("model calls: {} for 24 images", model_calls(&stub));
@@ -192,11 +149,10 @@ async fn a_model_slower_than_the_push_deadline_finishes_its_rows_and_charges_onc
     let mut env = live_env(&gemini);
     env.push(("ASSETGEN_QUEUE_ACK_DEADLINE_SECS", "1".to_owned()));
     let server = spawn(dir.path(), &env);
-    let client = reqwest::Client::new();
-    let id = submit(&client, &server.base, rows(2, |_| 2)).await;
+    let (id, _) = server.api().submit(&batch(2, |_| 2)).await;
 
-    ends_with_exact_money(&client, &server, dir.path(), &id, 4).await;
+    ends_with_exact_money(&server, dir.path(), &id, 4).await;
     assert_eq!(model_calls(&stub), 4, "each image was made once, whatever the redeliveries");
-    let text = metrics(&client, &server).await;
+    let text = metrics(&server).await;
     assert!(sample_sum(&text, "assetgen_queue_nacks_total", &[]) >= 2.0, "the push deadline was hit:\n{text}");
 }

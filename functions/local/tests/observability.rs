@@ -2,7 +2,7 @@
 //! `/metrics-lite` with the last hour, `/readyz`, and the request id of the submit in generate's
 //! log lines (JSON with timestamps, no colour codes in a file) and in the ledger events.
 
-use assetgen_tests::{serve_flaky_gemini, spawn_serve_logged};
+use assetgen_tests::{ApiClient, serve_flaky_gemini, spawn_serve_logged};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,33 +34,20 @@ async fn a_live_batch_shows_in_metrics_logs_and_the_ledger_under_its_request_id(
     ];
     let server = spawn_serve_logged(Path::new(ASSETGEN), dir.path(), &env, &["--live"], &log).expect("serve");
     let base = &server.base;
-    let client = reqwest::Client::new();
+    let api = server.api();
+    let client = &api.client;
 
     let rows: Vec<Value> = (1..=3)
         .map(|i| json!({"scene_id": format!("OBS-{i}"), "prompt": format!("a lamp #{i}"), "variants": i, "refs": [], "ref_mode": "style_only"}))
         .collect();
-    let accepted: Value = client
-        .post(format!("{base}/v1/batches"))
-        .header("x-request-id", REQUEST_ID)
-        .header("x-cloud-trace-context", format!("{TRACE_ID}/1;o=1"))
-        .json(&json!({"rows": rows, "run_mode": "live"}))
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let id = accepted["batch_id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view: Value =
-            client.get(format!("{base}/v1/batches/{id}")).send().await.expect("get").json().await.expect("json");
-        if view["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the batch did not finish: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (id, _) = ApiClient::accepted(
+        api.post("/v1/batches")
+            .header("x-request-id", REQUEST_ID)
+            .header("x-cloud-trace-context", format!("{TRACE_ID}/1;o=1"))
+            .json(&json!({"rows": rows, "run_mode": "live"})),
+    )
+    .await;
+    api.until(&id, Duration::from_secs(60), "the batch succeeding", |view| view["status"] == "succeeded").await;
     assert_eq!(client.get(format!("{base}/no-such-page")).send().await.expect("404").status(), 404);
 
     // Prometheus: by route template, never the raw path; images, model calls, ledger, money. The

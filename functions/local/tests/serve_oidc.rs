@@ -2,8 +2,8 @@
 //! by the test's own key set (a JWKS on loopback); the dev header counts for nothing; the server's
 //! own queue still delivers; image links open with no header; and dev auth stays on loopback.
 
-use assetgen_tests::spawn_serve;
 use assetgen_tests::topology::TestIssuer;
+use assetgen_tests::{ApiClient, spawn_serve};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -63,26 +63,12 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
     assert_eq!(accepted.status(), 202);
     let accepted: Value = accepted.json().await.expect("json");
     let id = accepted["batch_id"].as_str().expect("id").to_owned();
+    let as_owner = ApiClient::new(&base).with_token(&owner);
     let started = Instant::now();
-    let view = loop {
-        let view: Value = client
-            .get(format!("{base}/v1/batches/{id}"))
-            .bearer_auth(&owner)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if view["status"] == "succeeded" {
-            break view;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the batch never finished: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let push = client
-        .post(format!("{base}/pubsub/rows"))
-        .bearer_auth(&owner)
+    let view = as_owner.ended(&id, Duration::from_secs(30)).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    let push = as_owner
+        .post("/pubsub/rows")
         .json(&json!({"message": {"data": "e30=", "messageId": "1"}, "subscription": "s"}))
         .send()
         .await
@@ -103,9 +89,8 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
     }
 
     // A reference link from the library needs no header: the row worker fetches it like any URL.
-    let uploaded: Value = client
-        .post(format!("{base}/v1/refs"))
-        .bearer_auth(&owner)
+    let uploaded: Value = as_owner
+        .post("/v1/refs")
         .header("content-type", "image/png")
         .body(assetgen_tests::png(7))
         .send()
@@ -120,33 +105,9 @@ async fn serve_with_oidc_checks_tokens_like_the_cloud() {
     let unsigned = ref_link.split('?').next().expect("path");
     assert_eq!(reqwest::get(unsigned).await.expect("ref").status(), 401, "no signature, no token");
     let with_ref = json!({"rows": [{"scene_id": "R", "prompt": "a mug in this style", "refs": [ref_link]}]});
-    let accepted: Value = client
-        .post(format!("{base}/v1/batches"))
-        .bearer_auth(&owner)
-        .json(&with_ref)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let ref_batch = accepted["batch_id"].as_str().expect("id").to_owned();
-    let row = loop {
-        let view: Value = client
-            .get(format!("{base}/v1/batches/{ref_batch}"))
-            .bearer_auth(&owner)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        if view["status"] != "queued" && view["status"] != "running" {
-            break view["rows"][0].clone();
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the batch never finished: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (ref_batch, _) = as_owner.submit(&with_ref).await;
+    let row =
+        as_owner.ended(&ref_batch, Duration::from_secs(60).saturating_sub(started.elapsed())).await["rows"][0].clone();
     assert_eq!(row["status"], "succeeded", "{row}");
     assert_eq!(
         (row["refs"][0]["outcome"].as_str(), row["refs"][0]["sha256"].as_str()),

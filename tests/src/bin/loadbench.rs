@@ -3,28 +3,16 @@
 //! 100-row dry run, and the server's idle RSS. Bounded: a fixed number of requests, then it stops.
 
 use anyhow::{Context, bail};
-use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use assetgen_tests::events::until_done;
+use assetgen_tests::{acceptance_rows, release_binary, serve_refs, spawn_serve};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const SUBMITS_10: usize = 40;
 const SUBMITS_100: usize = 10;
 const DONE_RUNS: usize = 3;
-
-fn rows(n: usize, refs: &str) -> Vec<Value> {
-    // The acceptance batch's rows, as JSON (the CSV helper is the source of truth for their shape).
-    acceptance_csv(n, refs)
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let cols: Vec<&str> = line.split(',').collect();
-            let refs: Vec<&str> = cols[3].split('|').filter(|r| !r.is_empty()).collect();
-            json!({"scene_id": cols[0], "prompt": cols[1], "variants": cols[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": cols[4]})
-        })
-        .collect()
-}
+/// A dry run of 100 rows ends in seconds; this only bounds a run that hangs.
+const DONE_WITHIN: Duration = Duration::from_secs(300);
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -49,17 +37,6 @@ async fn submit(client: &reqwest::Client, base: &str, rows: &[Value]) -> anyhow:
     Ok((took, body))
 }
 
-async fn until_done(client: &reqwest::Client, events: &str) -> anyhow::Result<Value> {
-    let mut stream = client.get(events).send().await?.bytes_stream().eventsource();
-    while let Some(event) = stream.next().await {
-        let event = event?;
-        if event.event == "done" {
-            return Ok(serde_json::from_str(&event.data)?);
-        }
-    }
-    bail!("stream ended before done")
-}
-
 async fn latency(client: &reqwest::Client, base: &str, rows: &[Value], n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut took = Vec::with_capacity(n);
     for _ in 0..n {
@@ -67,7 +44,7 @@ async fn latency(client: &reqwest::Client, base: &str, rows: &[Value], n: usize)
         took.push(t);
         // Let each batch finish so every submit meets the same, idle server.
         let events = body["links"]["events"].as_str().context("events link")?;
-        until_done(client, events).await?;
+        until_done(client, events, None, DONE_WITHIN).await?;
     }
     took.sort();
     Ok(took)
@@ -87,8 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let idle_rss = rss_kib(pid)?;
     let client = reqwest::Client::new();
 
-    let ten = rows(10, &refs);
-    let hundred = rows(100, &refs);
+    let ten = acceptance_rows(10, &refs);
+    let hundred = acceptance_rows(100, &refs);
     let lat10 = latency(&client, &server.base, &ten, SUBMITS_10).await?;
     let lat100 = latency(&client, &server.base, &hundred, SUBMITS_100).await?;
 
@@ -96,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..DONE_RUNS {
         let started = Instant::now();
         let (_, body) = submit(&client, &server.base, &hundred).await?;
-        let done = until_done(&client, body["links"]["events"].as_str().context("events link")?).await?;
+        let events = body["links"]["events"].as_str().context("events link")?;
+        let done = until_done(&client, events, None, DONE_WITHIN).await?;
         to_done.push(started.elapsed());
         if done["totals"]["images_done"] != 199 {
             bail!("a 100-row run ended with {} images", done["totals"]["images_done"]);

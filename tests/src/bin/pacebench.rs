@@ -23,29 +23,16 @@
 
 use anyhow::{Context, bail};
 use assetgen_common::model::Pacing;
+use assetgen_tests::events::until_done;
 use assetgen_tests::quota_stub::{QuotaStubConfig, QuotaStubStats, serve_quota_gemini};
 use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
-use assetgen_tests::{acceptance_csv, release_binary, serve_refs, spawn_serve_logged};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use assetgen_tests::{acceptance_rows, release_binary, serve_refs, spawn_serve_logged};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// (rows, images per minute)
 const RUNS: [(usize, u32); 2] = [(100, 600), (1000, 2000)];
-
-fn rows(n: usize, refs: &str) -> Vec<Value> {
-    acceptance_csv(n, refs)
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let cols: Vec<&str> = line.split(',').collect();
-            let refs: Vec<&str> = cols[3].split('|').filter(|r| !r.is_empty()).collect();
-            json!({"scene_id": cols[0], "prompt": cols[1], "variants": cols[2].parse::<u8>().unwrap_or(1), "refs": refs, "ref_mode": cols[4]})
-        })
-        .collect()
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -81,20 +68,14 @@ struct Measured {
     rss_mib: f64,
 }
 
-async fn until_done(client: &reqwest::Client, events: &str, limit: Duration) -> anyhow::Result<Value> {
-    let mut stream = client.get(events).send().await?.bytes_stream().eventsource();
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(next) = tokio::time::timeout(left, stream.next()).await else { bail!("no done within {limit:?}") };
-        match next {
-            Some(Ok(event)) if event.event == "done" => return Ok(serde_json::from_str(&event.data)?),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("event stream: {e}"),
-            // The relay closes long streams with a retry hint: reconnect.
-            None => stream = client.get(events).send().await?.bytes_stream().eventsource(),
-        }
+/// Sends `submit` (a `POST /v1/batches`, signed as its path needs) with the acceptance batch's
+/// first `rows_n` rows, live; the accepted answer.
+async fn submit_live(submit: reqwest::RequestBuilder, rows_n: usize, refs: &str) -> anyhow::Result<Value> {
+    let response = submit.json(&json!({"rows": acceptance_rows(rows_n, refs), "run_mode": "live"})).send().await?;
+    if response.status() != 202 {
+        bail!("submit answered {}: {}", response.status(), response.text().await?);
     }
+    Ok(response.json().await?)
 }
 
 /// Where a run that did not finish left its data and log: the rows not ended, as stored.
@@ -151,19 +132,11 @@ async fn serve_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::Resul
     )?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let response = client
-        .post(format!("{}/v1/batches", server.base))
-        .json(&json!({"rows": rows(rows_n, &refs), "run_mode": "live"}))
-        .send()
-        .await?;
-    if response.status() != 202 {
-        bail!("submit answered {}: {}", response.status(), response.text().await?);
-    }
-    let accepted: Value = response.json().await?;
+    let accepted = submit_live(client.post(format!("{}/v1/batches", server.base)), rows_n, &refs).await?;
     let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
     let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
     let events = accepted["links"]["events"].as_str().context("events link")?;
-    let done = match until_done(&client, events, ideal * 4 + Duration::from_secs(120)).await {
+    let done = match until_done(&client, events, None, ideal * 4 + Duration::from_secs(120)).await {
         Ok(done) => done,
         Err(e) => {
             report_stuck(&dir.keep());
@@ -242,43 +215,19 @@ async fn functions_run(rows_n: usize, ipm: u32, latency_scale: f64) -> anyhow::R
     let user = topology.user_token(OWNER);
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let response = client
-        .post(format!("{}/v1/batches", topology.submit.base))
-        .bearer_auth(&user)
-        .json(&json!({"rows": rows(rows_n, &refs), "run_mode": "live"}))
-        .send()
-        .await?;
-    if response.status() != 202 {
-        bail!("submit answered {}: {}", response.status(), response.text().await?);
-    }
-    let accepted: Value = response.json().await?;
+    let submit = client.post(format!("{}/v1/batches", topology.submit.base)).bearer_auth(&user);
+    let accepted = submit_live(submit, rows_n, &refs).await?;
     let id = accepted["batch_id"].as_str().context("batch id")?.to_owned();
     let images = accepted["estimate"]["images"].as_u64().context("estimate")?;
     let ideal = Duration::from_secs_f64(images as f64 * 60.0 / f64::from(ipm));
     let events = format!("{}/v1/batches/{id}/events", topology.relay.base);
-    let done = until_done_as(&client, &events, &user, ideal * 4 + Duration::from_secs(180)).await?;
+    let done = until_done(&client, &events, Some(&user), ideal * 4 + Duration::from_secs(180)).await?;
     let took = started.elapsed();
     let rss: f64 = [&topology.submit, &topology.generate, &topology.relay]
         .iter()
         .map(|f| peak_rss_mib(f.pid()))
         .sum::<anyhow::Result<f64>>()?;
     measured("functions", rows_n, ipm, images, &done, took, started, &stats, rss)
-}
-
-async fn until_done_as(client: &reqwest::Client, events: &str, token: &str, limit: Duration) -> anyhow::Result<Value> {
-    let open = || client.get(events).bearer_auth(token).send();
-    let mut stream = open().await?.error_for_status()?.bytes_stream().eventsource();
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(next) = tokio::time::timeout(left, stream.next()).await else { bail!("no done within {limit:?}") };
-        match next {
-            Some(Ok(event)) if event.event == "done" => return Ok(serde_json::from_str(&event.data)?),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("event stream: {e}"),
-            None => stream = open().await?.error_for_status()?.bytes_stream().eventsource(),
-        }
-    }
 }
 
 #[tokio::main]
