@@ -11,7 +11,7 @@ use assetgen_tests::money::{assert_ledger_checks, assert_spent_exactly};
 use assetgen_tests::{ApiClient, Server, spawn_serve_with_args};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ASSETGEN: &str = env!("CARGO_BIN_EXE_assetgen");
 /// Half of gemini-2.5-flash-image's $0.039.
