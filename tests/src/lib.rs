@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests and the load driver: run the real `assetgen` binary on a free
-//! port, and serve reference images from loopback.
+//! port, call its API ([`ApiClient`]), check the money ([`money`]), and serve reference images and
+//! Gemini stubs from loopback.
 
 mod api_client;
 pub mod events;
