@@ -23,6 +23,7 @@ struct Run {
     _server: Server,
     stub: BulkStub,
     api: ApiClient,
+    client: reqwest::Client,
 }
 
 async fn start(config: BulkStubConfig, extra_env: &[(&str, &str)]) -> Run {
@@ -38,7 +39,7 @@ async fn start(config: BulkStubConfig, extra_env: &[(&str, &str)]) -> Run {
     ];
     env.extend_from_slice(extra_env);
     let server = spawn_serve_with_args(Path::new(ASSETGEN), dir.path(), &env, &["--live"]).expect("serve --live");
-    Run { _dir: dir, data, api: server.api(), _server: server, stub }
+    Run { _dir: dir, data, api: server.api(), _server: server, stub, client: reqwest::Client::new() }
 }
 
 /// Four rows, seven images; the second row's prompt carries `marker`.
@@ -156,7 +157,7 @@ async fn a_job_with_one_failed_request_fails_only_that_row() {
 
     // The images are real PNGs, served like live ones.
     let image = row(&view, "CAT-004")["images"][2].as_str().expect("a link").to_owned();
-    let bytes = run.api.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
+    let bytes = run.client.get(&image).send().await.expect("image").bytes().await.expect("bytes");
     assert!(bytes.starts_with(b"\x89PNG"), "a PNG at {image}");
 
     // Each image explains itself like a live one: a sidecar naming the bulk run, its price and
