@@ -61,6 +61,8 @@ async fn check_row(store: &dyn ObjectStore, m: &RowMessage) -> Vec<Sidecar> {
         assert_eq!((sidecar.provenance.batch_id.clone(), sidecar.provenance.row), (m.batch_id.clone(), m.row));
         out.push(sidecar);
     }
+    // A row's variants are made at once and recorded as they finish: in variant order here.
+    out.sort_by_key(|s| s.provenance.variant);
     out
 }
 
