@@ -13,6 +13,9 @@
  * - A bulk batch waits at Google for up to a day: while its job is there it is looked at every
  *   BULK_LOOK_MS, and a trigger run with nothing due ends at once. Polling it like a live batch
  *   would keep a run going all day and use up the daily trigger runtime Apps Script allows.
+ * - The trigger fires every minute while any batch needs looking at, and every
+ *   BULK_TRIGGER_MINUTES while only bulk batches wait at Google (a run every minute that ends at
+ *   once still counts against the daily triggers); following a batch puts it back to every minute.
  * - When nothing is left to follow, the trigger deletes itself.
  */
 
@@ -23,6 +26,15 @@ var FOLLOW_BUDGET_MS = 4.5 * 60 * 1000;
 var POLL_MS = 10 * 1000;
 /** How often a bulk batch whose job Google holds (pending or running) is looked at. */
 var BULK_LOOK_MS = 10 * 60 * 1000;
+/** The trigger's cadence while a batch needs looking at, and while only bulk batches wait at
+ * Google (everyMinutes takes 1, 5, 10, 15 or 30). */
+var FOLLOW_TRIGGER_MINUTES = 1;
+var BULK_TRIGGER_MINUTES = 10;
+/** A look due this soon is made now: a trigger on the 10-minute cadence that fires a little early
+ * would otherwise put it off by a whole period. */
+var LOOK_SLACK_MS = 60 * 1000;
+/** User property: the follow trigger this user has ({id, minutes}); a trigger cannot tell its cadence. */
+var FOLLOW_TRIGGER_KEY = 'assetgen.followTrigger';
 /** Attempts for one Sheets or UrlFetch call that fails with a quota or transient error. */
 var BACKOFF_ATTEMPTS = 6;
 
@@ -41,7 +53,7 @@ var BACKOFF_ATTEMPTS = 6;
 function followBatch_(batch) {
   batch.owner = currentUser_();
   PropertiesService.getDocumentProperties().setProperty(BATCH_PREFIX + batch.id, JSON.stringify(batch));
-  ensureFollowTrigger_();
+  ensureFollowTrigger_(FOLLOW_TRIGGER_MINUTES); // back to every minute, if it waited on bulk batches only
 }
 
 /** The account this run acts as (a trigger runs as whoever created it). */
@@ -91,10 +103,34 @@ function unfollowBatch_(id) {
   props.deleteProperty(BATCH_PREFIX + id);
 }
 
-function ensureFollowTrigger_() {
-  var exists = ScriptApp.getProjectTriggers().some(function (t) { return t.getHandlerFunction() === FOLLOW_HANDLER; });
-  if (!exists) {
-    ScriptApp.newTrigger(FOLLOW_HANDLER).timeBased().everyMinutes(1).create();
+/**
+ * This user's follow trigger fires every `minutes`: the one it has when it is at that cadence,
+ * otherwise a new one (a trigger's cadence cannot be changed), and no other.
+ * @param {number} minutes
+ */
+function ensureFollowTrigger_(minutes) {
+  var props = PropertiesService.getUserProperties();
+  var known = null;
+  try {
+    known = JSON.parse(props.getProperty(FOLLOW_TRIGGER_KEY) || 'null');
+  } catch (e) {
+    known = null;
+  }
+  var keepId = known && known.minutes === minutes ? String(known.id) : '';
+  var kept = false;
+  ScriptApp.getProjectTriggers().forEach(function (t) {
+    if (t.getHandlerFunction() !== FOLLOW_HANDLER) {
+      return;
+    }
+    if (!kept && t.getUniqueId() === keepId) {
+      kept = true;
+    } else {
+      ScriptApp.deleteTrigger(t); // another cadence, or one too many (two runs that raced)
+    }
+  });
+  if (!kept) {
+    var trigger = ScriptApp.newTrigger(FOLLOW_HANDLER).timeBased().everyMinutes(minutes).create();
+    props.setProperty(FOLLOW_TRIGGER_KEY, JSON.stringify({ id: trigger.getUniqueId(), minutes: minutes }));
   }
 }
 
@@ -104,6 +140,28 @@ function deleteFollowTriggers_() {
       ScriptApp.deleteTrigger(t);
     }
   });
+  PropertiesService.getUserProperties().deleteProperty(FOLLOW_TRIGGER_KEY);
+}
+
+/**
+ * The trigger's cadence for the batches left: every BULK_TRIGGER_MINUTES when each of them waits
+ * at Google (a bulk batch not due for a look), every minute otherwise.
+ */
+function paceFollowTrigger_() {
+  var waitingOnly = function () {
+    var left = myFollowedBatches_();
+    return left.length > 0 && !left.some(function (b) { return isDue_(b, Date.now() + LOOK_SLACK_MS); });
+  };
+  if (!waitingOnly()) {
+    ensureFollowTrigger_(FOLLOW_TRIGGER_MINUTES);
+    return;
+  }
+  ensureFollowTrigger_(BULK_TRIGGER_MINUTES);
+  // A submit does not take the script lock: a batch it followed meanwhile may have found the
+  // minute trigger just replaced. Looked at again, so such a batch is not left to the slow one.
+  if (!waitingOnly()) {
+    ensureFollowTrigger_(FOLLOW_TRIGGER_MINUTES);
+  }
 }
 
 /** The trigger's handler (also safe to run by hand from the script editor). */
@@ -121,8 +179,9 @@ function followBatches() {
         stopFollowing_();
         return;
       }
-      var due = batches.filter(function (b) { return isDue_(b, Date.now()); });
+      var due = batches.filter(function (b) { return isDue_(b, Date.now() + LOOK_SLACK_MS); });
       if (due.length === 0) {
+        paceFollowTrigger_();
         return; // every batch left waits at Google: a later trigger run looks when one is due
       }
       due.forEach(function (batch) {
@@ -141,9 +200,11 @@ function followBatches() {
         return;
       }
       if (!left.some(function (b) { return isDue_(b, Date.now() + POLL_MS); })) {
+        paceFollowTrigger_();
         return; // only bulk batches waiting at Google are left: no reason to sleep here
       }
       if (Date.now() - started + POLL_MS > FOLLOW_BUDGET_MS) {
+        paceFollowTrigger_();
         return; // the next trigger run resumes from what the sheet shows
       }
       Utilities.sleep(POLL_MS);
@@ -162,7 +223,7 @@ function isDue_(batch, at) {
 function stopFollowing_() {
   deleteFollowTriggers_();
   if (myFollowedBatches_().length > 0) {
-    ensureFollowTrigger_();
+    ensureFollowTrigger_(FOLLOW_TRIGGER_MINUTES);
   }
 }
 

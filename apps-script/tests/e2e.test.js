@@ -529,6 +529,7 @@ test('the Sheet in bulk against a real assetgen serve: the estimate at the bulk 
     if (followed && followed.lookAfter > w.clock.now()) {
       sawWaiting = true;
       assert.ok(sheet.table().every((r) => r.status === 'queued'), 'queued while Google holds the job');
+      assert.equal(w.scriptApp.triggers[0].spec.everyMinutes, 10, 'only a bulk batch waits: the trigger fires every 10 minutes');
     }
     w.clock.advance(10 * 60 * 1000);
     blockFor(500);

@@ -776,8 +776,9 @@ test('a bulk batch at Google is looked at every ten minutes, a trigger run with 
   assert.equal(w.scriptApp.triggers.length, 1, 'still following');
   assert.equal(w.gs.followedBatches_()[0].lookAfter, w.clock.now() + 10 * 60 * 1000, 'next look in ten minutes');
 
-  // The trigger's runs of the next minutes do not ask at all.
-  for (let minute = 1; minute < 10; minute++) {
+  // The trigger's runs of the next minutes do not ask at all (from the ninth on, the look is less
+  // than a minute away and is made: a 10-minute trigger may fire a little early).
+  for (let minute = 1; minute < 9; minute++) {
     w.clock.advance(60 * 1000);
     started = w.clock.now();
     w.gs.followBatches();
@@ -809,6 +810,94 @@ test('a bulk batch at Google is looked at every ten minutes, a trigger run with 
   assert.deepEqual(t.map((r) => r['images.links'].length), [1, 2, 3]);
   assert.equal(t[0]['preview.formula'], `=IMAGE("https://assetgen.test/v1/images/${id}/HERO-001/1?sig=abc""def")`);
   assert.equal(w.scriptApp.triggers.length, 0, 'nothing left to follow: the trigger deleted itself');
+});
+
+test('while only bulk batches wait at Google the trigger fires every 10 minutes, and every minute again once a live batch is followed', () => {
+  const w = world({ rows: scenes(2) });
+  w.service.manual = true;
+  const cadence = () => {
+    assert.equal(w.scriptApp.triggers.length, 1, 'one follow trigger');
+    assert.equal(w.scriptApp.triggers[0].getHandlerFunction(), 'followBatches');
+    return w.scriptApp.triggers[0].spec.everyMinutes;
+  };
+  w.sheet.select('A2:F3');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateBulk();
+  const bulkId = [...w.service.batches.keys()].at(-1);
+  const looks = () => w.service.requests.filter((r) => r.method === 'GET' && r.url.endsWith(`/v1/batches/${bulkId}`)).length;
+  assert.equal(cadence(), 1, 'a batch just followed is looked at within the minute');
+
+  // The first look finds the job at Google, and the follower swaps the minute trigger for a
+  // ten-minute one. A live batch submitted just then (a submit takes no script lock, so it found
+  // the minute trigger still there) is seen before the run ends: the minute cadence stays.
+  const newTrigger = w.scriptApp.newTrigger.bind(w.scriptApp);
+  let raced = false;
+  w.scriptApp.newTrigger = (fn) => {
+    const builder = newTrigger(fn);
+    const everyMinutes = builder.everyMinutes;
+    builder.everyMinutes = (n) => {
+      if (n === 10 && !raced) {
+        raced = true;
+        const batch = { id: 'raced', sheetId: 909, runMode: 'live', page: '', submittedAt: new Date(w.clock.now()).toISOString(), owner: 'lead@studio.test' };
+        w.props.document.setProperty('assetgen.batch.raced', JSON.stringify(batch));
+      }
+      return everyMinutes(n);
+    };
+    return builder;
+  };
+  w.gs.followBatches();
+  w.scriptApp.newTrigger = newTrigger;
+  assert.equal(looks(), 1);
+  assert.equal(w.sheet.table()[0].status, 'queued');
+  assert.ok(raced, 'the swap to ten minutes was under way');
+  assert.equal(cadence(), 1, 'the live batch followed meanwhile keeps the minute trigger');
+  w.gs.unfollowBatch_('raced');
+
+  // With only the bulk batch left at Google, the next run (nothing due) slows the trigger down.
+  w.clock.advance(60 * 1000);
+  w.gs.followBatches();
+  assert.equal(looks(), 1, 'not due yet');
+  assert.equal(cadence(), 10);
+  const slow = w.scriptApp.triggers[0].getUniqueId();
+
+  // Its runs ten minutes apart look at the job and keep the same trigger.
+  for (let run = 0; run < 3; run++) {
+    w.clock.advance(10 * 60 * 1000);
+    w.gs.followBatches();
+  }
+  assert.equal(looks(), 4, 'looked at on every run ten minutes apart');
+  assert.equal(cadence(), 10);
+  assert.equal(w.scriptApp.triggers[0].getUniqueId(), slow, 'not made again on every run');
+
+  // A live batch is followed: every minute again, at once.
+  const live = sheetWith(HEADERS, scenes(1).map((r) => ({ ...r, scene_id: 'LIVE-1' })), 202, 'Live');
+  w.ss.sheets.push(live);
+  w.ss.active = live;
+  live.select('A2:F2');
+  w.ui.promptAnswers.push({ button: 'OK', text: 'CONFIRM' });
+  w.gs.generateLive();
+  const liveId = [...w.service.batches.keys()].at(-1);
+  assert.equal(cadence(), 1);
+  const created = w.scriptApp.created;
+  w.gs.followBatches();
+  assert.equal(live.table()[0].status, 'queued');
+  assert.equal(cadence(), 1, 'the live batch is still running');
+  assert.equal(w.scriptApp.created, created, 'the minute trigger kept');
+
+  // The live batch ends: only the bulk batch waits at Google again.
+  w.service.advance(liveId, 1);
+  w.clock.advance(60 * 1000);
+  w.gs.followBatches();
+  assert.equal(live.table()[0].status, 'succeeded');
+  assert.equal(cadence(), 10);
+
+  // Google finishes the bulk job: its rows are written and the trigger deletes itself.
+  w.service.advance(bulkId, 2);
+  w.clock.advance(10 * 60 * 1000);
+  w.gs.followBatches();
+  assert.deepEqual(w.sheet.table().map((r) => r.status), ['succeeded', 'succeeded']);
+  assert.equal(w.scriptApp.triggers.length, 0, 'nothing left to follow');
+  assert.equal(w.props.user.getProperty('assetgen.followTrigger'), null);
 });
 
 test('bulk retry asks CONFIRM for a new Google batch; cancel says what Google\'s cancel keeps', () => {
