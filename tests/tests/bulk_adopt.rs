@@ -21,6 +21,21 @@ use time::OffsetDateTime;
 /// Half of gemini-2.5-flash-image's $0.039.
 const BULK_PRICE_USD: f64 = 0.0195;
 
+/// Gemini's Batch API as the developer backend speaks it, against a stub whose jobs succeed after
+/// two polls.
+async fn batch_api_on_a_stub() -> (BulkStub, Arc<GeminiBatchApi>) {
+    let config = BulkStubConfig {
+        polls_before_end: 2,
+        outcome: BulkOutcome::Succeed,
+        fail_marker: String::new(),
+        results_as_file: false,
+    };
+    let stub = serve_bulk_gemini(config).await.expect("stub");
+    let base = url::Url::parse(&stub.base).expect("url");
+    let model = GeminiModel::developer(Secret::new("test-key"), Some(base), GeminiTimeouts::default()).expect("model");
+    (stub, Arc::new(GeminiBatchApi::new(model).expect("developer api")))
+}
+
 /// Passes every call through, except the first write of a bulk job's object once Google holds more
 /// than `after` jobs: it fails as if the process had died between Google's answer and recording it.
 fn dies_after_google_accepts(inner: Arc<dyn ObjectStore>, stub: BulkStub, after: Arc<AtomicUsize>) -> HookedStore {
@@ -36,21 +51,7 @@ fn dies_after_google_accepts(inner: Arc<dyn ObjectStore>, stub: BulkStub, after:
 
 #[tokio::test]
 async fn a_job_google_accepted_but_we_did_not_record_is_adopted_not_submitted_again() {
-    let stub = serve_bulk_gemini(BulkStubConfig {
-        polls_before_end: 2,
-        outcome: BulkOutcome::Succeed,
-        fail_marker: String::new(),
-        results_as_file: false,
-    })
-    .await
-    .expect("stub");
-    let model = GeminiModel::developer(
-        Secret::new("test-key"),
-        Some(url::Url::parse(&stub.base).expect("url")),
-        GeminiTimeouts::default(),
-    )
-    .expect("model");
-    let api = Arc::new(GeminiBatchApi::new(model).expect("developer api"));
+    let (stub, api) = batch_api_on_a_stub().await;
     let healthy: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let after = Arc::new(AtomicUsize::new(usize::MAX));
     let store: Arc<dyn ObjectStore> = Arc::new(dies_after_google_accepts(healthy.clone(), stub.clone(), after.clone()));
@@ -137,21 +138,7 @@ fn submit_and_preparer_die(inner: Arc<dyn ObjectStore>, stub: BulkStub) -> Hooke
 
 #[tokio::test]
 async fn rows_queued_while_a_job_sat_in_preparing_go_into_the_next_job_when_it_is_taken_over() {
-    let stub = serve_bulk_gemini(BulkStubConfig {
-        polls_before_end: 2,
-        outcome: BulkOutcome::Succeed,
-        fail_marker: String::new(),
-        results_as_file: false,
-    })
-    .await
-    .expect("stub");
-    let model = GeminiModel::developer(
-        Secret::new("test-key"),
-        Some(url::Url::parse(&stub.base).expect("url")),
-        GeminiTimeouts::default(),
-    )
-    .expect("model");
-    let api = Arc::new(GeminiBatchApi::new(model).expect("developer api"));
+    let (stub, api) = batch_api_on_a_stub().await;
     let healthy: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let store: Arc<dyn ObjectStore> = Arc::new(submit_and_preparer_die(healthy.clone(), stub.clone()));
     let lease = Duration::from_millis(300);
