@@ -3,8 +3,8 @@
 //! account for generate's audience (added by the topology's forwarder, as Google's push would) is
 //! taken, and the row is made. A user's ID token on the push route is refused too.
 
-use assetgen_tests::ApiClient;
 use assetgen_tests::topology::{OWNER, Topology, TopologyOptions};
+use assetgen_tests::{ApiClient, wait_until};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,11 @@ async fn generate_refuses_the_emulators_bare_push_and_takes_it_with_the_push_acc
     let within = Duration::from_secs(90).saturating_sub(started.elapsed());
     let view = as_owner.until(&id, within, "the row being made", |view| view["status"] == "succeeded").await;
     assert_eq!(view["totals"]["images_done"], 1);
+    // The forwarder records a push once generate's answer is back, which can be just after the
+    // row's state says it ended.
+    let taken = || topology.forwarder.forwarded().iter().any(|p| p.signed && (200..300).contains(&p.status));
+    wait_until(Duration::from_secs(10), "a signed push to be taken", taken).await;
     let signed: Vec<_> = topology.forwarder.forwarded().into_iter().filter(|p| p.signed).collect();
-    assert!(signed.iter().any(|p| (200..300).contains(&p.status)), "a signed push was taken: {signed:?}");
     assert!(signed.iter().all(|p| !p.arrived_with_authorization));
     println!(
         "push with OIDC: {} bare pushes refused (401), then taken with the push account's token; \

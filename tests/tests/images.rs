@@ -10,8 +10,8 @@
 
 use assetgen_common::store::ObjectStore;
 use assetgen_common::testkit::{FakeGcs, PubSubEmulator, SubscriptionSpec};
-use assetgen_tests::ApiClient;
 use assetgen_tests::topology::{OWNER, PUSH_SERVICE_ACCOUNT, PushForwarder, TestIssuer, USER_AUDIENCE, free_port};
+use assetgen_tests::{ApiClient, wait_until};
 use axum::http::StatusCode;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -254,8 +254,10 @@ async fn each_image_serves_runs_as_nonroot_stops_on_sigterm_and_generate_makes_a
     assert_eq!(view["status"], "succeeded", "{view}");
     let objects = view["rows"][0]["objects"].as_array().expect("the row's objects").clone();
     assert_eq!(objects.len(), 1, "{view}");
-    let pushes = forwarder.forwarded();
-    assert!(pushes.iter().any(|p| p.signed && p.status < 300), "generate took a push with a token: {pushes:?}");
+    // The forwarder records a push once generate's answer is back, which can be just after the
+    // row's state says it ended.
+    let taken = || forwarder.forwarded().iter().any(|p| p.signed && p.status < 300);
+    wait_until(Duration::from_secs(10), "generate to take a push with a token", taken).await;
     let png = store.get(objects[0].as_str().expect("an object name")).await.expect("the image is in the bucket");
     assert!(png.body.starts_with(b"\x89PNG"), "a PNG");
     // The relay, a third container, reads the same batch for the same user.
