@@ -311,14 +311,29 @@ def reads_outside_config_functions() -> set[str]:
     return out
 
 
+def pipeline_start_body() -> str:
+    """The body of `shim::PipelineStart::from_env`, where submit and generate read their `Config`
+    and wire the pipeline from it."""
+    path = COMMON / "shim" / "pipeline_start.rs"
+    check_dynamic_reads(path)
+    starts = [f for f in functions_in(path) if f.name == "from_env"]
+    if len(starts) != 1 or "Config::from_env" not in starts[0].body:
+        raise AssertionError(f"{rel(path)}: expected one `from_env` that calls Config::from_env")
+    return starts[0].body
+
+
 def main_run_body(function: str) -> tuple[str, str]:
-    """The text of a function's `main.rs` outside `run` (helpers) and its `run` body."""
+    """The text of a function's `main.rs` outside `run` (helpers), and its `run` body. A `run` that
+    starts from `PipelineStart::from_env()` gets that function's body in front of its own, so its
+    `Config` binding and what is built from it are followed as if written there."""
     path = FUNCTIONS[function] / "main.rs"
     check_dynamic_reads(path)
     runs = [f for f in functions_in(path) if f.name == "run"]
-    if len(runs) != 1 or "Config::from_env" not in runs[0].body:
-        raise AssertionError(f"{rel(path)}: expected one `run` that calls Config::from_env")
-    return source(path), runs[0].body
+    own = runs[0].body if len(runs) == 1 else ""
+    run = pipeline_start_body() + "\n" + own if "PipelineStart::from_env" in own else own
+    if len(runs) != 1 or "Config::from_env" not in run:
+        raise AssertionError(f"{rel(path)}: expected one `run` that calls Config::from_env or PipelineStart::from_env")
+    return source(path).replace(own, ""), run
 
 
 def config_binding(body: str) -> str:
@@ -334,8 +349,7 @@ def service_texts() -> dict[str, tuple[str, str]]:
     job module only for the job)."""
     texts: dict[str, tuple[str, str]] = {}
     for function, src_dir in FUNCTIONS.items():
-        main_src, run = main_run_body(function)
-        crate_rest = main_src.replace(run, "")
+        crate_rest, run = main_run_body(function)
         for path in sorted(src_dir.rglob("*.rs")):
             check_dynamic_reads(path)
             if path.name not in ("main.rs", "job.rs"):
