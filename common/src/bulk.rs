@@ -133,6 +133,30 @@ pub struct BulkJob {
 }
 
 impl BulkJob {
+    /// A new job, held by the preparer that made it: nothing asked of Google yet.
+    fn preparing(seq: u32, lease: Lease, created_at: OffsetDateTime) -> Self {
+        Self {
+            seq,
+            state: BulkState::Preparing,
+            job: None,
+            rows: Vec::new(),
+            requests: 0,
+            lease: Some(lease),
+            created_at,
+            submitted_at: None,
+            polled_at: None,
+            ended_at: None,
+            cancel_requested: false,
+            cancel_sent: false,
+            settled: false,
+            error: None,
+            input_file: None,
+            input_deleted: false,
+            results_file: None,
+            results_deleted: false,
+        }
+    }
+
     /// The files of this job still at Google that it no longer needs: once it has ended, its input;
     /// once its results are stored, its results file.
     fn files_left(&self) -> impl Iterator<Item = (FileRole, &str)> {
@@ -398,26 +422,8 @@ impl BulkRunner {
             }
             None => {
                 let seq = existing.iter().map(|j| j.seq + 1).max().unwrap_or(0);
-                let job = BulkJob {
-                    seq,
-                    state: BulkState::Preparing,
-                    job: None,
-                    rows: Vec::new(),
-                    requests: 0,
-                    lease: Some(Lease { holder: holder.clone(), until: now + self.lease_ttl }),
-                    created_at: now,
-                    submitted_at: None,
-                    polled_at: None,
-                    ended_at: None,
-                    cancel_requested: false,
-                    cancel_sent: false,
-                    settled: false,
-                    error: None,
-                    input_file: None,
-                    input_deleted: false,
-                    results_file: None,
-                    results_deleted: false,
-                };
+                let lease = Lease { holder: holder.clone(), until: now + self.lease_ttl };
+                let job = BulkJob::preparing(seq, lease, now);
                 match write_json(self.store(), &job_name(batch, seq), &job, Precondition::DoesNotExist).await {
                     Ok(_) => (seq, false),
                     Err(StoreError::PreconditionFailed(_)) => return Err(Stop::Busy),
@@ -1018,25 +1024,16 @@ mod tests {
     #[test]
     fn a_poll_stamp_is_not_a_change_a_watcher_sees_but_a_state_is() {
         let at = time::macros::datetime!(2026-11-28 14:02:31 UTC);
+        let made = BulkJob::preparing(0, Lease { holder: "h".into(), until: at }, at);
         let job = BulkJob {
-            seq: 0,
             state: BulkState::Pending,
             job: Some("batches/x".into()),
             rows: vec![0, 1],
             requests: 3,
             lease: None,
-            created_at: at,
             submitted_at: Some(at),
             polled_at: Some(at),
-            ended_at: None,
-            cancel_requested: false,
-            cancel_sent: false,
-            settled: false,
-            error: None,
-            input_file: None,
-            input_deleted: false,
-            results_file: None,
-            results_deleted: false,
+            ..made
         };
         let polled = BulkJob { polled_at: Some(at + time::Duration::seconds(30)), ..job.clone() };
         assert!(polled.looks_the_same_as(&job));
